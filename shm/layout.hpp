@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The on-disk (on-tmpfs) layout of the range table, shared by its one writer (transient-allocd)
+// and its lock-free readers (libnss_transient.so.2, transient-userdbd, transientctl).
+//
+// The file holds a fixed header and two copies of the table. The writer updates them with a
+// seqcount *latch* (the Linux kernel's raw_write_seqcount_latch): it makes the counter odd, which
+// steers readers to copy 1, rewrites copy 0, makes the counter even, which steers readers back
+// to copy 0, then rewrites copy 1. A reader therefore always has one complete copy to read, and
+// a writer killed at any instant leaves `copies[seq & 1]` consistent: readers never wait for a
+// dead writer, and the restarted allocator recovers from the same copy readers use.
+//
+// Everything a reader loads from the mapping is a std::atomic of at most 8 bytes, loaded
+// relaxed: a plain racing read would be undefined behaviour even if the result is thrown away,
+// and a read-modify-write would fault, because readers map the file PROT_READ. Positions are
+// offsets from the start of the file, never pointers, and readers bounds-check every one of them.
+//
+// The file is created at its final size and never shrinks, so a reader can never fault past the
+// end of the file (SIGBUS). A new file replaces an old one only when the layout changes; the
+// writer then marks the old one retired (the `state` word, at the same offset in every version)
+// so readers map the new one.
+
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace transient::shm {
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
+              "the table is shared between processes and mapped read-only by readers");
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && sizeof(std::atomic<std::uint32_t>) == 4);
+
+// "TRNSRNG1" read as a little-endian word.
+inline constexpr std::uint64_t kMagic = 0x31474e52534e5254ULL;
+inline constexpr std::uint32_t kVersion = 1;
+
+// The file name inside the runtime directory.
+inline constexpr char kTableFileName[] = "ranges.table";
+inline constexpr char kDefaultRuntimeDir[] = "/run/transient";
+
+// systemd's pools (docs/UIDS-GIDS.md): 64K-aligned container ranges and single dynamic UIDs.
+inline constexpr std::uint32_t kContainerPoolFirst = 0x00080000;  // 524288
+inline constexpr std::uint32_t kContainerPoolLast = 0x6FFFFFFF;   // 1879048191
+inline constexpr std::uint32_t kDynamicPoolFirst = 61184;
+inline constexpr std::uint32_t kDynamicPoolLast = 65519;
+inline constexpr std::uint32_t kContainerRangeSize = 0x10000;
+inline constexpr std::uint32_t kContainerSlots =
+        (kContainerPoolLast - kContainerPoolFirst + 1) / kContainerRangeSize;  // 28664
+inline constexpr std::uint32_t kDynamicSlots = kDynamicPoolLast - kDynamicPoolFirst + 1;  // 4336
+inline constexpr std::uint32_t kDefaultCapacity = kContainerSlots + kDynamicSlots;  // 33000
+// Readers refuse tables claiming more; it bounds the mapping a corrupt header can ask for.
+inline constexpr std::uint32_t kMaxCapacity = 1U << 20;
+
+// systemd's foreign UID range (v258): served as foreign-N, never enumerated.
+inline constexpr std::uint32_t kForeignBase = 0x7FFE0000;  // 2147352576
+inline constexpr std::uint32_t kForeignCount = 0xFFFF;     // N = 0 … 65534
+
+// Range names: [A-Za-z_][A-Za-z0-9_-]*, so that "vu-<name>-65535" stays within systemd's
+// 31-byte user-name limit.
+inline constexpr std::size_t kMaxRangeNameLength = 22;
+inline constexpr std::size_t kNameWords = 3;  // 24 bytes: 22 characters, NUL, padding
+
+enum class TableState : std::uint64_t { kLive = 0, kRetired = 1 };
+
+// One live range. Eight 8-byte words, one cache line.
+struct EntryWords {
+    // Low 32 bits: first UID/GID. High 32 bits: number of IDs (1 or 65536).
+    std::atomic<std::uint64_t> start_size;
+    // Low 32 bits: the owner's UID. High 32 bits: flags (kEntryFlag*).
+    std::atomic<std::uint64_t> owner_flags;
+    // Creation time, microseconds since the epoch (CLOCK_REALTIME).
+    std::atomic<std::uint64_t> created_usec;
+    // NUL-padded name, kNameWords * 8 bytes, always NUL-terminated by the writer.
+    std::atomic<std::uint64_t> name[kNameWords];
+    // Identity of the user namespace the range is bound to (0 = none): the kernel's namespace
+    // id where it has one (NS_GET_ID), and the nsfs inode number as a fallback and a check.
+    std::atomic<std::uint64_t> userns_id;
+    std::atomic<std::uint64_t> userns_ino;
+};
+static_assert(sizeof(EntryWords) == 64);
+
+inline constexpr std::uint32_t kEntryFlagUserns = 1U << 0;
+
+// A copy of the table: a count, `capacity` entries sorted by start, then `capacity` indexes into
+// the entries, sorted by name (bytewise).
+struct CopyHeader {
+    std::atomic<std::uint64_t> count;
+    std::atomic<std::uint64_t> reserved[7];
+};
+static_assert(sizeof(CopyHeader) == 64);
+
+struct FileHeader {
+    std::atomic<std::uint64_t> magic;
+    // Fixed at offset 8 in every version: a reader of any version can see it was retired.
+    std::atomic<std::uint64_t> state;
+    // Low 32 bits: version. High 32 bits: sizeof(FileHeader).
+    std::atomic<std::uint64_t> version_header_size;
+    // Low 32 bits: capacity. High 32 bits: sizeof(EntryWords).
+    std::atomic<std::uint64_t> capacity_entry_size;
+    std::atomic<std::uint64_t> copy_offset[2];
+    std::atomic<std::uint64_t> copy_size;
+    std::atomic<std::uint64_t> file_size;
+    // The latch counter: readers read copies[seq & 1].
+    std::atomic<std::uint64_t> seq;
+    std::atomic<std::uint64_t> reserved[7];
+};
+static_assert(sizeof(FileHeader) == 128);
+static_assert(offsetof(FileHeader, state) == 8);
+
+inline constexpr std::size_t kCacheLine = 64;
+
+constexpr std::uint64_t round_up(std::uint64_t n, std::uint64_t to) noexcept {
+    return (n + to - 1) / to * to;
+}
+
+constexpr std::uint64_t entries_offset() noexcept { return sizeof(CopyHeader); }
+
+constexpr std::uint64_t name_index_offset(std::uint32_t capacity) noexcept {
+    return entries_offset() + std::uint64_t{capacity} * sizeof(EntryWords);
+}
+
+constexpr std::uint64_t copy_size_for(std::uint32_t capacity) noexcept {
+    return round_up(name_index_offset(capacity) + std::uint64_t{capacity} * 4, kCacheLine);
+}
+
+constexpr std::uint64_t file_size_for(std::uint32_t capacity) noexcept {
+    return sizeof(FileHeader) + 2 * copy_size_for(capacity);
+}
+
+}  // namespace transient::shm

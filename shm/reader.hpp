@@ -1,0 +1,341 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The lock-free reader of the range table. Header-only, freestanding (no heap, no exceptions,
+// no locks), because it runs inside libnss_transient.so.2, i.e. inside every process on a host,
+// setuid programs included.
+//
+// The reader treats the mapping as untrusted bytes: the geometry is validated once and copied
+// into a private TableView, every index and count read afterwards is clamped or checked before
+// it is used, every loop is bounded by the (validated) capacity, and a record is handed out only
+// after the latch counter proved it consistent and its fields passed validation. No content of
+// the file can make a reader touch memory outside the mapping, loop without bound or crash.
+
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "shm/layout.hpp"
+
+namespace transient::shm {
+
+// How often a reader retries when the writer changed the table under it. Each retry costs a
+// lookup (< 1 µs) while a table update takes far longer, so two flips in a row are rare; and a
+// dead writer never causes retries, because the latch always leaves one copy readable.
+inline constexpr int kMaxReadAttempts = 16;
+
+// A range as a reader hands it out: a private copy, validated.
+struct RangeRecord {
+    char name[kNameWords * 8];  // NUL-terminated, at most kMaxRangeNameLength characters
+    std::uint32_t start;
+    std::uint32_t size;
+    std::uint32_t owner;
+    std::uint32_t flags;
+    std::uint64_t created_usec;
+    std::uint64_t userns_id;
+    std::uint64_t userns_ino;
+};
+
+// The validated geometry of a mapped table. Values are private copies: a reader never re-reads
+// them from the (writable, untrusted) header.
+struct TableView {
+    const std::byte* base = nullptr;
+    std::size_t size = 0;
+    std::uint32_t capacity = 0;
+    std::uint64_t copy_offset[2] = {0, 0};
+};
+
+inline bool is_range_name_char(char c, bool first) noexcept {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_')
+        return true;
+    return !first && ((c >= '0' && c <= '9') || c == '-');
+}
+
+// [A-Za-z_][A-Za-z0-9_-]*, 1 … kMaxRangeNameLength bytes.
+inline bool is_valid_range_name(const char* s, std::size_t n) noexcept {
+    if (n == 0 || n > kMaxRangeNameLength)
+        return false;
+    for (std::size_t i = 0; i < n; i++)
+        if (!is_range_name_char(s[i], i == 0))
+            return false;
+    return true;
+}
+
+inline bool is_valid_range_shape(std::uint32_t start, std::uint32_t size) noexcept {
+    if (size == 1)
+        return start != 0xFFFFU && start != 0xFFFFFFFFU;
+    if (size != kContainerRangeSize || (start & 0xFFFFU) != 0)
+        return false;
+    // Never the foreign range and never anything that would wrap or reach (uid_t) -1.
+    return start != 0 && start <= 0xFFFE0000U && start != kForeignBase;
+}
+
+namespace detail {
+
+inline const FileHeader& header(const TableView& v) noexcept {
+    return *reinterpret_cast<const FileHeader*>(v.base);
+}
+
+inline const CopyHeader& copy_header(const std::byte* copy) noexcept {
+    return *reinterpret_cast<const CopyHeader*>(copy);
+}
+
+// REQUIRES: i < capacity of the view the copy belongs to.
+inline const EntryWords& entry(const std::byte* copy, std::uint64_t i) noexcept {
+    return reinterpret_cast<const EntryWords*>(copy + entries_offset())[i];
+}
+
+// REQUIRES: i < capacity.
+inline std::uint32_t name_index(const std::byte* copy, std::uint32_t capacity,
+                                std::uint64_t i) noexcept {
+    const auto* idx =
+            reinterpret_cast<const std::atomic<std::uint32_t>*>(copy + name_index_offset(capacity));
+    return idx[i].load(std::memory_order_relaxed);  // validated by the latch re-check
+}
+
+inline std::uint64_t entry_count(const std::byte* copy, std::uint32_t capacity) noexcept {
+    // Clamped so that a torn or corrupt count cannot index past the copy.
+    return std::min<std::uint64_t>(copy_header(copy).count.load(std::memory_order_relaxed),
+                                   capacity);
+}
+
+inline std::uint32_t entry_start(const EntryWords& e) noexcept {
+    return static_cast<std::uint32_t>(e.start_size.load(std::memory_order_relaxed));
+}
+
+inline void load_name(const EntryWords& e, char (&out)[kNameWords * 8]) noexcept {
+    for (std::size_t w = 0; w < kNameWords; w++) {
+        const std::uint64_t word = e.name[w].load(std::memory_order_relaxed);
+        std::memcpy(out + w * 8, &word, 8);
+    }
+}
+
+inline void load_entry(const EntryWords& e, RangeRecord& r) noexcept {
+    const std::uint64_t ss = e.start_size.load(std::memory_order_relaxed);
+    const std::uint64_t of = e.owner_flags.load(std::memory_order_relaxed);
+    r.start = static_cast<std::uint32_t>(ss);
+    r.size = static_cast<std::uint32_t>(ss >> 32);
+    r.owner = static_cast<std::uint32_t>(of);
+    r.flags = static_cast<std::uint32_t>(of >> 32);
+    r.created_usec = e.created_usec.load(std::memory_order_relaxed);
+    load_name(e, r.name);
+    r.userns_id = e.userns_id.load(std::memory_order_relaxed);
+    r.userns_ino = e.userns_ino.load(std::memory_order_relaxed);
+}
+
+// Runs `read(copy)` against the copy the latch points at until a run was not overlapped by a
+// writer flip. `read` must only load from the mapping and write to private memory; its result
+// counts only once the re-check passed.
+template <typename Read>
+int read_consistent(const TableView& v, Read&& read) noexcept {
+    const FileHeader& h = header(v);
+    for (int attempt = 0; attempt < kMaxReadAttempts; attempt++) {
+        // Acquire: pairs with the writer's release fence around its counter stores, so the copy
+        // selected by this value is complete before we read it.
+        const std::uint64_t seq = h.seq.load(std::memory_order_acquire);
+        const int r = read(v.base + v.copy_offset[seq & 1]);
+        // Keeps the payload loads above the re-check: an acquire *load* of seq would not
+        // (Boehm, "Can seqlocks get along with programming language memory models?", 2012).
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (h.seq.load(std::memory_order_relaxed) == seq)
+            return r;
+    }
+    return -EAGAIN;
+}
+
+inline int validate_record(const RangeRecord& r) noexcept {
+    const std::size_t n = strnlen(r.name, sizeof r.name);
+    if (n == sizeof r.name || !is_valid_range_name(r.name, n))
+        return -EBADMSG;
+    if (!is_valid_range_shape(r.start, r.size))
+        return -EBADMSG;
+    return 0;
+}
+
+// Zero-padded fixed-width key, compared bytewise: the writer sorts by the same comparison.
+struct NameKey {
+    char bytes[kNameWords * 8] = {};
+};
+
+inline int compare_name(const EntryWords& e, const NameKey& key) noexcept {
+    char name[kNameWords * 8];
+    load_name(e, name);
+    return std::memcmp(name, key.bytes, sizeof name);
+}
+
+}  // namespace detail
+
+// Validates the geometry of a mapping of `size` bytes at `p` and fills `*ret`. Returns 0,
+// -EBADMSG (not a table, or corrupt), -EPROTONOSUPPORT (another version), or -ESTALE (retired).
+inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept {
+    if (p == nullptr || size < sizeof(FileHeader))
+        return -EBADMSG;
+    const auto& h = *static_cast<const FileHeader*>(p);
+    if (h.magic.load(std::memory_order_relaxed) != kMagic)
+        return -EBADMSG;
+    if (h.state.load(std::memory_order_relaxed) != static_cast<std::uint64_t>(TableState::kLive))
+        return -ESTALE;
+    const std::uint64_t vh = h.version_header_size.load(std::memory_order_relaxed);
+    if (static_cast<std::uint32_t>(vh) != kVersion)
+        return -EPROTONOSUPPORT;
+    if ((vh >> 32) != sizeof(FileHeader))
+        return -EBADMSG;
+    const std::uint64_t ce = h.capacity_entry_size.load(std::memory_order_relaxed);
+    const auto capacity = static_cast<std::uint32_t>(ce);
+    if ((ce >> 32) != sizeof(EntryWords) || capacity == 0 || capacity > kMaxCapacity)
+        return -EBADMSG;
+    const std::uint64_t copy_size = copy_size_for(capacity);
+    if (h.copy_size.load(std::memory_order_relaxed) != copy_size)
+        return -EBADMSG;
+    TableView v;
+    v.base = static_cast<const std::byte*>(p);
+    v.size = size;
+    v.capacity = capacity;
+    for (int i = 0; i < 2; i++) {
+        const std::uint64_t off = h.copy_offset[i].load(std::memory_order_relaxed);
+        // Both terms are bounded (off checked first, copy_size < 2^37), so no overflow.
+        if (off < sizeof(FileHeader) || off % kCacheLine != 0 || off > size ||
+            copy_size > size - off)
+            return -EBADMSG;
+        v.copy_offset[i] = off;
+    }
+    *ret = v;
+    return 0;
+}
+
+inline bool table_retired(const TableView& v) noexcept {
+    return detail::header(v).state.load(std::memory_order_relaxed) !=
+           static_cast<std::uint64_t>(TableState::kLive);
+}
+
+// The range containing `id`. Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(log n).
+inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret) noexcept {
+    RangeRecord rec;
+    int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
+        // Binary search for the last entry with start <= id.
+        std::uint64_t lo = 0, hi = detail::entry_count(copy, v.capacity);
+        while (lo < hi) {
+            const std::uint64_t mid = lo + (hi - lo) / 2;
+            if (detail::entry_start(detail::entry(copy, mid)) <= id)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == 0)
+            return -ESRCH;
+        detail::load_entry(detail::entry(copy, lo - 1), rec);
+        return 0;
+    });
+    if (r < 0)
+        return r;
+    if ((r = detail::validate_record(rec)) < 0)
+        return r;
+    if (std::uint64_t{id} >= std::uint64_t{rec.start} + rec.size)
+        return -ESRCH;
+    *ret = rec;
+    return 0;
+}
+
+// The range named `name` (NUL-terminated). Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(log n).
+inline int find_by_name(const TableView& v, const char* name, RangeRecord* ret) noexcept {
+    const std::size_t n = strnlen(name, kMaxRangeNameLength + 1);
+    if (!is_valid_range_name(name, n))
+        return -ESRCH;
+    detail::NameKey key;
+    std::memcpy(key.bytes, name, n);
+    RangeRecord rec;
+    int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
+        const std::uint64_t count = detail::entry_count(copy, v.capacity);
+        std::uint64_t lo = 0, hi = count;
+        while (lo < hi) {
+            const std::uint64_t mid = lo + (hi - lo) / 2;
+            const std::uint32_t i = detail::name_index(copy, v.capacity, mid);
+            if (i >= count)
+                return -EBADMSG;  // torn, or corrupt if the re-check passes
+            const int c = detail::compare_name(detail::entry(copy, i), key);
+            if (c == 0) {
+                detail::load_entry(detail::entry(copy, i), rec);
+                return 0;
+            }
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return -ESRCH;
+    });
+    if (r < 0)
+        return r;
+    if ((r = detail::validate_record(rec)) < 0)
+        return r;
+    if (std::memcmp(rec.name, key.bytes, sizeof key.bytes) != 0)
+        return -EBADMSG;
+    *ret = rec;
+    return 0;
+}
+
+// The range with the lowest start >= `min_start`: enumeration in UID order, one call per range,
+// that stays correct while ranges come and go between calls. Returns 0, -ESRCH (no more),
+// -EAGAIN or -EBADMSG. O(log n).
+inline int find_next(const TableView& v, std::uint64_t min_start, RangeRecord* ret) noexcept {
+    if (min_start > 0xFFFFFFFFULL)
+        return -ESRCH;
+    RangeRecord rec;
+    int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
+        const std::uint64_t count = detail::entry_count(copy, v.capacity);
+        std::uint64_t lo = 0, hi = count;
+        while (lo < hi) {
+            const std::uint64_t mid = lo + (hi - lo) / 2;
+            if (detail::entry_start(detail::entry(copy, mid)) < min_start)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == count)
+            return -ESRCH;
+        detail::load_entry(detail::entry(copy, lo), rec);
+        return 0;
+    });
+    if (r < 0)
+        return r;
+    if ((r = detail::validate_record(rec)) < 0)
+        return r;
+    if (rec.start < min_start)
+        return -EBADMSG;
+    *ret = rec;
+    return 0;
+}
+
+// Copies every range, in start order, into out[0 … cap) and sets *ret_count to the number of
+// live ranges (which may exceed cap). Entries that fail validation are left out and counted in
+// *ret_invalid when it is non-null. Returns 0, -EAGAIN.
+inline int read_all(const TableView& v, RangeRecord* out, std::size_t cap, std::size_t* ret_count,
+                    std::size_t* ret_invalid = nullptr) noexcept {
+    std::size_t count = 0;
+    int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
+        count = detail::entry_count(copy, v.capacity);
+        for (std::size_t i = 0; i < count && i < cap; i++)
+            detail::load_entry(detail::entry(copy, i), out[i]);
+        return 0;
+    });
+    if (r < 0)
+        return r;
+    std::size_t kept = 0, invalid = 0;
+    for (std::size_t i = 0; i < count && i < cap; i++) {
+        if (detail::validate_record(out[i]) < 0) {
+            invalid++;
+            continue;
+        }
+        out[kept++] = out[i];
+    }
+    *ret_count = count - invalid;
+    if (ret_invalid != nullptr)
+        *ret_invalid = invalid;
+    return 0;
+}
+
+}  // namespace transient::shm

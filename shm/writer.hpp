@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The one writer of the range table (used by transient-allocd only). It owns the file, holds an
+// exclusive flock() on it so that a second allocator cannot write concurrently, recovers the
+// ranges a previous (possibly SIGKILLed) writer left behind, and publishes a new set of ranges
+// with the seqcount latch described in layout.hpp.
+
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "shm/layout.hpp"
+#include "shm/result.hpp"
+#include "shm/unique_fd.hpp"
+
+namespace transient::shm {
+
+struct RangeEntry {
+    std::string name;
+    std::uint32_t start = 0;
+    std::uint32_t size = 0;
+    std::uint32_t owner = 0;
+    std::uint32_t flags = 0;
+    std::uint64_t created_usec = 0;
+    std::uint64_t userns_id = 0;
+    std::uint64_t userns_ino = 0;
+
+    std::uint64_t end() const { return std::uint64_t{start} + size; }  // one past the last ID
+    friend bool operator==(const RangeEntry&, const RangeEntry&) = default;
+};
+
+struct Recovery {
+    std::vector<RangeEntry> ranges;  // sorted by start, valid, non-overlapping, unique names
+    std::size_t dropped = 0;         // entries that were invalid, overlapping or duplicated
+    bool created = false;            // no usable table existed: a new, empty one was created
+    bool replaced = false;           // an incompatible or corrupt file was retired and replaced
+};
+
+class TableWriter {
+public:
+    // Opens the table at `path`, creating it (mode 0644) if it does not exist. A file that is not
+    // a table of this version is retired (if it is one of another version) and replaced by an
+    // empty table; `recovery().replaced` says so. Fails with EBUSY if another writer holds it.
+    static Result<TableWriter> open(const std::string& path,
+                                    std::uint32_t capacity = kDefaultCapacity);
+
+    const Recovery& recovery() const { return recovery_; }
+    std::uint32_t capacity() const { return capacity_; }
+    const std::string& path() const { return path_; }
+
+    // Publishes `ranges` as the complete table. REQUIRES: sorted by start, non-overlapping,
+    // valid names and shapes (checked; EINVAL otherwise), at most capacity() entries (ENOSPC).
+    Result<void> publish(std::span<const RangeEntry> ranges);
+
+    // Validates what publish() requires. Exposed for tests and for the allocator's own checks.
+    static Result<void> check(std::span<const RangeEntry> ranges, std::uint32_t capacity);
+
+private:
+    TableWriter() = default;
+
+    std::string path_;
+    UniqueFd lock_;  // flock()ed for the writer's lifetime
+    UniqueFd fd_;
+    Mapping mapping_;
+    std::uint32_t capacity_ = 0;
+    Recovery recovery_;
+};
+
+}  // namespace transient::shm

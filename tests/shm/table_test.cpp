@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The table format: writer round trips, reader validation against corrupt and truncated files,
+// lookups by UID and by name, recovery after a writer died mid-update.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "shm/identity.hpp"
+#include "shm/reader.hpp"
+#include "shm/table_reader.hpp"
+#include "shm/writer.hpp"
+
+namespace transient::shm {
+namespace {
+
+class TableTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/transient-shm-test.XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+        path_ = dir_ + "/" + kTableFileName;
+    }
+    void TearDown() override { std::filesystem::remove_all(dir_); }
+
+    static RangeEntry container(std::string name, std::uint32_t start) {
+        return RangeEntry{std::move(name), start, kContainerRangeSize, 0, 0, 1, 0, 0};
+    }
+
+    std::string dir_, path_;
+};
+
+TEST_F(TableTest, CreatesAnEmptyTableOfTheFullPoolCapacity) {
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w) << w.error().message();
+    EXPECT_TRUE(w->recovery().created);
+    EXPECT_TRUE(w->recovery().ranges.empty());
+    EXPECT_EQ(w->capacity(), 28664U + 4336U);
+    struct stat st;
+    ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0644U);
+    EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), file_size_for(w->capacity()));
+}
+
+TEST_F(TableTest, FindsRangesByIdAndByName) {
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    std::vector<RangeEntry> ranges{
+            RangeEntry{"single", 61184, 1, 1000, 0, 5, 0, 0},
+            container("web", 524288),
+            container("db-1", 524288 + 3 * 65536),
+    };
+    ASSERT_TRUE(w->publish(ranges));
+
+    TableReader reader(path_);
+    auto v = reader.view();
+    ASSERT_TRUE(v) << v.error().message();
+    RangeRecord r;
+    ASSERT_EQ(find_by_id(**v, 524288 + 65535, &r), 0);
+    EXPECT_STREQ(r.name, "web");
+    EXPECT_EQ(find_by_id(**v, 524288 + 65536, &r), -ESRCH);
+    EXPECT_EQ(find_by_id(**v, 61183, &r), -ESRCH);
+    ASSERT_EQ(find_by_id(**v, 61184, &r), 0);
+    EXPECT_EQ(r.owner, 1000U);
+    ASSERT_EQ(find_by_name(**v, "db-1", &r), 0);
+    EXPECT_EQ(r.start, 524288U + 3 * 65536);
+    EXPECT_EQ(find_by_name(**v, "db", &r), -ESRCH);
+    EXPECT_EQ(find_by_name(**v, "", &r), -ESRCH);
+
+    Identity id;
+    ASSERT_EQ(lookup_name(*v, "vu-db-1-65535", IdKind::kUser, &id), 0);
+    EXPECT_EQ(id.id, 524288U + 3 * 65536 + 65535);
+    EXPECT_STREQ(id.description, "UID 65535 of transient range db-1");
+    EXPECT_EQ(lookup_name(*v, "vu-db-1-65536", IdKind::kUser, &id), -ESRCH);
+    EXPECT_EQ(lookup_name(*v, "vu-db-1-007", IdKind::kUser, &id), -ESRCH);
+    EXPECT_EQ(lookup_name(*v, "vg-web-3", IdKind::kUser, &id), -ESRCH);
+    ASSERT_EQ(lookup_name(*v, "vg-web-3", IdKind::kGroup, &id), 0);
+    EXPECT_EQ(id.id, 524291U);
+    ASSERT_EQ(lookup_id(*v, 524291, IdKind::kGroup, &id), 0);
+    EXPECT_STREQ(id.name, "vg-web-3");
+    ASSERT_EQ(lookup_id(*v, kForeignBase + 65534, IdKind::kUser, &id), 0);
+    EXPECT_STREQ(id.name, "foreign-65534");
+    EXPECT_EQ(lookup_id(*v, kForeignBase + 65535, IdKind::kUser, &id), -ESRCH);
+    EXPECT_EQ(lookup_name(nullptr, "foreign-65535", IdKind::kUser, &id), -ESRCH);
+}
+
+TEST_F(TableTest, EnumeratesInUidOrder) {
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    std::vector<RangeEntry> ranges;
+    for (std::uint32_t i = 0; i < 100; i++)
+        ranges.push_back(container("r" + std::to_string(99 - i), 524288 + i * 65536));
+    ASSERT_TRUE(w->publish(ranges));
+    TableReader reader(path_);
+    auto v = reader.view();
+    ASSERT_TRUE(v);
+    std::uint64_t next = 0;
+    std::vector<std::string> seen;
+    RangeRecord r;
+    while (find_next(**v, next, &r) == 0) {
+        seen.push_back(r.name);
+        next = std::uint64_t{r.start} + 1;
+    }
+    ASSERT_EQ(seen.size(), 100U);
+    EXPECT_EQ(seen.front(), "r99");
+    EXPECT_EQ(seen.back(), "r0");
+    for (const auto& e : ranges) {
+        ASSERT_EQ(find_by_name(**v, e.name.c_str(), &r), 0) << e.name;
+        EXPECT_EQ(r.start, e.start);
+    }
+}
+
+TEST_F(TableTest, RecoversRangesFromAPreviousWriter) {
+    {
+        auto w = TableWriter::open(path_);
+        ASSERT_TRUE(w);
+        ASSERT_TRUE(w->publish(std::vector{container("a", 524288), container("b", 655360)}));
+    }
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    EXPECT_FALSE(w->recovery().created);
+    ASSERT_EQ(w->recovery().ranges.size(), 2U);
+    EXPECT_EQ(w->recovery().ranges[1].name, "b");
+}
+
+TEST_F(TableTest, RefusesASecondWriter) {
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    auto w2 = TableWriter::open(path_);
+    ASSERT_FALSE(w2);
+    EXPECT_EQ(w2.error().value(), EBUSY);
+}
+
+TEST_F(TableTest, PublishRejectsOverlapsAndBadNames) {
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    EXPECT_FALSE(w->publish(std::vector{container("a", 524288), container("b", 524288)}));
+    EXPECT_FALSE(w->publish(std::vector{container("1a", 524288)}));
+    EXPECT_FALSE(w->publish(std::vector{container("a", 524289)}));
+    EXPECT_FALSE(w->publish(std::vector{container(std::string(23, 'x'), 524288)}));
+    EXPECT_TRUE(w->publish(std::vector{container(std::string(22, 'x'), 524288)}));
+}
+
+}  // namespace
+}  // namespace transient::shm

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The Varlink protocol (https://varlink.org): NUL-terminated JSON messages over AF_UNIX stream
+// sockets. libsystemd 252 has no public sd-varlink, so this is ours: a server on sd-event with a
+// method table, parameter checking against a declared signature, `more`/`continues` streaming,
+// `oneway`, fd passing (SCM_RIGHTS), org.varlink.service introspection, and limits on everything
+// a client controls; plus a small blocking client for transientctl and the tests.
+//
+// Every client-controlled resource is bounded (message size, nesting depth, connections in all
+// and per UID, queued output), sockets are non-blocking, and a client that misbehaves (garbage,
+// oversized or half-sent messages, never reading its replies) is disconnected or throttled
+// without affecting the others.
+
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <systemd/sd-event.h>
+
+#include "shm/result.hpp"
+#include "shm/unique_fd.hpp"
+
+namespace transient::varlink {
+
+using json = nlohmann::json;
+
+// Error names of the org.varlink.service interface.
+inline constexpr char kErrorInterfaceNotFound[] = "org.varlink.service.InterfaceNotFound";
+inline constexpr char kErrorMethodNotFound[] = "org.varlink.service.MethodNotFound";
+inline constexpr char kErrorMethodNotImplemented[] = "org.varlink.service.MethodNotImplemented";
+inline constexpr char kErrorInvalidParameter[] = "org.varlink.service.InvalidParameter";
+inline constexpr char kErrorExpectedMore[] = "org.varlink.service.ExpectedMore";
+inline constexpr char kErrorPermissionDenied[] = "org.varlink.service.PermissionDenied";
+
+struct Limits {
+    std::size_t max_message_size = 128 * 1024;  // bytes, NUL excluded, in either direction
+    int max_depth = 32;                          // JSON nesting depth of a request
+    std::size_t max_connections = 4096;          // in all
+    std::size_t max_connections_per_uid = 1024;  // root (uid 0) is exempt
+    std::size_t max_output_buffer = 4 * 1024 * 1024;  // a client's unread replies, before the
+                                                      // server stops reading its requests
+    std::size_t max_fds_per_message = 8;
+};
+
+// The JSON types a parameter may have. kInt accepts any JSON integer (signed or unsigned);
+// handlers range-check the value.
+enum class Type { kString, kInt, kBool, kObject, kArray, kAny };
+
+struct Param {
+    std::string name;
+    Type type = Type::kAny;
+    bool optional = false;  // may be absent or null
+};
+
+class Call;
+using Handler = std::function<void(Call&)>;
+
+struct Method {
+    std::string name;           // the bare method name, e.g. "AllocateRange"
+    std::vector<Param> params;  // anything not listed gets InvalidParameter naming it
+    Handler handler;
+};
+
+struct Interface {
+    std::string name;         // e.g. "io.transient.Allocator"
+    std::string description;  // the interface's IDL text, returned by GetInterfaceDescription
+    std::vector<Method> methods;
+};
+
+struct ServiceInfo {
+    std::string vendor = "transient";
+    std::string product;
+    std::string version;
+    std::string url;
+};
+
+// One request being answered. Handlers run synchronously on the event loop and must answer
+// before they return: reply(), error(), or one or more reply_continues() followed by reply().
+// For oneway calls the answers are discarded.
+class Call {
+public:
+    virtual ~Call() = default;
+
+    virtual const std::string& method() const = 0;  // fully qualified: "iface.Method"
+    virtual const json& parameters() const = 0;     // always an object, already type-checked
+    virtual bool more() const = 0;
+    virtual bool oneway() const = 0;
+    virtual const ucred& peer() const = 0;  // SO_PEERCRED of the connection
+    // File descriptors received with this message (SCM_RIGHTS), by index. take_fd() transfers
+    // ownership; the rest are closed when the call ends.
+    virtual std::size_t fd_count() const = 0;
+    virtual shm::UniqueFd take_fd(std::size_t index) = 0;
+
+    virtual void reply(json parameters = json::object()) = 0;
+    // REQUIRES: more(). Sends a reply with "continues": true.
+    virtual void reply_continues(json parameters) = 0;
+    virtual void error(std::string_view name, json parameters = json::object()) = 0;
+
+    void invalid_parameter(std::string_view parameter) {
+        error(kErrorInvalidParameter, json{{"parameter", parameter}});
+    }
+};
+
+class Server {
+public:
+    // `event` must outlive the server.
+    Server(sd_event* event, ServiceInfo info, Limits limits = {});
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    void add_interface(Interface iface);
+
+    // Serves an already listening socket (from sd_listen_fds()). Takes ownership.
+    Result<void> listen_fd(shm::UniqueFd fd);
+    // Binds and listens on `path` (a stale socket there is replaced) with the given mode.
+    Result<void> listen_path(const std::string& path, mode_t mode);
+
+    std::size_t connection_count() const;
+    const Limits& limits() const;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+// A blocking client. Every call waits at most `timeout` for each reply.
+class Client {
+public:
+    static Result<Client> connect(const std::string& path,
+                                  std::chrono::milliseconds timeout = std::chrono::seconds(30));
+    Client(Client&&) noexcept;
+    Client& operator=(Client&&) noexcept;
+    ~Client();
+
+    // A reply: either parameters, or an error name with its parameters.
+    struct Reply {
+        std::string error;  // empty on success
+        json parameters = json::object();
+        bool continues = false;
+    };
+
+    // Sends one call and waits for its (single) reply. `fds` are passed with SCM_RIGHTS and not
+    // closed. Transport failures (closed connection, timeout, malformed reply) are errors;
+    // Varlink errors are replies.
+    Result<Reply> call(std::string_view method, const json& parameters = json::object(),
+                       std::span<const int> fds = {});
+    // Sends a call with "more": true and collects replies until one without "continues" (or an
+    // error, which is the last element).
+    Result<std::vector<Reply>> call_more(std::string_view method,
+                                         const json& parameters = json::object());
+
+    int fd() const;
+
+private:
+    Client();
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace transient::varlink
