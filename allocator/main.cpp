@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// transient-allocd: the allocator daemon. Opens (or recovers) the range table, serves
+// io.transient.Allocator on the socket systemd passes it or on one it binds itself, and runs
+// until SIGTERM/SIGINT. Logs to stderr with sd-daemon priority prefixes.
+
+#include <getopt.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "allocator/allocator.hpp"
+#include "allocator/collision.hpp"
+#include "allocator/service.hpp"
+#include "shm/table_reader.hpp"
+#include "varlink/varlink.hpp"
+
+namespace {
+
+using namespace transient;
+
+struct EventUnref {
+    void operator()(sd_event* e) const { sd_event_unref(e); }
+};
+using EventPtr = std::unique_ptr<sd_event, EventUnref>;
+
+void help() {
+    std::printf("transient-allocd [OPTIONS...]\n\n"
+                "Hands out transient UID/GID ranges over Varlink (io.transient.Allocator) and\n"
+                "publishes them in the range table read by libnss_transient and transient-userdbd.\n\n"
+                "  -h --help       Show this help\n"
+                "     --version    Show package version\n\n"
+                "Environment:\n"
+                "  TRANSIENT_RUNTIME_DIR  runtime directory (default /run/transient)\n");
+}
+
+// Many clients may connect at once; the soft limit of 1024 descriptors is too low for that.
+void raise_fd_limit() {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+Result<void> listen(varlink::Server& server, const std::string& socket_path) {
+    const int n = sd_listen_fds(1);
+    if (n < 0)
+        return errno_error(n);
+    if (n > 1)
+        return errno_error(E2BIG);
+    if (n == 1) {
+        if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, nullptr, 0) <= 0)
+            return errno_error(ENOTSOCK);
+        return server.listen_fd(shm::UniqueFd(SD_LISTEN_FDS_START));
+    }
+    return server.listen_path(socket_path, 0666);
+}
+
+int run() {
+    const std::string dir = shm::runtime_dir();
+    const std::string table = dir + "/" + shm::kTableFileName;
+    const std::string socket_path = dir + "/io.transient.Allocator";
+
+    allocator::bypass_own_sources();
+    raise_fd_limit();
+    if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) {
+        std::fprintf(stderr, SD_ERR "Failed to create runtime directory '%s': %s\n", dir.c_str(),
+                     std::strerror(errno));
+        return EXIT_FAILURE;
+    }
+
+    auto writer = shm::TableWriter::open(table);
+    if (!writer) {
+        std::fprintf(stderr, SD_ERR "Failed to open range table '%s': %s\n", table.c_str(),
+                     writer.error().message().c_str());
+        return EXIT_FAILURE;
+    }
+    const shm::Recovery& rec = writer->recovery();
+    if (rec.replaced)
+        std::fprintf(stderr, SD_WARNING "Range table '%s' was unusable; replaced it with an "
+                                        "empty one.\n", table.c_str());
+    if (rec.dropped > 0)
+        std::fprintf(stderr, SD_WARNING "Dropped %zu invalid or conflicting entries from '%s'.\n",
+                     rec.dropped, table.c_str());
+    std::fprintf(stderr, SD_INFO "%s range table '%s' with %zu ranges (capacity %u).\n",
+                 rec.created ? "Created" : "Opened", table.c_str(), rec.ranges.size(),
+                 writer->capacity());
+
+    allocator::Allocator alloc(std::move(*writer),
+                               std::make_unique<allocator::SystemCollisionChecker>());
+
+    sd_event* raw = nullptr;
+    if (int r = sd_event_default(&raw); r < 0) {
+        std::fprintf(stderr, SD_ERR "Failed to allocate event loop: %s\n", std::strerror(-r));
+        return EXIT_FAILURE;
+    }
+    EventPtr event(raw);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    // A null handler makes sd-event exit the loop on the signal.
+    sd_event_add_signal(event.get(), nullptr, SIGTERM, nullptr, nullptr);
+    sd_event_add_signal(event.get(), nullptr, SIGINT, nullptr, nullptr);
+
+    varlink::Server server(event.get(), {"transient", "transient-allocd", PROJECT_VERSION,
+                                         "https://github.com/transient-uids/transient"});
+    server.add_interface(allocator::make_interface(alloc));
+    if (auto r = listen(server, socket_path); !r) {
+        std::fprintf(stderr, SD_ERR "Failed to listen on '%s': %s\n", socket_path.c_str(),
+                     r.error().message().c_str());
+        return EXIT_FAILURE;
+    }
+    std::fprintf(stderr, SD_INFO "Listening on %s.\n", socket_path.c_str());
+    (void)sd_notify(0, "READY=1\nSTATUS=Serving io.transient.Allocator");
+
+    const int r = sd_event_loop(event.get());
+    (void)sd_notify(0, "STOPPING=1");
+    if (r < 0) {
+        std::fprintf(stderr, SD_ERR "Event loop failed: %s\n", std::strerror(-r));
+        return EXIT_FAILURE;
+    }
+    return EXIT_SUCCESS;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    static const option options[] = {
+            {"help", no_argument, nullptr, 'h'},
+            {"version", no_argument, nullptr, 'V'},
+            {},
+    };
+    for (int c; (c = getopt_long(argc, argv, "h", options, nullptr)) >= 0;) {
+        switch (c) {
+        case 'h':
+            help();
+            return EXIT_SUCCESS;
+        case 'V':
+            std::printf("transient-allocd %s\n", PROJECT_VERSION);
+            return EXIT_SUCCESS;
+        default:
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        std::fprintf(stderr, "transient-allocd takes no arguments.\n");
+        return 2;
+    }
+    try {
+        return run();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, SD_CRIT "Unexpected failure: %s\n", e.what());
+        return EXIT_FAILURE;
+    }
+}
