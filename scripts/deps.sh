@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Installs the Debian 12 packages that building and testing transient needs, and only those that
+# are missing. Quiet and quick when everything is there; runs `apt-get update` only when it has
+# something to install. Needs root (or sudo) for the install step only.
+#
+#   scripts/deps.sh            build + test dependencies
+#   scripts/deps.sh --check    list what is missing, exit 1 if anything is
+set -euo pipefail
+
+# Build: compiler, CMake, libsystemd (sd-event, sd-daemon, sd-journal), JSON, Boost.Interprocess,
+# GoogleTest/GoogleMock, Google Benchmark.
+BUILD_PKGS=(cmake g++ make pkg-config libsystemd-dev nlohmann-json3-dev libboost-dev
+            googletest libgtest-dev libgmock-dev libbenchmark-dev)
+# Run and test: unshare/setpriv/mount (util-linux, mount), getent/id (libc-bin), ls/stat
+# (coreutils), jq for --json output, python3 for the raw Varlink clients and the crash checker,
+# procps for pgrep/ps in diagnostics.
+RUN_PKGS=(util-linux mount libc-bin coreutils jq python3 procps)
+
+check_only=0
+[ "${1:-}" = --check ] && check_only=1
+
+missing=()
+for p in "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+    # "ii " = installed; anything else (absent, half-configured, removed) counts as missing.
+    [ "${status:0:2}" = ii ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ $check_only = 1 ]; then
+    echo "missing packages: ${missing[*]}"
+    exit 1
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "deps.sh: need root to install: ${missing[*]}" >&2; exit 1; }
+    SUDO=(sudo)
+fi
+
+echo "deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+echo "deps.sh: done"

@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# shellcheck shell=bash
+#
+# Shared harness of the integration tests. A test script runs inside scripts/sandbox.sh (private
+# mount + PID namespaces, private tmpfs /run with the default runtime dir /run/transient, private nsswitch.conf with "files transient", the
+# module overlaid into the system library dir) and sources this file for:
+#   - daemon control: it_daemon_start, it_daemon_stop (SIGTERM, expects a clean exit),
+#     it_daemon_kill9, it_daemon_wait_ready;
+#   - running commands: it_run CMD... sets IT_OUT, IT_ERR, IT_RC;
+#   - checks that say what was expected and what came instead: it_expect_eq, it_expect_match,
+#     it_expect_no_match, it_expect_rc, it_expect_ok, it_expect_fail, it_fail, it_pass;
+#   - it_finish: prints the tally, exits 1 if any check failed.
+# The tests are registered in CMakeLists.txt beside this file.
+
+set -euo pipefail
+
+if [ -z "${TRANSIENT_SANDBOX:-}" ]; then
+    echo "$(basename "$0"): run me through scripts/sandbox.sh (see tests/integration/CMakeLists.txt)" >&2
+    exit 2
+fi
+
+IT_NAME=$(basename "$0" .sh)
+IT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+IT_RUNTIME=$TRANSIENT_SANDBOX_RUNTIME_DIR
+IT_SOCKET=$IT_RUNTIME/io.transient.Allocator
+IT_LOG=$TRANSIENT_SANDBOX/log
+IT_FILES=$TRANSIENT_SANDBOX/files
+IT_PASSED=0
+IT_FAILED=0
+IT_DAEMON_PID=""
+CTL=$TRANSIENT_CTL
+ALLOCD=$TRANSIENT_ALLOCD
+
+# ---- output ----
+
+it_section() { printf '\n== %s\n' "$*"; }
+it_pass() { IT_PASSED=$((IT_PASSED + 1)); printf 'ok    %s\n' "$1"; }
+# it_fail WHAT [DETAIL...]: a failed check; every DETAIL is printed on its own indented line.
+it_fail() {
+    IT_FAILED=$((IT_FAILED + 1))
+    printf 'FAIL  %s\n' "$1"
+    shift
+    local line
+    for line in "$@"; do
+        printf '%s\n' "$line" | sed 's/^/        /'
+    done
+}
+
+it_finish() {
+    it_daemon_stop_quietly
+    printf '\n%s: %d checks passed, %d failed\n' "$IT_NAME" "$IT_PASSED" "$IT_FAILED"
+    [ "$IT_FAILED" -eq 0 ]
+    exit $?
+}
+
+# ---- running commands ----
+
+# it_run CMD...: runs CMD with stdin from /dev/null; IT_OUT/IT_ERR get its output (without the
+# final newline), IT_RC its exit status. Never fails itself.
+it_run() {
+    local o="$TRANSIENT_SANDBOX/.it_out" e="$TRANSIENT_SANDBOX/.it_err"
+    IT_RC=0
+    "$@" </dev/null >"$o" 2>"$e" || IT_RC=$?
+    IT_OUT=$(cat "$o")
+    IT_ERR=$(cat "$e")
+}
+
+# ---- checks ----
+
+it_expect_eq() {  # WHAT EXPECTED ACTUAL
+    if [ "$2" == "$3" ]; then
+        it_pass "$1"
+    else
+        it_fail "$1" "expected: $2" "got:      $3"
+    fi
+}
+
+it_expect_match() {  # WHAT ERE TEXT
+    if [[ $3 =~ $2 ]]; then
+        it_pass "$1"
+    else
+        it_fail "$1" "expected to match: /$2/" "got: $3"
+    fi
+}
+
+it_expect_no_match() {  # WHAT ERE TEXT
+    if [[ $3 =~ $2 ]]; then
+        it_fail "$1" "expected NOT to match: /$2/" "got: $3"
+    else
+        it_pass "$1"
+    fi
+}
+
+# it_expect_rc WHAT RC CMD...: runs CMD (via it_run) and checks its exit status.
+it_expect_rc() {
+    local what=$1 want=$2
+    shift 2
+    it_run "$@"
+    if [ "$IT_RC" -eq "$want" ]; then
+        it_pass "$what"
+    else
+        it_fail "$what" "command:  $*" "expected exit status $want, got $IT_RC" \
+            "stdout:   $IT_OUT" "stderr:   $IT_ERR"
+    fi
+}
+
+it_expect_ok() {  # WHAT CMD...: exit status 0
+    local what=$1
+    shift
+    it_expect_rc "$what" 0 "$@"
+}
+
+# it_expect_fail WHAT CMD...: a non-zero exit status and a message on stderr.
+it_expect_fail() {
+    local what=$1
+    shift
+    it_run "$@"
+    if [ "$IT_RC" -ne 0 ] && [ -n "$IT_ERR" ]; then
+        it_pass "$what (exit $IT_RC: $(head -n1 <<<"$IT_ERR"))"
+    else
+        it_fail "$what" "command:  $*" "expected a non-zero exit status and an error message" \
+            "got exit status $IT_RC" "stdout:   $IT_OUT" "stderr:   $IT_ERR"
+    fi
+}
+
+# ---- the daemon ----
+
+# it_daemon_wait_ready [TIMEOUT_S]: until the socket exists and `transientctl list` answers.
+it_daemon_wait_ready() {
+    local deadline=$((SECONDS + ${1:-10}))
+    while [ $SECONDS -le "$deadline" ]; do
+        if [ -S "$IT_SOCKET" ] && "$CTL" list >/dev/null 2>&1; then
+            return 0
+        fi
+        if [ -n "$IT_DAEMON_PID" ] && ! kill -0 "$IT_DAEMON_PID" 2>/dev/null; then
+            echo "transient-allocd (pid $IT_DAEMON_PID) died during start-up; its log:" >&2
+            tail -n 20 "$IT_LOG/allocd.log" >&2
+            return 1
+        fi
+        sleep 0.02
+    done
+    echo "transient-allocd did not answer within ${1:-10} s; its log:" >&2
+    tail -n 20 "$IT_LOG/allocd.log" >&2
+    return 1
+}
+
+it_daemon_start() {
+    "$ALLOCD" </dev/null >>"$IT_LOG/allocd.log" 2>&1 &
+    IT_DAEMON_PID=$!
+    it_daemon_wait_ready "$@"
+}
+
+# Stops the daemon with SIGTERM and checks that it exits with status 0 within 10 s.
+it_daemon_stop() {
+    [ -n "$IT_DAEMON_PID" ] || return 0
+    local pid=$IT_DAEMON_PID rc=0 i
+    IT_DAEMON_PID=""
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 500); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.02
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        it_fail "transient-allocd exits on SIGTERM" "still running 10 s after SIGTERM"
+        return 0
+    fi
+    wait "$pid" || rc=$?
+    it_expect_eq "transient-allocd exits cleanly on SIGTERM (status)" 0 "$rc"
+}
+
+it_daemon_stop_quietly() {
+    [ -n "$IT_DAEMON_PID" ] || return 0
+    kill -TERM "$IT_DAEMON_PID" 2>/dev/null || true
+    wait "$IT_DAEMON_PID" 2>/dev/null || true
+    IT_DAEMON_PID=""
+}
+
+it_daemon_kill9() {
+    [ -n "$IT_DAEMON_PID" ] || return 0
+    kill -KILL "$IT_DAEMON_PID" 2>/dev/null || true
+    wait "$IT_DAEMON_PID" 2>/dev/null || true
+    IT_DAEMON_PID=""
+}
+
+# ---- helpers ----
+
+# it_ctl_json ARGS...: transientctl ARGS --json, stdout only; fails like transientctl does.
+it_ctl_json() { "$CTL" "$@" --json </dev/null; }
+
+# it_range_start NAME: the start UID of a live range, from `transientctl show NAME --json`.
+it_range_start() { it_ctl_json show "$1" | jq -er '.start'; }
+
+# Whatever way the test ends, the daemon gets SIGTERM (sandbox.sh prints the logs on failure).
+it_on_exit() {
+    local rc=$?
+    it_daemon_stop_quietly
+    return $rc
+}
+trap it_on_exit EXIT
