@@ -11,7 +11,7 @@
 . "$(dirname "$0")/lib.sh"
 
 DURATION=${TRANSIENT_CRASH_SECONDS:-25}
-TOOL=(python3 "$IT_DIR/crash_tool.py")
+TOOL=(python3 -B "$IT_DIR/crash_tool.py")
 W=$TRANSIENT_SANDBOX/crash
 mkdir -p "$W"
 STOP=$W/stop

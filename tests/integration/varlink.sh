@@ -8,7 +8,7 @@
 # transientctl still gets its answers within a second.
 . "$(dirname "$0")/lib.sh"
 
-RAW=(python3 "$IT_DIR/varlink_raw.py")
+RAW=(python3 -B "$IT_DIR/varlink_raw.py")
 IFACE=io.transient.Allocator
 
 # call METHOD [PARAMS] [--more]: one raw call; IT_OUT holds the reply lines.
