@@ -42,6 +42,9 @@ inline constexpr char kErrorMethodNotImplemented[] = "org.varlink.service.Method
 inline constexpr char kErrorInvalidParameter[] = "org.varlink.service.InvalidParameter";
 inline constexpr char kErrorExpectedMore[] = "org.varlink.service.ExpectedMore";
 inline constexpr char kErrorPermissionDenied[] = "org.varlink.service.PermissionDenied";
+// A failure that is nobody's fault in particular, with {"errno": N}: what sd-varlink sends when
+// a method fails with an errno. The server answers a handler that throws with this.
+inline constexpr char kErrorSystem[] = "io.systemd.System";
 
 struct Limits {
     std::size_t max_message_size = 128 * 1024;  // bytes, NUL excluded, in either direction
@@ -112,6 +115,11 @@ public:
     }
 };
 
+// Receives the server's diagnostics: handler exceptions, accept() failures, clients dropped for
+// protocol violations or limits. `priority` is a syslog level (LOG_ERR ... LOG_DEBUG). The library
+// itself never writes to stderr or the journal; without a handler the messages are dropped.
+using LogHandler = std::function<void(int priority, std::string_view message)>;
+
 class Server {
 public:
     // `event` must outlive the server.
@@ -129,6 +137,7 @@ public:
 
     std::size_t connection_count() const;
     const Limits& limits() const;
+    void set_log_handler(LogHandler handler);
 
     struct Impl;
 

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// io.test.Echo, the interface the Varlink tests serve: one method per server behaviour under
+// test (echoing parameters, streaming, handlers that misbehave, fd passing, peer credentials).
+
+#pragma once
+
+#include <unistd.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
+#include "varlink/varlink.hpp"
+
+namespace transient::varlink::testing {
+
+inline constexpr char kEchoInterface[] = "io.test.Echo";
+inline constexpr char kEchoDescription[] = R"(interface io.test.Echo
+
+method Echo(text: string, number: ?int, flag: ?bool, object: ?object, list: ?[]int,
+            anything: ?any) -> (text: string, number: ?int, flag: ?bool, object: ?object,
+            list: ?[]int, anything: ?any)
+method Count(n: int) -> (i: int)
+method Touch() -> ()
+method Touches() -> (touches: int)
+method Silent() -> ()
+method Throw() -> ()
+method ContinuesWithoutMore() -> (x: int)
+method ReadFd() -> (data: string)
+method Peer() -> (uid: int, pid: int)
+method Big(size: int) -> (data: string)
+error NoFd ()
+)";
+
+// Shared between the handlers (on the loop thread) and the test body.
+struct EchoState {
+    std::atomic<int> touches{0};
+};
+
+inline Interface echo_interface(EchoState& state) {
+    Interface iface{kEchoInterface, kEchoDescription, {}};
+    iface.methods = {
+        Method{"Echo",
+               {{"text", Type::kString},
+                {"number", Type::kInt, true},
+                {"flag", Type::kBool, true},
+                {"object", Type::kObject, true},
+                {"list", Type::kArray, true},
+                {"anything", Type::kAny, true}},
+               [](Call& call) { call.reply(call.parameters()); }},
+        Method{"Count",
+               {{"n", Type::kInt}},
+               [](Call& call) {
+                   if (!call.more())
+                       return call.error(kErrorExpectedMore);
+                   const int n = call.parameters()["n"].get<int>();
+                   for (int i = 0; i + 1 < n; i++)
+                       call.reply_continues(json{{"i", i}});
+                   call.reply(json{{"i", n - 1}});
+               }},
+        Method{"Touch", {}, [&state](Call& call) {
+                   state.touches++;
+                   call.reply();
+               }},
+        Method{"Touches", {}, [&state](Call& call) {
+                   call.reply(json{{"touches", state.touches.load()}});
+               }},
+        Method{"Silent", {}, [](Call&) {}},
+        Method{"Throw", {}, [](Call&) { throw std::runtime_error("handler failed on purpose"); }},
+        Method{"ContinuesWithoutMore", {}, [](Call& call) {
+                   call.reply_continues(json{{"x", 1}});
+                   call.reply(json{{"x", 2}});  // ignored: the call is over
+               }},
+        Method{"ReadFd", {}, [](Call& call) {
+                   if (call.fd_count() == 0)
+                       return call.error("io.test.Echo.NoFd");
+                   shm::UniqueFd fd = call.take_fd(0);
+                   std::string data;
+                   char buf[256];
+                   ssize_t n;
+                   while ((n = ::read(fd.get(), buf, sizeof(buf))) > 0)
+                       data.append(buf, static_cast<std::size_t>(n));
+                   call.reply(json{{"data", data}, {"fds", call.fd_count()}});
+               }},
+        Method{"Peer", {}, [](Call& call) {
+                   call.reply(json{{"uid", call.peer().uid}, {"pid", call.peer().pid}});
+               }},
+        Method{"Big", {{"size", Type::kInt}}, [](Call& call) {
+                   call.reply(json{{"data", std::string(call.parameters()["size"].get<std::size_t>(), 'x')}});
+               }},
+    };
+    return iface;
+}
+
+}  // namespace transient::varlink::testing

@@ -1,0 +1,444 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The Varlink server's transport: listening sockets, accept() with connection limits, and
+// per-connection non-blocking I/O: NUL framing with size and depth limits, SCM_RIGHTS
+// collection, an output queue written as the socket allows, and backpressure that stops
+// reading from a client whose unread replies pile up. Requests themselves are handled in
+// dispatch.cpp.
+
+#include "varlink/server_impl.hpp"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <system_error>
+#include <utility>
+
+#include <systemd/sd-daemon.h>
+
+namespace transient::varlink {
+namespace {
+
+// How much one read takes from a socket. Reading once per wakeup keeps one chatty client from
+// starving the others; the level-triggered source calls us again for the rest.
+constexpr std::size_t kReadChunk = 64 * 1024;
+// accept() calls per wakeup, for the same reason.
+constexpr int kMaxAcceptsPerWakeup = 64;
+// How long a listener rests after accept() ran out of descriptors or memory.
+constexpr uint64_t kAcceptRetryUsec = 100'000;
+// An idle output buffer larger than this gives its memory back.
+constexpr std::size_t kKeepCapacity = 256 * 1024;
+
+std::string errno_string(int e) {
+    return std::error_code(e, std::system_category()).message();
+}
+
+int on_listener_io(sd_event_source*, int, uint32_t, void* userdata) noexcept {
+    auto* listener = static_cast<detail::Listener*>(userdata);
+    try {
+        listener->server->accept_connections(*listener);
+    } catch (...) {
+        // Only allocation can throw here; the connection being set up is gone, and the
+        // listener stays armed for the next client.
+    }
+    // Never a negative value: sd-event would disable the listener for good.
+    return 0;
+}
+
+int on_accept_retry(sd_event_source*, uint64_t, void* userdata) noexcept {
+    auto* listener = static_cast<detail::Listener*>(userdata);
+    sd_event_source_set_enabled(listener->source.get(), SD_EVENT_ON);
+    return 0;
+}
+
+}  // namespace
+
+// ---- Server ------------------------------------------------------------------------------
+
+Server::Server(sd_event* event, ServiceInfo info, Limits limits)
+    : impl_(std::make_unique<Impl>(event, std::move(info), limits)) {}
+
+Server::~Server() = default;
+
+void Server::add_interface(Interface iface) {
+    impl_->add_interface(std::move(iface));
+}
+
+Result<void> Server::listen_fd(shm::UniqueFd fd) {
+    if (!fd)
+        return errno_error(EBADF);
+    const int r = sd_is_socket(fd.get(), AF_UNIX, SOCK_STREAM, /*listening=*/1);
+    if (r < 0)
+        return errno_error(r);
+    if (r == 0)  // not a socket at all, or not an AF_UNIX stream socket that listens
+        return errno_error(sd_is_socket(fd.get(), AF_UNSPEC, 0, -1) > 0 ? EINVAL : ENOTSOCK);
+    // systemd passes sockets in blocking mode; one accept() racing another client must not
+    // block the whole event loop.
+    const int flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0)
+        return errno_error(errno);
+    return impl_->add_listener(std::move(fd));
+}
+
+Result<void> Server::listen_path(const std::string& path, mode_t mode) {
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (path.empty() || path.find('\0') != std::string::npos)
+        return errno_error(EINVAL);
+    if (path.size() >= sizeof(sa.sun_path))
+        return errno_error(ENAMETOOLONG);
+    std::memcpy(sa.sun_path, path.data(), path.size());
+
+    shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd)
+        return errno_error(errno);
+
+    // A socket left by a previous instance is ours to replace. Anything else at that path is
+    // not, and bind() reports EADDRINUSE for it.
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+        ::unlink(path.c_str());
+
+    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&sa), len) < 0)
+        return errno_error(errno);
+    // bind() honours the umask, which is process-wide and cannot be changed safely with
+    // threads around; set the mode explicitly before anyone can be accepted.
+    if (::chmod(path.c_str(), mode) < 0 || ::listen(fd.get(), SOMAXCONN) < 0) {
+        const int e = errno;
+        ::unlink(path.c_str());
+        return errno_error(e);
+    }
+    return impl_->add_listener(std::move(fd));
+}
+
+std::size_t Server::connection_count() const {
+    return impl_->connections_.size();
+}
+
+const Limits& Server::limits() const {
+    return impl_->limits_;
+}
+
+void Server::set_log_handler(LogHandler handler) {
+    impl_->log_handler_ = std::move(handler);
+}
+
+// ---- Server::Impl: listeners and connection bookkeeping ----------------------------------
+
+Server::Impl::Impl(sd_event* event, ServiceInfo info, Limits limits)
+    : event_(event), info_(std::move(info)), limits_(limits) {
+    add_service_interface();
+}
+
+Server::Impl::~Impl() {
+    // Connections first: their handlers may refer to interfaces, never the other way round.
+    connections_.clear();
+    listeners_.clear();
+}
+
+void Server::Impl::log(int priority, std::string_view message) const noexcept {
+    if (!log_handler_)
+        return;
+    try {
+        log_handler_(priority, message);
+    } catch (...) {
+        // A logger that fails must not take a connection (or the loop) down with it.
+    }
+}
+
+Result<void> Server::Impl::add_listener(shm::UniqueFd fd) {
+    auto listener = std::make_unique<detail::Listener>();
+    listener->server = this;
+    listener->fd = std::move(fd);
+    sd_event_source* source = nullptr;
+    const int r = sd_event_add_io(event_, &source, listener->fd.get(), EPOLLIN, on_listener_io,
+                                  listener.get());
+    if (r < 0)
+        return errno_error(r);
+    listener->source.reset(source);
+    sd_event_source_set_description(source, "varlink-listener");
+    listeners_.push_back(std::move(listener));
+    return {};
+}
+
+void Server::Impl::pause_listener(detail::Listener& listener, int error) {
+    log(LOG_WARNING, "Failed to accept Varlink connection: " + errno_string(error) +
+                         ", pausing listener");
+    sd_event_source_set_enabled(listener.source.get(), SD_EVENT_OFF);
+    sd_event_source* timer = nullptr;
+    if (sd_event_add_time_relative(event_, &timer, CLOCK_MONOTONIC, kAcceptRetryUsec, 0,
+                                   on_accept_retry, &listener) < 0) {
+        // Without a timer the listener would stay off forever; spinning is the lesser evil.
+        sd_event_source_set_enabled(listener.source.get(), SD_EVENT_ON);
+        return;
+    }
+    listener.retry_timer.reset(timer);
+}
+
+void Server::Impl::accept_connections(detail::Listener& listener) {
+    for (int i = 0; i < kMaxAcceptsPerWakeup; i++) {
+        shm::UniqueFd fd(
+            ::accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (!fd) {
+            const int e = errno;
+            switch (e) {
+            case EAGAIN:
+                return;
+            case EINTR:
+            case ECONNABORTED:  // the client gave up while queued
+            case EPROTO:
+            case EPERM:
+                continue;
+            default:  // EMFILE, ENFILE, ENOBUFS, ENOMEM, ...
+                pause_listener(listener, e);
+                return;
+            }
+        }
+
+        ucred peer{};
+        socklen_t len = sizeof(peer);
+        if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0)
+            continue;
+
+        // Over a limit the connection is accepted and closed at once: the client sees EOF
+        // instead of hanging in the backlog, and the backlog does not fill up.
+        if (connections_.size() >= limits_.max_connections) {
+            log(LOG_DEBUG, "Too many Varlink connections, refusing connection");
+            continue;
+        }
+        if (peer.uid != 0) {
+            auto it = connections_per_uid_.find(peer.uid);
+            if (it != connections_per_uid_.end() && it->second >= limits_.max_connections_per_uid) {
+                log(LOG_DEBUG, "Too many Varlink connections of UID " + std::to_string(peer.uid) +
+                                   ", refusing connection");
+                continue;
+            }
+        }
+
+        auto connection = std::make_unique<detail::Connection>(*this, std::move(fd), peer);
+        if (auto r = connection->start(); !r) {
+            log(LOG_WARNING, "Failed to watch Varlink connection: " + r.error().message());
+            continue;
+        }
+        connections_per_uid_[peer.uid]++;
+        detail::Connection* key = connection.get();
+        connections_.emplace(key, std::move(connection));
+    }
+}
+
+void Server::Impl::close_connection(detail::Connection& connection) {
+    auto it = connections_per_uid_.find(connection.peer().uid);
+    if (it != connections_per_uid_.end() && --it->second == 0)
+        connections_per_uid_.erase(it);
+    connections_.erase(&connection);
+}
+
+// ---- Connection --------------------------------------------------------------------------
+
+namespace detail {
+
+Connection::Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer)
+    : server_(server), fd_(std::move(fd)), peer_(peer) {}
+
+// source_ is declared after fd_, so it is released (and leaves epoll) before the fd closes.
+Connection::~Connection() = default;
+
+Result<void> Connection::start() {
+    sd_event_source* source = nullptr;
+    const int r = sd_event_add_io(server_.event_, &source, fd_.get(), EPOLLIN, on_io, this);
+    if (r < 0)
+        return errno_error(r);
+    source_.reset(source);
+    sd_event_source_set_description(source, "varlink-connection");
+    events_ = EPOLLIN;
+    return {};
+}
+
+void Connection::queue(std::string_view message) {
+    out_.append(message);
+    out_.push_back('\0');
+}
+
+int Connection::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
+    auto* connection = static_cast<Connection*>(userdata);
+    Server::Impl& server = connection->server_;
+    bool keep = false;
+    try {
+        keep = connection->handle_io(revents);
+    } catch (const std::bad_alloc&) {
+        server.log(LOG_ERR, "Out of memory handling Varlink connection, closing it");
+    } catch (...) {
+        server.log(LOG_ERR, "Unexpected failure handling Varlink connection, closing it");
+    }
+    if (!keep)
+        server.close_connection(*connection);  // connection is gone now
+    return 0;
+}
+
+bool Connection::handle_io(uint32_t revents) {
+    // The peer closed its socket (or it broke): there is nobody left to answer.
+    if (revents & (EPOLLHUP | EPOLLERR))
+        return false;
+    if ((revents & EPOLLOUT) && !flush())
+        return false;
+    if ((revents & EPOLLIN) && !eof_ && !throttled() && !read_once())
+        return false;
+
+    // Writing may have made room for requests that were held back, which may fill the queue
+    // again: go round until either the queue is full or no complete request is left. Bounded,
+    // because in_ holds at most one read's worth of requests.
+    for (;;) {
+        if (!process_buffered() || !flush())
+            return false;
+        if (throttled() || !has_complete_message())
+            break;
+    }
+    if (finished())
+        return false;
+    return update_events();
+}
+
+bool Connection::has_complete_message() const {
+    return std::memchr(in_.data() + in_pos_, '\0', in_.size() - in_pos_) != nullptr;
+}
+
+// A client that shut down its sending side still gets the answers to what it sent.
+bool Connection::finished() const {
+    return eof_ && pending_output() == 0 && !has_complete_message();
+}
+
+bool Connection::read_once() {
+    const Limits& limits = server_.limits_;
+    const std::size_t old = in_.size();
+    in_.resize(old + kReadChunk);
+
+    // Room for one descriptor more than allowed, so that "too many" is seen as such; beyond
+    // that the kernel sets MSG_CTRUNC and closes the excess itself.
+    std::vector<char> control(cmsg_space_for_fds(limits.max_fds_per_message + 1));
+    iovec iov{in_.data() + old, kReadChunk};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+
+    const ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+        in_.resize(old);
+        return errno == EAGAIN || errno == EINTR;
+    }
+    in_.resize(old + static_cast<std::size_t>(n));
+
+    std::vector<shm::UniqueFd> fds;  // owned from here on, closed on every early return
+    collect_fds(msg, fds);
+    if (msg.msg_flags & MSG_CTRUNC) {
+        server_.log(LOG_DEBUG, "Varlink client sent too many file descriptors, disconnecting");
+        return false;
+    }
+    if (n == 0) {
+        eof_ = true;
+        return true;
+    }
+    if (!fds.empty()) {
+        auto& slot = fds_[messages_received_];
+        if (slot.size() + fds.size() > limits.max_fds_per_message) {
+            server_.log(LOG_DEBUG, "Varlink client sent too many file descriptors, disconnecting");
+            return false;
+        }
+        std::move(fds.begin(), fds.end(), std::back_inserter(slot));
+    }
+    messages_received_ += static_cast<uint64_t>(std::count(in_.begin() + old, in_.end(), '\0'));
+    return true;
+}
+
+bool Connection::process_buffered() {
+    const Limits& limits = server_.limits_;
+    while (!throttled()) {
+        const char* begin = in_.data() + in_pos_;
+        const auto* nul = static_cast<const char*>(std::memchr(begin, '\0', in_.size() - in_pos_));
+        if (nul == nullptr)
+            break;
+        const std::string_view text(begin, static_cast<std::size_t>(nul - begin));
+        in_pos_ += text.size() + 1;
+        const uint64_t index = messages_processed_++;
+
+        if (text.size() > limits.max_message_size) {
+            server_.log(LOG_DEBUG, "Varlink message too long, disconnecting");
+            return false;
+        }
+        if (exceeds_depth(text, limits.max_depth)) {
+            server_.log(LOG_DEBUG, "Varlink message nested too deeply, disconnecting");
+            return false;
+        }
+        std::vector<shm::UniqueFd> fds;
+        if (auto it = fds_.find(index); it != fds_.end()) {
+            fds = std::move(it->second);
+            fds_.erase(it);
+        }
+        if (!server_.dispatch(*this, text, std::move(fds)))
+            return false;
+    }
+
+    if (in_pos_ > 0) {
+        in_.erase(0, in_pos_);
+        in_pos_ = 0;
+    }
+    // Unless held back, everything complete was consumed: what is left is the start of one
+    // message, which may not grow past the limit while we wait for its NUL.
+    if (!throttled() && in_.size() > limits.max_message_size) {
+        server_.log(LOG_DEBUG, "Varlink message too long, disconnecting");
+        return false;
+    }
+    return true;
+}
+
+bool Connection::flush() {
+    while (pending_output() > 0) {
+        const ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, pending_output(),
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            return false;
+        }
+        out_pos_ += static_cast<std::size_t>(n);
+    }
+    if (out_pos_ == out_.size()) {
+        out_.clear();
+        out_pos_ = 0;
+        if (out_.capacity() > kKeepCapacity)
+            out_.shrink_to_fit();
+    } else if (out_pos_ > kKeepCapacity) {
+        out_.erase(0, out_pos_);
+        out_pos_ = 0;
+    }
+    return true;
+}
+
+bool Connection::update_events() {
+    uint32_t want = 0;
+    if (!eof_ && !throttled())
+        want |= EPOLLIN;
+    if (pending_output() > 0)
+        want |= EPOLLOUT;
+    if (want == events_)
+        return true;
+    if (sd_event_source_set_io_events(source_.get(), want) < 0)
+        return false;
+    events_ = want;
+    return true;
+}
+
+}  // namespace detail
+}  // namespace transient::varlink

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The server's private state, shared by server.cpp (sockets, connections, framing and flow
+// control) and dispatch.cpp (parsing a request, checking it against the method table, running
+// the handler and encoding its answers, org.varlink.service). Nothing here is public API.
+
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "varlink/varlink.hpp"
+#include "varlink/wire.hpp"
+
+namespace transient::varlink {
+
+namespace detail {
+
+class Connection;
+
+// One listening socket and its sd-event source. A timer re-arms it after accept() ran out of
+// file descriptors, instead of letting a level-triggered source spin.
+struct Listener {
+    Server::Impl* server = nullptr;
+    shm::UniqueFd fd;
+    SourcePtr source;
+    SourcePtr retry_timer;
+};
+
+}  // namespace detail
+
+struct Server::Impl {
+    Impl(sd_event* event, ServiceInfo info, Limits limits);
+    ~Impl();
+
+    // server.cpp
+    Result<void> add_listener(shm::UniqueFd fd);
+    void accept_connections(detail::Listener& listener);
+    // Turns a listener off for a moment after accept() failed for lack of resources.
+    void pause_listener(detail::Listener& listener, int error);
+    // Destroys the connection; safe from inside its own sd-event callback as long as the
+    // caller does not touch it afterwards.
+    void close_connection(detail::Connection& connection);
+    void log(int priority, std::string_view message) const noexcept;
+
+    // dispatch.cpp
+    void add_interface(Interface iface);
+    // Registers the built-in org.varlink.service (GetInfo, GetInterfaceDescription).
+    void add_service_interface();
+    // Handles one complete request (the bytes between two NULs, already depth-checked) and
+    // queues its answers on `connection`. Returns false if the message violates the protocol
+    // so badly that the connection must be dropped (not JSON, not an object, no method).
+    bool dispatch(detail::Connection& connection, std::string_view text,
+                  std::vector<shm::UniqueFd> fds);
+
+    sd_event* event_;
+    ServiceInfo info_;
+    Limits limits_;
+    LogHandler log_handler_;
+    std::map<std::string, Interface, std::less<>> interfaces_;
+    std::vector<std::unique_ptr<detail::Listener>> listeners_;
+    std::unordered_map<detail::Connection*, std::unique_ptr<detail::Connection>> connections_;
+    std::unordered_map<uid_t, std::size_t> connections_per_uid_;
+};
+
+namespace detail {
+
+// One accepted client. Requests are read and answered strictly in order; answers go to an
+// output queue that is written without blocking. While the queue holds more than
+// max_output_buffer bytes the connection neither reads nor processes requests, so a client
+// that never reads its replies stalls only itself and costs bounded memory.
+class Connection {
+public:
+    Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer);
+    ~Connection();
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    Result<void> start();
+
+    const ucred& peer() const { return peer_; }
+    // Queues one message; the terminating NUL is added here.
+    void queue(std::string_view message);
+    std::size_t pending_output() const { return out_.size() - out_pos_; }
+
+private:
+    static int on_io(sd_event_source* s, int fd, uint32_t revents, void* userdata) noexcept;
+    // Each returns false when the connection has to be closed.
+    bool handle_io(uint32_t revents);
+    bool read_once();
+    bool process_buffered();
+    bool flush();
+    bool update_events();
+    bool has_complete_message() const;
+    bool throttled() const { return pending_output() > server_.limits_.max_output_buffer; }
+    bool finished() const;
+
+    Server::Impl& server_;
+    shm::UniqueFd fd_;
+    ucred peer_;
+    SourcePtr source_;
+    uint32_t events_ = 0;
+
+    std::string in_;
+    std::size_t in_pos_ = 0;  // start of the first unprocessed message in in_
+    bool eof_ = false;        // the peer shut down its sending side
+
+    // Descriptors keyed by the absolute index of the message they arrived with: the kernel
+    // delivers SCM_RIGHTS with the first byte of the sendmsg() that carried them, which is the
+    // first byte of the chunk recvmsg() returned.
+    std::map<uint64_t, std::vector<shm::UniqueFd>> fds_;
+    uint64_t messages_received_ = 0;  // NULs seen so far
+    uint64_t messages_processed_ = 0;
+
+    std::string out_;
+    std::size_t out_pos_ = 0;  // first byte not yet written
+};
+
+}  // namespace detail
+}  // namespace transient::varlink
