@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// Hostile clients against the Varlink server: oversized, deeply nested, half-sent and malformed
+// messages, too many descriptors, idle connections by the hundred, a client that floods
+// requests and never reads, connection limits in all and per UID. Each test checks that only
+// the offender suffers and that everybody else keeps getting prompt answers.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/varlink/echo_interface.hpp"
+#include "tests/varlink/server_thread.hpp"
+
+namespace transient::varlink::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kEchoCall[] = R"({"method":"io.test.Echo.Echo","parameters":{"text":"x"}})";
+
+class VarlinkLimitsTest : public ::testing::Test {
+protected:
+    void start(Limits limits) {
+        ASSERT_FALSE(dir_.path().empty());
+        path_ = dir_.path() + "/io.test.Echo";
+        server_ = std::make_unique<ServerThread>(ServiceInfo{}, limits);
+        server_->server().add_interface(echo_interface(state_));
+        ASSERT_TRUE(server_->server().listen_path(path_, 0666));
+        server_->start();
+    }
+
+    // A well-behaved client gets its answer, and quickly.
+    void expect_served() {
+        const auto begin = Clock::now();
+        auto client = Client::connect(path_, 2s);
+        ASSERT_TRUE(client) << client.error().message();
+        auto reply = client->call("io.test.Echo.Echo", json{{"text", "still served"}});
+        ASSERT_TRUE(reply) << reply.error().message();
+        EXPECT_EQ(reply->parameters["text"], "still served");
+        EXPECT_LT(Clock::now() - begin, 500ms);
+    }
+
+    TempDir dir_;
+    std::string path_;
+    EchoState state_;
+    std::unique_ptr<ServerThread> server_;
+};
+
+TEST_F(VarlinkLimitsTest, DisconnectsOnlyTheClientThatSendsAnOversizedMessage) {
+    start(Limits{.max_message_size = 1024});
+    RawConnection bystander(path_);
+    RawConnection offender(path_);
+    const std::string big = R"({"method":"io.test.Echo.Echo","parameters":{"text":")" +
+                            std::string(2000, 'a') + "\"}}";
+    ASSERT_TRUE(offender.send_message(big));
+    EXPECT_TRUE(offender.closed_by_peer());
+
+    ASSERT_TRUE(bystander.send_message(kEchoCall));
+    EXPECT_EQ(parse_message(bystander.read_message())["parameters"]["text"], "x");
+    expect_served();
+}
+
+TEST_F(VarlinkLimitsTest, DisconnectsAClientWhoseUnterminatedMessageOutgrowsTheLimit) {
+    start(Limits{.max_message_size = 1024});
+    RawConnection offender(path_);
+    ASSERT_TRUE(offender.send(R"({"method":"io.test.Echo.Echo","parameters":{"text":")"));
+    EXPECT_FALSE(offender.closed_by_peer(100ms)) << "a short partial message is fine";
+    offender.send(std::string(64 * 1024, 'a'));  // may fail half-way: the server hangs up
+    EXPECT_TRUE(offender.closed_by_peer());
+    expect_served();
+}
+
+TEST_F(VarlinkLimitsTest, AcceptsAMessageOfExactlyTheMaximumSize) {
+    start(Limits{.max_message_size = 1024});
+    const std::string prefix = R"({"method":"io.test.Echo.Echo","parameters":{"text":")";
+    const std::string payload(1024 - prefix.size() - 3, 'a');
+    const std::string text = prefix + payload + "\"}}";
+    ASSERT_EQ(text.size(), 1024U);
+    RawConnection raw(path_);
+    ASSERT_TRUE(raw.send_message(text));
+    EXPECT_EQ(parse_message(raw.read_message())["parameters"]["text"], payload);
+
+    RawConnection one_more(path_);
+    ASSERT_TRUE(one_more.send_message(prefix + payload + "a\"}}"));
+    EXPECT_TRUE(one_more.closed_by_peer());
+}
+
+TEST_F(VarlinkLimitsTest, RejectsDeeplyNestedJsonWithoutCrashing) {
+    start(Limits{});
+    RawConnection offender(path_);
+    ASSERT_TRUE(offender.send_message(std::string(10000, '[')));
+    EXPECT_TRUE(offender.closed_by_peer());
+
+    RawConnection nested_parameters(path_);
+    std::string deep = R"({"method":"io.test.Echo.Echo","parameters":{"text":"a","anything":)";
+    deep += std::string(40, '[') + std::string(40, ']') + "}}";
+    ASSERT_TRUE(nested_parameters.send_message(deep));
+    EXPECT_TRUE(nested_parameters.closed_by_peer());
+    expect_served();
+}
+
+TEST_F(VarlinkLimitsTest, IgnoresBracketsInsideStringsWhenCheckingDepth) {
+    start(Limits{.max_depth = 8});
+    RawConnection raw(path_);
+    const std::string text = std::string(100, '[') + "\\\"{{{{{{{{{{{{";
+    ASSERT_TRUE(raw.send_message(json{{"method", "io.test.Echo.Echo"},
+                                      {"parameters", {{"text", text}}}}.dump()));
+    EXPECT_EQ(parse_message(raw.read_message())["parameters"]["text"], text);
+}
+
+TEST_F(VarlinkLimitsTest, DisconnectsClientsThatSendSomethingOtherThanACall) {
+    start(Limits{});
+    const std::vector<std::string> bad{
+        std::string("\xff\xfe garbage \x01\x02", 14),
+        "",
+        "[1, 2, 3]",
+        "\"io.test.Echo.Echo\"",
+        "42",
+        "{}",
+        R"({"method": 42})",
+        R"({"method": null})",
+        R"({"method": "io.test.Echo.Touch", "more": "yes"})",
+        R"({"method": "io.test.Echo.Touch", "oneway": 1})",
+        R"({"method": "io.test.Echo.Touch", "more": true, "oneway": true})",
+        R"({"method": "io.test.Echo.Touch")",
+        "{\"method\": \"io.test.Echo.T\xc3\x28uch\"}",  // invalid UTF-8
+    };
+    for (const auto& message : bad) {
+        RawConnection raw(path_);
+        ASSERT_TRUE(raw.send_message(message));
+        EXPECT_TRUE(raw.closed_by_peer()) << message;
+    }
+    expect_served();
+    EXPECT_TRUE(server_->wait_for_connections(0));
+}
+
+TEST_F(VarlinkLimitsTest, SurvivesRandomBytes) {
+    start(Limits{.max_message_size = 4096});
+    std::mt19937 random(12345);
+    for (int i = 0; i < 200; i++) {
+        RawConnection raw(path_);
+        std::string bytes(random() % 300, '\0');
+        for (char& c : bytes)
+            c = static_cast<char>(random() % 4 == 0 ? "{}[]\":,\\"[random() % 8] : random());
+        raw.send(bytes);
+    }
+    expect_served();
+}
+
+TEST_F(VarlinkLimitsTest, DisconnectsAClientThatSendsMoreFileDescriptorsThanAllowed) {
+    start(Limits{.max_fds_per_message = 2});
+    std::vector<shm::UniqueFd> files;
+    std::vector<int> fds;
+    for (int i = 0; i < 3; i++) {
+        files.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        fds.push_back(files.back().get());
+    }
+    auto client = Client::connect(path_, 2s);
+    ASSERT_TRUE(client);
+    auto reply = client->call("io.test.Echo.ReadFd", json::object(), fds);
+    EXPECT_FALSE(reply) << "the connection is dropped, no reply";
+
+    client = Client::connect(path_, 2s);
+    ASSERT_TRUE(client);
+    reply = client->call("io.test.Echo.ReadFd", json::object(), std::span(fds).first(2));
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(reply->parameters["fds"], 2);
+}
+
+TEST_F(VarlinkLimitsTest, KeepsAnsweringQuicklyWithAHalfSentMessageAndHundredsOfIdleConnections) {
+    start(Limits{});
+    RawConnection half(path_);
+    ASSERT_TRUE(half.send(R"({"method":"io.test.Echo.Ec)"));
+    std::vector<std::unique_ptr<RawConnection>> idle;
+    for (int i = 0; i < 300; i++) {
+        idle.push_back(std::make_unique<RawConnection>(path_));
+        ASSERT_TRUE(idle.back()->connected());
+    }
+    EXPECT_TRUE(server_->wait_for_connections(301));
+
+    auto client = Client::connect(path_, 2s);
+    ASSERT_TRUE(client);
+    const auto begin = Clock::now();
+    for (int i = 0; i < 20; i++)
+        ASSERT_TRUE(client->call("io.test.Echo.Echo", json{{"text", "quick"}}));
+    EXPECT_LT(Clock::now() - begin, 500ms);
+
+    // The half-sent call is answered once it is complete.
+    ASSERT_TRUE(half.send_message(R"(ho","parameters":{"text":"late"}})"));
+    EXPECT_EQ(parse_message(half.read_message())["parameters"]["text"], "late");
+}
+
+TEST_F(VarlinkLimitsTest, ThrottlesAClientThatFloodsRequestsWithoutReadingWhileServingOthers) {
+    start(Limits{.max_output_buffer = 64 * 1024});
+    RawConnection flooder(path_);
+    ASSERT_EQ(::fcntl(flooder.fd(), F_SETFL, O_NONBLOCK), 0);
+
+    const std::string request = std::string(kEchoCall) + '\0';
+    constexpr std::size_t kGiveUpAfter = 256 * 1024 * 1024;
+    std::size_t sent = 0;
+    for (;;) {
+        const std::size_t offset = sent % request.size();
+        const ssize_t n = ::send(flooder.fd(), request.data() + offset, request.size() - offset,
+                                 MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += static_cast<std::size_t>(n);
+            ASSERT_LT(sent, kGiveUpAfter) << "the server never stopped reading";
+            continue;
+        }
+        ASSERT_EQ(errno, EAGAIN);
+        // Blocked: the server has stopped reading if the socket stays full for a while.
+        pollfd p{flooder.fd(), POLLOUT, 0};
+        if (::poll(&p, 1, 200) == 0)
+            break;
+    }
+    EXPECT_LT(sent, 16U * 1024 * 1024);
+    expect_served();
+
+    // Once the flooder reads, the server catches up and answers every complete request.
+    const std::size_t complete = sent / request.size();
+    std::size_t unsent = (request.size() - sent % request.size()) % request.size();
+    std::size_t replies = 0;
+    const auto deadline = Clock::now() + 5s;
+    while (replies < complete + (unsent > 0 ? 1 : 0) && Clock::now() < deadline) {
+        if (unsent > 0) {
+            const ssize_t n = ::send(flooder.fd(), request.data() + request.size() - unsent,
+                                     unsent, MSG_NOSIGNAL);
+            if (n > 0)
+                unsent -= static_cast<std::size_t>(n);
+        }
+        pollfd p{flooder.fd(), POLLIN, 0};
+        if (::poll(&p, 1, 100) <= 0)
+            continue;
+        char buffer[65536];
+        const ssize_t n = ::recv(flooder.fd(), buffer, sizeof(buffer), 0);
+        ASSERT_GT(n, 0);
+        replies += static_cast<std::size_t>(std::count(buffer, buffer + n, '\0'));
+    }
+    EXPECT_EQ(replies, complete + (sent % request.size() != 0 ? 1 : 0));
+}
+
+TEST_F(VarlinkLimitsTest, RefusesConnectionsBeyondMaxConnections) {
+    start(Limits{.max_connections = 3});
+    std::vector<std::unique_ptr<RawConnection>> held;
+    for (int i = 0; i < 3; i++) {
+        held.push_back(std::make_unique<RawConnection>(path_));
+        ASSERT_TRUE(held.back()->send_message(kEchoCall));
+        ASSERT_TRUE(held.back()->read_message());
+    }
+    RawConnection refused(path_);
+    EXPECT_TRUE(refused.closed_by_peer());
+
+    held.pop_back();
+    EXPECT_TRUE(server_->wait_for_connections(2));
+    expect_served();
+}
+
+// Connects `count` times as `uid` (from a forked child, since the limit keys on SO_PEERCRED)
+// and reports per connection whether a call got an answer: "y" or "n".
+std::string connections_as(uid_t uid, const std::string& path, int count) {
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) < 0)
+        return "pipe failed";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::close(pipe_fds[0]);
+        if (uid != ::geteuid() && (::setresgid(uid, uid, uid) < 0 || ::setresuid(uid, uid, uid) < 0))
+            ::_exit(2);
+        std::vector<std::unique_ptr<RawConnection>> connections;
+        for (int i = 0; i < count; i++)
+            connections.push_back(std::make_unique<RawConnection>(path));
+        for (auto& c : connections) {
+            const bool answered = c->send_message(kEchoCall) && c->read_message(2s).has_value();
+            [[maybe_unused]] auto n = ::write(pipe_fds[1], answered ? "y" : "n", 1);
+        }
+        ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    std::string result;
+    char c;
+    while (::read(pipe_fds[0], &c, 1) == 1)
+        result += c;
+    ::close(pipe_fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+        return "setresuid failed";
+    return result;
+}
+
+TEST_F(VarlinkLimitsTest, RefusesConnectionsBeyondMaxConnectionsPerUid) {
+    start(Limits{.max_connections_per_uid = 3});
+    // The socket is 0666, the directory must be searchable for the unprivileged child too.
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    const uid_t uid = ::geteuid() == 0 ? 65534 : ::geteuid();
+    const std::string result = connections_as(uid, path_, 4);
+    if (result == "setresuid failed")
+        GTEST_SKIP() << "cannot switch to UID " << uid;
+    EXPECT_EQ(result, "yyyn");
+    expect_served();
+}
+
+TEST_F(VarlinkLimitsTest, ExemptsRootFromThePerUidLimit) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    start(Limits{.max_connections_per_uid = 2});
+    EXPECT_EQ(connections_as(0, path_, 4), "yyyy");
+}
+
+}  // namespace
+}  // namespace transient::varlink::testing
