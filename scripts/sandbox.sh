@@ -103,7 +103,7 @@ for f in "$allocd" "$ctl" "$module"; do
     [ -f "$f" ] || { echo "sandbox.sh: '$f' does not exist; build first (scripts/build.sh)" >&2; exit 1; }
 done
 
-mount -t tmpfs -o mode=0755,size=256m transient-sandbox "$S"
+mount -t tmpfs -o mode=0755,size=1g transient-sandbox "$S"
 mkdir -p "$S/log" "$S/bin" "$S/files" "$S/lib/upper" "$S/lib/work" "$S/etc"
 ln -s "$(readlink -f "$allocd")" "$S/bin/transient-allocd"
 ln -s "$(readlink -f "$ctl")" "$S/bin/transientctl"

@@ -327,7 +327,10 @@ def cmd_check(a):
                                      "did not have it and it was never acknowledged"))
                 elif h is None:
                     wrong.append((o, f"range {rname} was never allocated"))
-                elif n >= h["size"] or uid != h["start"] + n:
+                elif n >= h["size"]:
+                    wrong.append((o, f"{rname} has only {h['size']} IDs, offset {n} is past "
+                                     "its end"))
+                elif uid != h["start"] + n:
                     wrong.append((o, f"{rname} is [{h['start']}, +{h['size']}), so offset {n} "
                                      f"is UID {h['start'] + n}"))
                 elif h["r1"] is not None and h["r1"] < o["t0"]:

@@ -34,31 +34,40 @@ def connect(path):
     return s
 
 
+class Reader:
+    """Splits what the server sends into NUL-terminated JSON messages, keeping what is left."""
+
+    def __init__(self, s):
+        self.s = s
+        self.buf = b""
+
+    def read(self, count, timeout):
+        """Reads up to `count` messages; returns (messages, why_stopped)."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self.buf and len(out) < count:
+                msg, self.buf = self.buf.split(b"\0", 1)
+                out.append(json.loads(msg))
+            if len(out) >= count:
+                return out, "ok"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out, "timeout"
+            r, _, _ = select.select([self.s], [], [], left)
+            if not r:
+                return out, "timeout"
+            try:
+                chunk = self.s.recv(65536)
+            except ConnectionResetError:
+                return out, "reset"
+            if not chunk:
+                return out, "closed"
+            self.buf += chunk
+
+
 def read_messages(s, count, timeout):
-    """Reads up to `count` NUL-terminated messages; returns (messages, why_stopped)."""
-    buf = b""
-    out = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        while b"\0" in buf and len(out) < count:
-            msg, buf = buf.split(b"\0", 1)
-            out.append(json.loads(msg))
-        if len(out) >= count:
-            break
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out, "timeout"
-        r, _, _ = select.select([s], [], [], left)
-        if not r:
-            return out, "timeout"
-        try:
-            chunk = s.recv(65536)
-        except ConnectionResetError:
-            return out, "reset"
-        if not chunk:
-            return out, "closed"
-        buf += chunk
-    return out, "ok"
+    return Reader(s).read(count, timeout)
 
 
 def cmd_call(a):
@@ -73,8 +82,9 @@ def cmd_call(a):
     s.sendall(json.dumps(msg).encode() + b"\0")
     if a.oneway:
         return 0
+    reader = Reader(s)
     while True:
-        msgs, why = read_messages(s, 1, a.timeout)
+        msgs, why = reader.read(1, a.timeout)
         if not msgs:
             print(f"no reply: {why}", file=sys.stderr)
             return 3 if why == "timeout" else 4
