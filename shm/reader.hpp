@@ -203,6 +203,12 @@ inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept 
             return -EBADMSG;
         v.copy_offset[i] = off;
     }
+    // The latch needs two distinct copies: a writer updating a copy that overlaps the other
+    // would tear the one readers are on.
+    if (std::max(v.copy_offset[0], v.copy_offset[1]) -
+                std::min(v.copy_offset[0], v.copy_offset[1]) <
+        copy_size)
+        return -EBADMSG;
     *ret = v;
     return 0;
 }

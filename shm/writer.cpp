@@ -11,6 +11,7 @@
 #include <array>
 #include <cstring>
 #include <numeric>
+#include <unordered_set>
 
 #include "shm/reader.hpp"
 
@@ -86,14 +87,14 @@ Recovery sanitize(std::vector<RangeEntry> in, std::size_t invalid) {
     rec.dropped = invalid;
     std::sort(in.begin(), in.end(),
               [](const RangeEntry& a, const RangeEntry& b) { return a.start < b.start; });
-    std::vector<std::string> names;
+    // A set, not a list: a full table has 33000 names, and a quadratic scan took a second.
+    std::unordered_set<std::string> names;
     for (auto& r : in) {
         const bool overlaps = !rec.ranges.empty() && rec.ranges.back().end() > r.start;
-        if (overlaps || std::find(names.begin(), names.end(), r.name) != names.end()) {
+        if (overlaps || !names.insert(r.name).second) {
             rec.dropped++;
             continue;
         }
-        names.push_back(r.name);
         rec.ranges.push_back(std::move(r));
     }
     return rec;
@@ -249,11 +250,18 @@ Result<void> TableWriter::publish(std::span<const RangeEntry> ranges) {
 
     FileHeader& h = header_of(mapping_.get());
     std::uint64_t seq = h.seq.load(std::memory_order_relaxed);  // we are the only writer
-    if ((seq & 1) == 0)
+    if ((seq & 1) == 0) {
+        // Copy 1 is complete only if we wrote it. A previous writer may have died while writing
+        // it (the counter stays even then), so fill it while readers are still on copy 0,
+        // instead of steering them, and a restart after our own death, to a torn copy.
+        if (!copy1_written_)
+            write_copy(copy_of(mapping_.get(), 1), capacity_, ranges, by_name);
         store_latch(h, ++seq);  // odd: readers move to copy 1
+    }
     write_copy(copy_of(mapping_.get(), 0), capacity_, ranges, by_name);
     store_latch(h, ++seq);  // even: readers move to the updated copy 0
     write_copy(copy_of(mapping_.get(), 1), capacity_, ranges, by_name);
+    copy1_written_ = true;
     return {};
 }
 

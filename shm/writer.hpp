@@ -66,6 +66,8 @@ private:
     UniqueFd fd_;
     Mapping mapping_;
     std::uint32_t capacity_ = 0;
+    // Whether this writer completed copy 1 itself; until then it may be torn (see publish()).
+    bool copy1_written_ = false;
     Recovery recovery_;
 };
 
