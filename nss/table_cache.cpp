@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The mapping cache behind acquire_table(). Fast path (table mapped, unchanged): compare the
+// runtime directory with the one the current mapping was made for, check the header's retired
+// word, read the coarse monotonic clock (vDSO) and, at most once per second, stat() the path to
+// notice a file renamed over ours. Anything else goes to refresh(), which opens the file and,
+// if it can take the remap mutex *without waiting*, maps it into a new slot and publishes it.
+//
+// Memory reclamation is the simplest possible: a published slot is immutable and its mapping is
+// kept for the lifetime of the process, so a reader holding a view can never see it unmapped
+// (STYLE.md: the NSS module never munmaps a mapping another thread may still read). The number
+// of slots is bounded; when they run out, every call maps the table privately (correct, slower).
+
+#include "nss/table_cache.hpp"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+
+#include "nss/environment.hpp"
+#include "shm/layout.hpp"
+#include "shm/unique_fd.hpp"
+
+namespace transient::nss {
+namespace {
+
+// Each table replacement (allocator upgrade, corrupt file) or switch of TRANSIENT_RUNTIME_DIR to
+// a directory not seen before takes one slot. Both are rare in a real process.
+constexpr std::size_t kSlots = 16;
+// Longer runtime directories are served, but through the uncached path.
+constexpr std::size_t kMaxCachedDir = 256;
+// A valid table is never larger (file_size_for(kMaxCapacity) ≈ 142 MiB); we never map more, so
+// a huge or sparse file cannot eat the address space of every process that looks up a user.
+constexpr std::uint64_t kMaxMapSize = shm::file_size_for(shm::kMaxCapacity);
+
+// A mapped, validated table. Filled by the one thread holding remap_mutex *before* it is
+// published through current_slot, never written again and never unmapped.
+struct Slot {
+    shm::TableView view;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    char dir[kMaxCachedDir] = {};
+};
+
+// Everything here is constant-initialized: the module has no static constructors.
+constinit Slot slots[kSlots];
+// How many slots are filled. Read and written only with remap_mutex held.
+constinit std::size_t slots_used = 0;
+// The slot lookups read. Release-stored after the slot was filled; acquire-loaded by readers.
+constinit std::atomic<const Slot*> current_slot{nullptr};
+// CLOCK_MONOTONIC_COARSE second at or after which the next lookup stat()s the table's path.
+constinit std::atomic<std::int64_t> next_stat_check{0};
+// Serializes filling and publishing slots. Only ever taken with trylock: a thread that finds it
+// busy maps privately instead of waiting, so a fork() child that inherited it locked (from a
+// thread that no longer exists there) still answers every lookup.
+constinit pthread_mutex_t remap_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+std::int64_t coarse_seconds() noexcept {
+    struct timespec ts;
+    // The coarse clock is served from the vDSO without a syscall and a 1-4 ms resolution is
+    // plenty for a once-a-second check.
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return ts.tv_sec;
+}
+
+// "<dir>/ranges.table" into `out`.
+int build_table_path(const char* dir, char (&out)[PATH_MAX]) noexcept {
+    const std::size_t n = std::strlen(dir);
+    if (n + 1 + sizeof shm::kTableFileName > sizeof out)
+        return -ENAMETOOLONG;
+    std::memcpy(out, dir, n);
+    out[n] = '/';
+    std::memcpy(out + n + 1, shm::kTableFileName, sizeof shm::kTableFileName);
+    return 0;
+}
+
+// The stat() check: false when the path now names another file, or nothing.
+bool still_current(const Slot& s) noexcept {
+    const std::int64_t now = coarse_seconds();
+    // Relaxed: a scheduling hint only. Threads racing past it merely stat() more than once.
+    if (now < next_stat_check.load(std::memory_order_relaxed))
+        return true;
+    next_stat_check.store(now + 1, std::memory_order_relaxed);
+    char path[PATH_MAX];
+    struct stat st;
+    if (build_table_path(s.dir, path) < 0 || ::stat(path, &st) < 0)
+        return false;
+    return st.st_dev == s.dev && st.st_ino == s.ino;
+}
+
+// Opens the table and checks it is a regular file that holds at least a header.
+int open_table(const char* path, shm::UniqueFd* ret_fd, struct stat* ret_st) noexcept {
+    // O_NONBLOCK: a FIFO planted under the name must not hang the caller in open().
+    shm::UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
+    if (!fd)
+        return -errno;
+    struct stat st;
+    if (::fstat(fd.get(), &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode) || st.st_size < static_cast<off_t>(sizeof(shm::FileHeader)))
+        return -EBADMSG;
+    *ret_fd = std::move(fd);
+    *ret_st = st;
+    return 0;
+}
+
+// Maps and validates the table. The fd may be closed afterwards: the mapping stays.
+int map_table(int fd, const struct stat& st, void** ret_p, std::size_t* ret_size,
+              shm::TableView* ret_view) noexcept {
+    const auto size = static_cast<std::size_t>(
+            std::min<std::uint64_t>(static_cast<std::uint64_t>(st.st_size), kMaxMapSize));
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    shm::TableView v;
+    int r = shm::view_table(p, size, &v);
+    if (r < 0) {
+        ::munmap(p, size);  // nobody else has seen this mapping
+        // A retired file still under the table's name: the allocator is between retiring it and
+        // renaming the new table into place (or died there and is being restarted).
+        return r == -ESTALE ? -EAGAIN : r;
+    }
+    *ret_p = p;
+    *ret_size = size;
+    *ret_view = v;
+    return 0;
+}
+
+int map_uncached(int fd, const struct stat& st, TableLease* ret) noexcept {
+    void* p;
+    std::size_t size;
+    shm::TableView v;
+    if (int r = map_table(fd, st, &p, &size, &v); r < 0)
+        return r;
+    ret->adopt(p, size, v);
+    return 0;
+}
+
+void publish(const Slot* s) noexcept {
+    next_stat_check.store(coarse_seconds() + 1, std::memory_order_relaxed);
+    // Release: pairs with the acquire load in acquire_table(), so a reader that sees `s` sees
+    // the slot's view, dev, ino and dir as written before this store.
+    current_slot.store(s, std::memory_order_release);
+}
+
+// REQUIRES: remap_mutex held.
+int publish_locked(const char* dir, int fd, const struct stat& st, TableLease* ret) noexcept {
+    // The same file mapped before (TRANSIENT_RUNTIME_DIR switched back, or a false alarm): reuse
+    // its slot. The inode cannot have been recycled for another file, because our mapping keeps
+    // it alive.
+    for (std::size_t i = 0; i < slots_used; i++) {
+        const Slot& s = slots[i];
+        if (s.dev == st.st_dev && s.ino == st.st_ino && std::strcmp(s.dir, dir) == 0 &&
+            !shm::table_retired(s.view)) {
+            publish(&s);
+            ret->borrow(&s.view);
+            return 0;
+        }
+    }
+    if (slots_used == kSlots || std::strlen(dir) >= kMaxCachedDir)
+        return map_uncached(fd, st, ret);
+    Slot& s = slots[slots_used];
+    void* p;
+    std::size_t size;
+    if (int r = map_table(fd, st, &p, &size, &s.view); r < 0)
+        return r;  // the slot stays unused; it was not published
+    s.dev = st.st_dev;
+    s.ino = st.st_ino;
+    std::strcpy(s.dir, dir);  // length checked above
+    slots_used++;
+    publish(&s);
+    ret->borrow(&s.view);
+    return 0;
+}
+
+// The file vanished: stop serving the mapping made for `dir`, so that the next lookups fail
+// fast with -ENOENT instead of reading a table nobody updates any more.
+void forget(const char* dir) noexcept {
+    // Acquire: we only compare the slot's dir, which was written before it was published.
+    const Slot* cur = current_slot.load(std::memory_order_acquire);
+    if (cur == nullptr || std::strcmp(cur->dir, dir) != 0)
+        return;
+    if (::pthread_mutex_trylock(&remap_mutex) != 0)
+        return;  // whoever holds it is about to publish a fresh slot anyway
+    if (current_slot.load(std::memory_order_relaxed) == cur)  // mutex orders slot publication
+        current_slot.store(nullptr, std::memory_order_release);
+    ::pthread_mutex_unlock(&remap_mutex);
+}
+
+int refresh(const char* dir, TableLease* ret) noexcept {
+    char path[PATH_MAX];
+    if (int r = build_table_path(dir, path); r < 0)
+        return r;
+    shm::UniqueFd fd;
+    struct stat st;
+    if (int r = open_table(path, &fd, &st); r < 0) {
+        if (r == -ENOENT)
+            forget(dir);
+        return r;
+    }
+    if (::pthread_mutex_trylock(&remap_mutex) != 0)
+        return map_uncached(fd.get(), st, ret);
+    const int r = publish_locked(dir, fd.get(), st, ret);
+    ::pthread_mutex_unlock(&remap_mutex);
+    return r;
+}
+
+}  // namespace
+
+TableLease::~TableLease() {
+    if (owned_ != nullptr)
+        ::munmap(owned_, owned_size_);
+}
+
+void TableLease::adopt(void* p, std::size_t size, const shm::TableView& v) noexcept {
+    owned_ = p;
+    owned_size_ = size;
+    private_view_ = v;
+    view_ = &private_view_;
+}
+
+int acquire_table(TableLease* ret) noexcept {
+    const char* dir = runtime_dir();
+    // Acquire: pairs with the release store in publish(); the slot's contents are complete.
+    const Slot* s = current_slot.load(std::memory_order_acquire);
+    if (s != nullptr && std::strcmp(s->dir, dir) == 0 && !shm::table_retired(s->view) &&
+        still_current(*s)) {
+        ret->borrow(&s->view);
+        return 0;
+    }
+    return refresh(dir, ret);
+}
+
+namespace detail {
+
+std::size_t cache_slots_used() noexcept {
+    if (::pthread_mutex_trylock(&remap_mutex) != 0)
+        return kSlots;
+    const std::size_t n = slots_used;
+    ::pthread_mutex_unlock(&remap_mutex);
+    return n;
+}
+
+bool try_lock_remap_for_testing() noexcept { return ::pthread_mutex_trylock(&remap_mutex) == 0; }
+
+void unlock_remap_for_testing() noexcept { ::pthread_mutex_unlock(&remap_mutex); }
+
+}  // namespace detail
+}  // namespace transient::nss

@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// transient-bench-nss: the cost of getpwuid_r() through glibc with "passwd: transient" relative
+// to "passwd: benchtrivial", a module that answers one UID (tests/bench/nss_benchtrivial.c) and
+// so measures glibc's NSS dispatch itself. For every table size (1 and 20,000 live 64K ranges by
+// default) it alternates, round after round, a timed batch through each module, switching with
+// glibc's __nss_configure_lookup(), and reports the median ns/call per module as a Markdown
+// table. Target (the issue): transient <= 1.15 x trivial at every size.
+//
+//   transient-bench-nss [--rounds N] [--batch N] [--sizes 1,20000] [--seed N] [--check]
+//
+// --check makes a missed target exit 1; without it the exit code is 0 unless the benchmark
+// itself fails. glibc must find both modules by SONAME: the program re-executes itself with the
+// build directory of the modules prepended to LD_LIBRARY_PATH.
+
+#include <gnu/libc-version.h>
+#include <nss.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "shm/layout.hpp"
+#include "shm/writer.hpp"
+#include "tests/bench/nss_benchtrivial.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace shm = transient::shm;
+
+struct Options {
+    int rounds = 41;
+    int batch = 20000;
+    std::vector<std::uint32_t> sizes{1, 20000};
+    std::uint32_t seed = 1;
+    bool check = false;
+};
+
+constexpr double kTarget = 1.15;
+constexpr int kWarmup = 256;
+
+[[noreturn]] void die(const std::string& what) {
+    std::fprintf(stderr, "transient-bench-nss: %s\n", what.c_str());
+    std::exit(2);
+}
+
+bool path_list_contains(const char* list, const std::string& dir) {
+    if (list == nullptr)
+        return false;
+    std::string s = list;
+    for (std::size_t at = 0; at <= s.size();) {
+        const std::size_t end = std::min(s.find(':', at), s.size());
+        if (s.compare(at, end - at, dir) == 0 && end - at == dir.size())
+            return true;
+        at = end + 1;
+    }
+    return false;
+}
+
+// glibc dlopen()s libnss_<service>.so.2 by name; LD_LIBRARY_PATH is read at process start only.
+void ensure_modules_findable(char** argv) {
+    const std::string dir = TRANSIENT_NSS_MODULE_DIR;
+    const char* cur = ::getenv("LD_LIBRARY_PATH");
+    if (path_list_contains(cur, dir))
+        return;
+    if (::getenv("TRANSIENT_BENCH_REEXECUTED") != nullptr)
+        die("LD_LIBRARY_PATH does not reach the re-executed process");
+    const std::string value = cur != nullptr && cur[0] != '\0' ? dir + ":" + cur : dir;
+    ::setenv("LD_LIBRARY_PATH", value.c_str(), 1);
+    ::setenv("TRANSIENT_BENCH_REEXECUTED", "1", 1);
+    ::execv("/proc/self/exe", argv);
+    die(std::string("cannot re-execute: ") + std::strerror(errno));
+}
+
+Options parse(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; i++) {
+        const std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc)
+                die(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--rounds")
+            o.rounds = std::stoi(value());
+        else if (a == "--batch")
+            o.batch = std::stoi(value());
+        else if (a == "--seed")
+            o.seed = static_cast<std::uint32_t>(std::stoul(value()));
+        else if (a == "--check")
+            o.check = true;
+        else if (a == "--sizes") {
+            o.sizes.clear();
+            const std::string v = value();
+            for (std::size_t at = 0; at < v.size();) {
+                const std::size_t end = std::min(v.find(',', at), v.size());
+                o.sizes.push_back(static_cast<std::uint32_t>(std::stoul(v.substr(at, end - at))));
+                at = end + 1;
+            }
+        } else
+            die("usage: transient-bench-nss [--rounds N] [--batch N] [--sizes 1,20000] "
+                "[--seed N] [--check]");
+    }
+    if (o.rounds < 1 || o.batch < 1 || o.sizes.empty())
+        die("--rounds, --batch and --sizes must be positive");
+    for (auto n : o.sizes)
+        if (n < 1 || n > shm::kContainerSlots)
+            die("a size must be 1 … " + std::to_string(shm::kContainerSlots));
+    return o;
+}
+
+// Names like the ones machines, containers and CI jobs get; unique, at most 22 characters.
+std::string range_name(std::uint32_t i, std::mt19937& rng, std::set<std::string>& used) {
+    static const char* const kWords[] = {"web", "db", "build", "cache", "proxy", "worker",
+                                         "fedora", "debian", "arch", "alpine"};
+    char s[64];
+    for (;;) {
+        switch (i % 4) {
+        case 0:
+            std::snprintf(s, sizeof s, "ctr-%08x%02x", unsigned(rng()), unsigned(rng() & 0xFF));
+            break;
+        case 1:
+            std::snprintf(s, sizeof s, "nspawn-%s-%u", kWords[rng() % 10], unsigned(rng() % 100000));
+            break;
+        case 2:
+            std::snprintf(s, sizeof s, "pod-%06x-%u", unsigned(rng() & 0xFFFFFF), unsigned(rng() % 1000));
+            break;
+        default:
+            std::snprintf(s, sizeof s, "ci-runner_%u", unsigned(rng() % 10000000));
+            break;
+        }
+        if (used.insert(s).second)
+            return s;
+    }
+}
+
+struct Table {
+    std::uint32_t size = 0;
+    std::string dir;
+    std::vector<uid_t> uids;  // the batch: random UIDs of random live ranges
+};
+
+Table make_table(const std::string& root, std::uint32_t n, const Options& o) {
+    Table t;
+    t.size = n;
+    t.dir = root + "/ranges-" + std::to_string(n);
+    std::filesystem::create_directories(t.dir);
+    std::mt19937 rng(o.seed + n);
+    std::vector<std::uint32_t> slots(shm::kContainerSlots);
+    for (std::uint32_t i = 0; i < slots.size(); i++)
+        slots[i] = i;
+    std::shuffle(slots.begin(), slots.end(), rng);
+    slots.resize(n);
+    std::sort(slots.begin(), slots.end());
+    std::set<std::string> used;
+    std::vector<shm::RangeEntry> ranges;
+    for (std::uint32_t i = 0; i < n; i++)
+        ranges.push_back(shm::RangeEntry{range_name(i, rng, used),
+                                         shm::kContainerPoolFirst + slots[i] * 0x10000,
+                                         shm::kContainerRangeSize, 1000, 0, 0, 0, 0});
+    auto w = shm::TableWriter::open(t.dir + "/" + shm::kTableFileName);
+    if (!w)
+        die("cannot create table: " + w.error().message());
+    if (auto r = w->publish(ranges); !r)
+        die("cannot publish table: " + r.error().message());
+    for (int i = 0; i < o.batch; i++)
+        t.uids.push_back(ranges[rng() % n].start + rng() % 0x10000);
+    return t;  // the writer closes; the file stays
+}
+
+void use_module(const char* service) {
+    if (::__nss_configure_lookup("passwd", service) != 0)
+        die(std::string("__nss_configure_lookup(passwd, ") + service + ") failed");
+}
+
+bool resolves(uid_t uid, std::string* name = nullptr) {
+    passwd pw{}, *res = nullptr;
+    char buf[1024];
+    if (::getpwuid_r(uid, &pw, buf, sizeof buf, &res) != 0 || res == nullptr)
+        return false;
+    if (name != nullptr)
+        *name = pw.pw_name;
+    return true;
+}
+
+// Proves that __nss_configure_lookup() really switches: each module answers only its own UIDs.
+void verify_switching(const Table& t) {
+    ::setenv("TRANSIENT_RUNTIME_DIR", t.dir.c_str(), 1);
+    std::string name;
+    use_module("transient");
+    if (!resolves(t.uids[0], &name) || name.rfind("vu-", 0) != 0)
+        die("passwd: transient does not resolve UID " + std::to_string(t.uids[0]) +
+            " (is libnss_transient.so.2 in " TRANSIENT_NSS_MODULE_DIR "?)");
+    if (resolves(BENCHTRIVIAL_UID))
+        die("passwd: transient resolves the trivial module's UID: not switched");
+    use_module("benchtrivial");
+    if (!resolves(BENCHTRIVIAL_UID, &name) || name != BENCHTRIVIAL_NAME)
+        die("passwd: benchtrivial does not resolve its UID");
+    if (resolves(t.uids[0]))
+        die("passwd: benchtrivial resolves a transient UID: not switched");
+}
+
+// ns per getpwuid_r() over `uids` (cycled to `count` calls); every call must succeed.
+double timed_batch(const std::vector<uid_t>& uids, int count) {
+    passwd pw{}, *res = nullptr;
+    char buf[1024];
+    for (int i = 0; i < kWarmup; i++)
+        ::getpwuid_r(uids[i % uids.size()], &pw, buf, sizeof buf, &res);
+    long hits = 0;
+    const auto t0 = Clock::now();
+    for (int i = 0; i < count; i++) {
+        ::getpwuid_r(uids[static_cast<std::size_t>(i) % uids.size()], &pw, buf, sizeof buf, &res);
+        hits += res != nullptr;
+    }
+    const auto t1 = Clock::now();
+    if (hits != count)
+        die("a timed lookup was not found: " + std::to_string(count - hits) + " misses");
+    return std::chrono::duration<double, std::nano>(t1 - t0).count() / count;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::string cpu_model() {
+    std::ifstream f("/proc/cpuinfo");
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind("model name", 0) == 0)
+            return line.substr(line.find(':') + 2);
+    return "unknown CPU";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    ensure_modules_findable(argv);
+    const Options o = parse(argc, argv);
+
+    char tmpl[] = "/tmp/transient-bench-nss.XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr)
+        die("mkdtemp failed");
+    const std::string root = tmpl;
+    std::vector<Table> tables;
+    for (auto n : o.sizes)
+        tables.push_back(make_table(root, n, o));
+    for (const auto& t : tables)
+        verify_switching(t);
+
+    const std::vector<uid_t> trivial_uids{BENCHTRIVIAL_UID};
+    std::vector<std::vector<double>> transient_ns(tables.size()), trivial_ns(tables.size());
+    for (int round = 0; round < o.rounds; round++) {
+        for (std::size_t k = 0; k < tables.size(); k++) {
+            // Alternate which module and which size go first, so drift hits both alike.
+            const std::size_t i = round % 2 ? tables.size() - 1 - k : k;
+            ::setenv("TRANSIENT_RUNTIME_DIR", tables[i].dir.c_str(), 1);
+            for (int m = 0; m < 2; m++) {
+                if ((m + round) % 2 == 0) {
+                    use_module("transient");
+                    transient_ns[i].push_back(timed_batch(tables[i].uids, o.batch));
+                } else {
+                    use_module("benchtrivial");
+                    trivial_ns[i].push_back(timed_batch(trivial_uids, o.batch));
+                }
+            }
+        }
+    }
+    std::filesystem::remove_all(root);
+
+    std::printf("getpwuid_r() through glibc %s, median of %d rounds x %d calls, %s\n\n",
+                ::gnu_get_libc_version(), o.rounds, o.batch, cpu_model().c_str());
+    std::printf("| ranges | trivial ns/call | transient ns/call | ratio |\n");
+    std::printf("|-------:|----------------:|------------------:|------:|\n");
+    bool pass = true;
+    for (std::size_t i = 0; i < tables.size(); i++) {
+        const double triv = median(trivial_ns[i]), tran = median(transient_ns[i]);
+        const double ratio = tran / triv;
+        pass = pass && ratio <= kTarget;
+        std::printf("| %6u | %15.1f | %17.1f | %5.3f |\n", tables[i].size, triv, tran, ratio);
+    }
+    std::printf("\ntarget: transient <= %.2f x trivial at every size: %s\n", kTarget,
+                pass ? "PASS" : "FAIL");
+    return o.check && !pass ? 1 : 0;
+}
