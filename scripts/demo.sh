@@ -32,11 +32,25 @@ RUNTIME=$TRANSIENT_SANDBOX_RUNTIME_DIR
 bold=$'\e[1m' dim=$'\e[2m' off=$'\e[0m'
 [ -t 1 ] || bold="" dim="" off=""
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
+# quote ARG...: the arguments as one would type them in a shell.
+quote() {
+    local a out=""
+    for a in "$@"; do
+        if [[ $a =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+            out+="$a "
+        else
+            out+="'${a//\'/\'\\\'\'}' "
+        fi
+    done
+    printf '%s' "${out% }"
+}
 # run CMD...: prints the command like a shell prompt would, then runs it.
-run() { printf '%s$ %s%s\n' "$dim" "$*" "$off"; "$@"; }
+run() { printf '%s$ %s%s\n' "$dim" "$(quote "$@")" "$off"; "$@"; }
+# pipe 'CMD | CMD': the same for a pipeline, given as one string.
+pipe() { printf '%s$ %s%s\n' "$dim" "$1" "$off"; bash -o pipefail -c "$1"; }
 
 step "A private sandbox: nothing here touches the host"
-echo "mount + PID namespace, private tmpfs /run, module overlaid into $(dirname "$(ldd "$(command -v getent)" | awk '$1 == "libc.so.6" { print $3 }')")"
+echo "mount + PID namespace, private tmpfs /run, libnss_transient.so.2 overlaid into $TRANSIENT_SANDBOX_LIBDIR"
 run grep -E '^(passwd|group):' /etc/nsswitch.conf
 
 step "Start the allocator daemon"
@@ -81,13 +95,13 @@ step "The foreign UID range is named as systemd names it"
 run getent passwd 2147352576 foreign-42
 
 step "Enumeration lists one entry per range"
-run sh -c "getent passwd | grep -E '^vu-'"
+pipe "getent passwd | grep '^vu-'"
 
 step "What the allocator has handed out"
 run transientctl list
 run transientctl show web
 run transientctl show $((B + 1000))
-run sh -c 'transientctl list --json | jq -c ".[]"'
+pipe 'transientctl list --json | jq -c ".[]"'
 
 step "Release a range: its IDs stop resolving"
 run transientctl release ci-runner

@@ -137,6 +137,7 @@ if ! mount -t overlay transient-sandbox \
 fi
 
 export TRANSIENT_SANDBOX=$S
+export TRANSIENT_SANDBOX_LIBDIR=$libdir
 # Not exported: every component must find /run/transient by default.
 unset TRANSIENT_RUNTIME_DIR
 export TRANSIENT_SANDBOX_RUNTIME_DIR=/run/transient

@@ -22,6 +22,13 @@ t_start=$SECONDS
 "$ROOT/scripts/build.sh" --no-deps
 echo "== built in $((SECONDS - t_start)) s"
 
+# The userdb client tests compare against Debian's userdbctl, unpacked (not installed) into the
+# build dir; without it they fail and say so.
+if [ -x "$ROOT/scripts/fetch-userdbctl.sh" ]; then
+    "$ROOT/scripts/fetch-userdbctl.sh" "$BUILD_DIR/userdbd-root" >/dev/null ||
+        echo "test.sh: warning: could not fetch userdbctl; the userdb client tests will fail" >&2
+fi
+
 # ctest_run DIR LABEL_REGEX: one ctest run; its summary lines end its output.
 ctest_run() {
     local dir=$1 labels=$2

@@ -79,10 +79,12 @@ it_expect_fail "allocate an existing name" "$CTL" allocate web
 it_expect_match "... the message names the problem" "web|exist|in use|already" "$IT_ERR"
 it_expect_fail "allocate an existing name, other size" "$CTL" allocate solo --size 65536
 for bad in 1bad abcdefghij_klmnopqrs-23 "with space" "slash/name" "" "dot.name" "-lead" "ümlaut"; do
-    it_expect_fail "allocate invalid name '$bad'" "$CTL" allocate "$bad"
+    it_expect_fail "allocate invalid name '$bad'" "$CTL" allocate -- "$bad"
+    it_expect_match "... the message says the name is wrong" '[Nn]ame' "$IT_ERR"
 done
 for size in 7 0 2 65535 65537 -1 abc; do
     it_expect_fail "allocate --size $size" "$CTL" allocate sized --size "$size"
+    it_expect_match "... the message says the size is wrong" '[Ss]ize' "$IT_ERR"
 done
 it_expect_fail "show an unknown name" "$CTL" show nope
 it_expect_fail "show a UID outside every range" "$CTL" show 4242
