@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# build-deb.sh - builds the Debian package transient_VERSION_ARCH.deb from a DESTDIR install of
+# the CMake install rules (binaries, libnss_transient.so.2, units, tmpfiles.d, transient-nsswitch)
+# plus the maintainer scripts of packaging/debian/. Needs no debhelper: dpkg-deb builds the
+# package, dpkg-shlibdeps (dpkg-dev) computes Depends:.
+#
+# Usage: scripts/build-deb.sh [-B BUILD_DIR] [-o OUT_DIR] [--no-deps]
+#   -B BUILD_DIR  build tree to use (default ./build-deb). It is configured with --prefix /usr
+#                 (which gives the multiarch libdir) and built as RelWithDebInfo without tests;
+#                 an existing tree configured with another prefix is refused.
+#   -o OUT_DIR    where the .deb goes (default BUILD_DIR/deb)
+#   --no-deps     do not install missing build dependencies (scripts/deps.sh, dpkg-dev)
+# Prints the path of the .deb as its last line. Environment: JOBS (default: CPUs).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+build_dir=$ROOT/build-deb
+out_dir=""
+deps=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -B) build_dir=$2; shift 2 ;;
+        -o) out_dir=$2; shift 2 ;;
+        --no-deps) deps=0; shift ;;
+        -h|--help) sed -n '/^# build-deb.sh/,/^# Prints/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "build-deb.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$build_dir"
+build_dir=$(cd "$build_dir" && pwd)
+out_dir=${out_dir:-$build_dir/deb}
+JOBS=${JOBS:-$(nproc)}
+
+die() { echo "build-deb.sh: $*" >&2; exit 1; }
+
+if [ $deps = 1 ]; then
+    "$ROOT/scripts/deps.sh"
+    if ! command -v dpkg-shlibdeps >/dev/null; then
+        echo "build-deb.sh: installing dpkg-dev (dpkg-shlibdeps)"
+        apt-get install -y -qq --no-install-recommends dpkg-dev </dev/null >/dev/null ||
+            { apt-get update -qq && apt-get install -y -qq --no-install-recommends dpkg-dev </dev/null >/dev/null; }
+    fi
+fi
+command -v dpkg-deb >/dev/null || die "dpkg-deb is missing (not a Debian system?)"
+
+# ---- configure and build ----
+cache=$build_dir/CMakeCache.txt
+if [ -f "$cache" ]; then
+    prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$cache")
+    [ "$prefix" = /usr ] || die "$build_dir is configured for prefix '$prefix'; the package needs /usr (use another -B)"
+fi
+echo "== configure $build_dir"
+cmake -S "$ROOT" -B "$build_dir" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DTRANSIENT_BUILD_TESTS=OFF -DTRANSIENT_INSTALL=ON >"$build_dir/configure-deb.log" 2>&1 ||
+    { cat "$build_dir/configure-deb.log" >&2; die "configure failed"; }
+echo "== build $build_dir (-j$JOBS)"
+cmake --build "$build_dir" -j "$JOBS" >"$build_dir/build-deb.log" 2>&1 ||
+    { tail -n 60 "$build_dir/build-deb.log" >&2; die "build failed"; }
+
+# ---- the package tree ----
+pkg=$build_dir/deb-root
+rm -rf "$pkg"
+DESTDIR=$pkg cmake --install "$build_dir" --prefix /usr --strip >"$build_dir/install-deb.log" ||
+    { cat "$build_dir/install-deb.log" >&2; die "install failed"; }
+
+arch=$(dpkg --print-architecture)
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+for f in usr/sbin/transient-allocd usr/sbin/transient-userdbd usr/bin/transientctl \
+         usr/sbin/transient-nsswitch "usr/lib/$multiarch/libnss_transient.so.2" \
+         usr/lib/systemd/system/transient-allocd.socket usr/lib/systemd/system/transient-allocd.service \
+         usr/lib/systemd/system/transient-userdbd.socket usr/lib/systemd/system/transient-userdbd.service \
+         usr/lib/tmpfiles.d/transient.conf; do
+    [ -e "$pkg/$f" ] || die "the install did not produce /$f"
+done
+
+version=$(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$cache")
+[ -n "$version" ] || die "no CMAKE_PROJECT_VERSION in $cache"
+version=$version-1
+
+# Depends: from the ELF files' NEEDED entries via dpkg-shlibdeps, which wants a debian/control
+# of a source package in its working directory.
+elfs=("$pkg/usr/sbin/transient-allocd" "$pkg/usr/sbin/transient-userdbd" "$pkg/usr/bin/transientctl"
+      "$pkg/usr/lib/$multiarch/libnss_transient.so.2")
+shl=$build_dir/shlibdeps
+rm -rf "$shl"
+mkdir -p "$shl/debian"
+printf 'Source: transient\n\nPackage: transient\nArchitecture: any\n' >"$shl/debian/control"
+if command -v dpkg-shlibdeps >/dev/null &&
+        depends=$(cd "$shl" && dpkg-shlibdeps -O -e"${elfs[0]}" -e"${elfs[1]}" -e"${elfs[2]}" -e"${elfs[3]}" 2>"$shl/stderr"); then
+    depends=${depends#shlibs:Depends=}
+else
+    cat "$shl/stderr" >&2 2>/dev/null || true
+    echo "build-deb.sh: warning: dpkg-shlibdeps unavailable or failed; using a hand-written Depends:" >&2
+    depends="libc6 (>= 2.36), libgcc-s1 (>= 3.0), libstdc++6 (>= 12), libsystemd0 (>= 252)"
+fi
+# The maintainer scripts are bash (Essential); systemd-tmpfiles and deb-systemd-* are used only
+# when present.
+
+mkdir -p "$pkg/DEBIAN"
+installed_size=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
+sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@INSTALLED_SIZE@/$installed_size/" \
+    -e "s/@DEPENDS@/$depends/" "$ROOT/packaging/debian/control.in" >"$pkg/DEBIAN/control"
+
+# The maintainer scripts carry their own copy of transient-nsswitch's functions: postrm runs
+# after /usr/sbin/transient-nsswitch is gone.
+functions=$build_dir/nsswitch-functions.sh
+sed -n '/^# BEGIN transient-nsswitch functions$/,/^# END transient-nsswitch functions$/p' \
+    "$ROOT/packaging/transient-nsswitch" >"$functions"
+[ -s "$functions" ] || die "no functions between the markers in packaging/transient-nsswitch"
+for s in postinst prerm postrm; do
+    awk -v f="$functions" '
+        $0 == "#TRANSIENT_NSSWITCH_FUNCTIONS#" { while ((getline l < f) > 0) print l; next }
+        { print }' "$ROOT/packaging/debian/$s" >"$pkg/DEBIAN/$s"
+    chmod 0755 "$pkg/DEBIAN/$s"
+    bash -n "$pkg/DEBIAN/$s" || die "DEBIAN/$s is not valid bash"
+done
+(cd "$pkg" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) \
+    >"$pkg/DEBIAN/md5sums"
+chmod 0644 "$pkg/DEBIAN/control" "$pkg/DEBIAN/md5sums"
+
+mkdir -p "$out_dir"
+deb=$out_dir/transient_${version}_$arch.deb
+rm -f "$deb"
+dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb" >/dev/null
+if command -v lintian >/dev/null; then
+    lintian --no-tag-display-limit "$deb" || echo "build-deb.sh: lintian reported the above" >&2
+fi
+echo "== package: Depends: $depends"
+echo "$deb"
