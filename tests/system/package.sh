@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# package.sh - the system test of the Debian package: boots the host's systemd as PID 1 of a
+# throw-away container (container.sh), installs the .deb with dpkg -i inside, and checks what a
+# real host would see:
+#   - before the install, User=<a transient UID> fails with 217/USER (the negative control);
+#   - dpkg -i adds "transient" to nsswitch.conf and starts both sockets, but no daemon;
+#   - each socket starts its daemon on first use (transientctl; an NSS lookup via nss-systemd);
+#     transient-userdbd runs as nobody, not root;
+#   - after "transientctl allocate ct --size 65536", systemd-run -p User=<first uid>
+#     -p Group=<first gid> -p Delegate=yes runs, with the unit's cgroup owned by uid:gid; by name
+#     (vu-ct-5/vg-ct-5) too; ps shows vu-ct-0;
+#   - getent answers through libnss_transient and through nss-systemd + transient-userdbd alike;
+#   - "systemctl restart transient-allocd" keeps every range;
+#   - dpkg -r and dpkg --purge restore nsswitch.conf byte for byte and leave no unit behind.
+# Units are judged by their state (ActiveState, ExecMainStatus, the main process's command and
+# user), never by systemd-run's exit status, which is 0 even when the unit fails with 217/USER.
+#
+# Usage: package.sh DEB        (root; exit 77 = skipped: not root, no systemd, no dpkg)
+# Environment: SYSTEST_LOG_DIR  where to keep the container's console and journal on failure.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CT=$HERE/container.sh
+NAME=pkg-$$
+T0=$SECONDS
+PASSED=0
+FAILED=0
+
+skip() { echo "package.sh: skipped: $*"; exit 77; }
+[ $# -eq 1 ] || { echo "usage: package.sh DEB" >&2; exit 2; }
+DEB=$(readlink -f "$1")
+[ -f "$DEB" ] || { echo "package.sh: $1: no such file" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || skip "needs root"
+[ -x /lib/systemd/systemd ] || skip "no systemd on this host"
+command -v dpkg >/dev/null || skip "no dpkg on this host"
+for tool in unshare nsenter setpriv script; do
+    command -v $tool >/dev/null || skip "$tool (util-linux/bsdutils) is missing"
+done
+PKG=$(dpkg-deb -f "$DEB" Package)
+
+# ---- reporting ----
+
+pass() { PASSED=$((PASSED + 1)); printf 'ok    %s\n' "$1"; }
+fail() {
+    FAILED=$((FAILED + 1))
+    printf 'FAIL  %s\n' "$1"
+    shift
+    local l
+    for l in "$@"; do printf '%s\n' "$l" | sed 's/^/        /'; done
+}
+expect_eq() {  # WHAT EXPECTED ACTUAL
+    if [ "$2" == "$3" ]; then pass "$1"; else fail "$1" "expected: $2" "got:      $3"; fi
+}
+expect_match() {  # WHAT ERE ACTUAL
+    if [[ $3 =~ $2 ]]; then pass "$1"; else fail "$1" "expected to match: $2" "got: $3"; fi
+}
+section() { printf '\n== %s (%d s)\n' "$*" $((SECONDS - T0)); }
+
+# ---- the container ----
+
+# in CMD...: runs CMD inside the container; its output is ours.
+inside() { "$CT" exec "$NAME" -- "$@"; }
+# q CMD...: like in, but prints stdout only and never fails (for values to compare).
+q() { "$CT" exec "$NAME" -- "$@" 2>/dev/null || true; }
+
+cleanup() {
+    local rc=$?
+    if [ $FAILED -gt 0 ] || [ $rc -ne 0 ]; then
+        if [ -n "${SYSTEST_LOG_DIR:-}" ]; then
+            mkdir -p "$SYSTEST_LOG_DIR"
+            q journalctl --no-pager -o short-monotonic >"$SYSTEST_LOG_DIR/$NAME.journal" || true
+            echo "package.sh: journal and console in $SYSTEST_LOG_DIR/$NAME.*" >&2
+        else
+            echo "---- last lines of the container's journal ----" >&2
+            q journalctl --no-pager -o short-monotonic -n 60 >&2 || true
+        fi
+    fi
+    CONTAINER_LOG_DIR=${SYSTEST_LOG_DIR:-} "$CT" stop "$NAME"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# unit_state UNIT: "ActiveState SubState ExecMainStatus".
+unit_state() {
+    q systemctl show -P ActiveState "$1" | tr '\n' ' '
+    q systemctl show -P SubState "$1" | tr '\n' ' '
+    q systemctl show -P ExecMainStatus "$1"
+}
+
+# wait_unit_settled UNIT: waits (at most 10 s) until UNIT failed or its main process has exec'ed
+# its command, i.e. is no longer systemd's "(sleep)" child still resolving User=/Group=. A hung
+# user lookup shows as "active" for 45 s, so ActiveState alone would lie.
+wait_unit_settled() {
+    local unit=$1 i st pid comm
+    for i in $(seq 100); do
+        st=$(q systemctl show -P ActiveState "$unit")
+        case "$st" in failed|inactive) return 0 ;; esac
+        pid=$(q systemctl show -P MainPID "$unit")
+        if [ -n "$pid" ] && [ "$pid" != 0 ]; then
+            comm=$(q ps -o comm= -p "$pid")
+            [ -n "$comm" ] && [ "${comm:0:1}" != "(" ] && return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# run_as UNIT PROPERTY...: systemd-run sleep 300 as a transient service, settled.
+run_as() {
+    local unit=$1; shift
+    local args=() p
+    for p in "$@"; do args+=(-p "$p"); done
+    inside systemd-run --quiet --unit="$unit" "${args[@]}" sleep 300 || true
+    wait_unit_settled "$unit.service" || true
+}
+
+# ---- boot ----
+
+section "boot"
+"$CT" start "$NAME" --share "$(dirname "$DEB")"
+pass "systemd $(q systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') booted as PID 1 of the container"
+# Debian's container images ship a policy-rc.d that forbids starting services from maintainer
+# scripts (exit 101); a real host has none. It goes only in the container's overlay.
+inside rm -f /usr/sbin/policy-rc.d
+nss_before=$(q sha256sum /etc/nsswitch.conf)
+q cp -p /etc/nsswitch.conf /run/nsswitch.conf.orig
+
+section "negative control: no record before the install"
+run_as neg User=524288 Group=524288 Delegate=yes
+expect_eq "User=524288 fails with 217/USER before the install" "failed failed 217" \
+    "$(unit_state neg.service)"
+
+section "install"
+if out=$(inside dpkg -i "/share/$(basename "$DEB")" 2>&1); then
+    pass "dpkg -i $(basename "$DEB")"
+else
+    fail "dpkg -i $(basename "$DEB")" "$out"
+fi
+expect_eq "dpkg: package is installed" "install ok installed" \
+    "$(q dpkg-query -W -f='${Status}' "$PKG")"
+expect_match "nsswitch.conf: passwd: has transient right before systemd" \
+    '^passwd:[[:space:]]+files transient systemd$' "$(q grep '^passwd:' /etc/nsswitch.conf)"
+expect_match "nsswitch.conf: group: has transient right before systemd" \
+    '^group:[[:space:]]+files transient systemd$' "$(q grep '^group:' /etc/nsswitch.conf)"
+expect_eq "nsswitch.conf: nothing else changed" \
+    "$(q grep -vE '^(passwd|group):' /run/nsswitch.conf.orig)" \
+    "$(q grep -vE '^(passwd|group):' /etc/nsswitch.conf)"
+expect_eq "tmpfiles created /run/transient (root, 0755)" "0:0 755" \
+    "$(q stat -c '%u:%g %a' /run/transient)"
+
+section "sockets listen; daemons start on first use"
+for s in transient-allocd transient-userdbd; do
+    expect_eq "$s.socket is enabled and listening" "enabled active listening" \
+        "$(q systemctl is-enabled $s.socket) $(q systemctl show -P ActiveState $s.socket) $(q systemctl show -P SubState $s.socket)"
+    expect_eq "$s.service has not started yet" "inactive" "$(q systemctl show -P ActiveState $s.service)"
+done
+expect_eq "allocator socket: a socket, mode 0666" "socket 666" \
+    "$(q stat -c '%F %a' /run/transient/io.transient.Allocator)"
+expect_eq "userdb socket: a socket, mode 0666" "socket 666" \
+    "$(q stat -c '%F %a' /run/systemd/userdb/io.transient.Ranges)"
+
+out=$(inside transientctl allocate ct --size 65536 2>&1) || true
+expect_match "transientctl allocate ct --size 65536" 'Allocated range ct' "$out"
+expect_eq "transient-allocd.service was started by its socket" "active running" \
+    "$(q systemctl show -P ActiveState transient-allocd.service) $(q systemctl show -P SubState transient-allocd.service)"
+BASE=$(q transientctl --json show ct | jq -r '.start // empty')
+expect_match "the range has a 64K-aligned start in the container pool" '^[0-9]+$' "$BASE"
+[[ $BASE =~ ^[0-9]+$ ]] || BASE=524288
+inside transientctl allocate one --size 1 >/dev/null 2>&1 || true
+
+# Not answered by files or transient: nss-systemd asks every userdb socket, ours included.
+inside getent passwd no-such-user-anywhere >/dev/null 2>&1 || true
+expect_eq "transient-userdbd.service was started by its socket" "active running" \
+    "$(q systemctl show -P ActiveState transient-userdbd.service) $(q systemctl show -P SubState transient-userdbd.service)"
+upid=$(q systemctl show -P MainPID transient-userdbd.service)
+expect_eq "transient-userdbd runs as nobody:nogroup, not root" "nobody nogroup" \
+    "$(q ps -o user=,group= -p "$upid" | xargs)"
+expect_eq "transient-allocd has no capabilities" "0000000000000000" \
+    "$(q grep CapEff /proc/"$(q systemctl show -P MainPID transient-allocd.service)"/status | awk '{print $2}')"
+expect_eq "no 'Special user nobody' warning from systemd" "" \
+    "$(q journalctl --no-pager -o cat | grep -F 'Special user' || true)"
+
+section "name service: getent via libnss_transient and via nss-systemd + transient-userdbd"
+expect_eq "getent passwd $BASE (all sources)" \
+    "vu-ct-0:x:$BASE:$BASE:UID 0 of transient range ct:/:/usr/sbin/nologin" "$(q getent passwd "$BASE")"
+expect_eq "getent -s transient passwd vu-ct-5" "vu-ct-5:x:$((BASE + 5)):$((BASE + 5))" \
+    "$(q getent -s transient passwd vu-ct-5 | cut -d: -f1-4)"
+expect_eq "getent -s systemd passwd vu-ct-5 (userdb endpoint)" "vu-ct-5:x:$((BASE + 5)):$((BASE + 5))" \
+    "$(q getent -s systemd passwd vu-ct-5 | cut -d: -f1-4)"
+expect_eq "getent -s systemd group $((BASE + 7)) (userdb endpoint)" "vg-ct-7:x:$((BASE + 7)):" \
+    "$(q getent -s systemd group $((BASE + 7)))"
+expect_eq "getent group vg-ct-65535" "vg-ct-65535:x:$((BASE + 65535)):" "$(q getent group vg-ct-65535)"
+
+section "systemd-run with User=/Group= on the transient range"
+run_as byid "User=$BASE" "Group=$BASE" Delegate=yes
+expect_eq "User=$BASE Group=$BASE Delegate=yes: unit active, running" "active running 0" \
+    "$(unit_state byid.service)"
+pid=$(q systemctl show -P MainPID byid.service)
+expect_eq "its main process runs sleep as vu-ct-0:vg-ct-0" "sleep vu-ct-0 vg-ct-0" \
+    "$(q ps -o comm=,user=,group= -p "$pid" | xargs)"
+expect_eq "ps -o user= shows vu-ct-0" "vu-ct-0" "$(q ps -o user= -p "$pid" | xargs)"
+expect_eq "its delegated cgroup is owned by $BASE:$BASE" "$BASE:$BASE" \
+    "$(q stat -c %u:%g /sys/fs/cgroup/system.slice/byid.service)"
+expect_eq "and so is its cgroup.procs" "$BASE:$BASE" \
+    "$(q stat -c %u:%g /sys/fs/cgroup/system.slice/byid.service/cgroup.procs)"
+expect_eq "ls -ld shows the names" "vu-ct-0 vg-ct-0" \
+    "$(q ls -ld /sys/fs/cgroup/system.slice/byid.service | awk '{print $3, $4}')"
+
+run_as byname User=vu-ct-5 Group=vg-ct-5 Delegate=yes
+expect_eq "User=vu-ct-5 Group=vg-ct-5: unit active, running" "active running 0" \
+    "$(unit_state byname.service)"
+pid=$(q systemctl show -P MainPID byname.service)
+expect_eq "it runs as $((BASE + 5)):$((BASE + 5))" "$((BASE + 5)) $((BASE + 5))" \
+    "$(q ps -o uid=,gid= -p "$pid" | xargs)"
+expect_eq "its cgroup is owned by $((BASE + 5)):$((BASE + 5))" "$((BASE + 5)):$((BASE + 5))" \
+    "$(q stat -c %u:%g /sys/fs/cgroup/system.slice/byname.service)"
+
+section "systemctl restart transient-allocd keeps every range"
+before=$(q transientctl --json list)
+pid_before=$(q systemctl show -P MainPID transient-allocd.service)
+inside systemctl restart transient-allocd.service || true
+pid_after=$(q systemctl show -P MainPID transient-allocd.service)
+expect_eq "transient-allocd is active again" "active" "$(q systemctl show -P ActiveState transient-allocd.service)"
+if [ -n "$pid_after" ] && [ "$pid_after" != 0 ] && [ "$pid_after" != "$pid_before" ]; then
+    pass "it is a new process ($pid_before -> $pid_after)"
+else
+    fail "it is a new process" "MainPID before: $pid_before, after: $pid_after"
+fi
+after=$(q transientctl --json list)
+expect_eq "transientctl list: the same ranges before and after" "$before" "$after"
+expect_eq "both ranges are listed" "ct one" \
+    "$(printf '%s\n' "$after" | jq -r '[.[].name] | sort | join(" ")' 2>/dev/null)"
+expect_eq "the running unit still resolves: ps -o user= shows vu-ct-0" "vu-ct-0" \
+    "$(q ps -o user= -p "$(q systemctl show -P MainPID byid.service)" | xargs)"
+out=$(inside transientctl allocate ct --size 65536 2>&1) || true
+expect_match "allocating ct again is refused: the name is still taken" 'ct|inside use|exists' "$out"
+
+section "remove and purge"
+inside systemctl stop byid.service byname.service >/dev/null 2>&1 || true
+if out=$(inside dpkg -r "$PKG" 2>&1); then pass "dpkg -r $PKG"; else fail "dpkg -r $PKG" "$out"; fi
+expect_eq "nsswitch.conf is byte for byte what it was before the install" "$nss_before" \
+    "$(q sha256sum /etc/nsswitch.conf)"
+expect_eq "no unit is loaded any more" "not-found not-found not-found not-found" \
+    "$(for u in transient-allocd.socket transient-allocd.service transient-userdbd.socket transient-userdbd.service; do q systemctl show -P LoadState $u; done | xargs)"
+expect_eq "no socket file is left" "" \
+    "$(q ls /run/transient/io.transient.Allocator /run/systemd/userdb/io.transient.Ranges 2>/dev/null)"
+expect_eq "no transient process is left" "" "$(q pgrep -l transient)"
+run_as neg2 "User=$BASE" Delegate=yes
+expect_eq "User=$BASE fails again with 217/USER" "failed failed 217" "$(unit_state neg2.service)"
+
+if out=$(inside dpkg -i "/share/$(basename "$DEB")" 2>&1); then pass "dpkg -i again"; else fail "dpkg -i again" "$out"; fi
+expect_eq "the sockets are enabled and listening again" "enabled enabled active active" \
+    "$(q systemctl is-enabled transient-allocd.socket transient-userdbd.socket | xargs) $(q systemctl is-active transient-allocd.socket transient-userdbd.socket | xargs)"
+if out=$(inside dpkg --purge "$PKG" 2>&1); then pass "dpkg --purge $PKG"; else fail "dpkg --purge $PKG" "$out"; fi
+expect_eq "after purge nsswitch.conf is byte for byte the original" "$nss_before" \
+    "$(q sha256sum /etc/nsswitch.conf)"
+expect_eq "purge left nothing in /etc/systemd/system, /run/transient, dpkg's database" "" \
+    "$(q find /etc/systemd/system /run/transient /var/lib/systemd/deb-systemd-helper-enabled \
+         /var/lib/systemd/deb-systemd-helper-masked -name '*transient*' 2>/dev/null)$(q dpkg-query -W "$PKG" 2>/dev/null)"
+
+section "done"
+printf '\npackage.sh: %d checks passed, %d failed (%d s)\n' "$PASSED" "$FAILED" $((SECONDS - T0))
+[ "$FAILED" -eq 0 ]
