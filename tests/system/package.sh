@@ -17,7 +17,8 @@
 # Units are judged by their state (ActiveState, ExecMainStatus, the main process's command and
 # user), never by systemd-run's exit status, which is 0 even when the unit fails with 217/USER.
 #
-# Usage: package.sh DEB        (root; exit 77 = skipped: not root, no systemd, no dpkg)
+# Usage: package.sh DEB|DIR    (DIR: its newest transient_*.deb; root; exit 77 = skipped:
+#                               not root, no systemd, no dpkg)
 # Environment: SYSTEST_LOG_DIR  where to keep the container's console and journal on failure.
 set -euo pipefail
 
@@ -29,9 +30,13 @@ PASSED=0
 FAILED=0
 
 skip() { echo "package.sh: skipped: $*"; exit 77; }
-[ $# -eq 1 ] || { echo "usage: package.sh DEB" >&2; exit 2; }
+[ $# -eq 1 ] || { echo "usage: package.sh DEB|DIR" >&2; exit 2; }
 DEB=$(readlink -f "$1")
-[ -f "$DEB" ] || { echo "package.sh: $1: no such file" >&2; exit 1; }
+if [ -d "$DEB" ]; then
+    # The newest transient_*.deb in DIR (what scripts/build-deb.sh -o DIR made).
+    DEB=$(ls -t "$DEB"/transient_*.deb 2>/dev/null | head -n 1)
+fi
+[ -n "$DEB" ] && [ -f "$DEB" ] || { echo "package.sh: $1: no such .deb" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || skip "needs root"
 [ -x /lib/systemd/systemd ] || skip "no systemd on this host"
 command -v dpkg >/dev/null || skip "no dpkg on this host"
@@ -66,10 +71,11 @@ inside() { "$CT" exec "$NAME" -- "$@"; }
 q() { "$CT" exec "$NAME" -- "$@" 2>/dev/null || true; }
 
 cleanup() {
-    local rc=$?
+    local rc=$? logs=""
     if [ $FAILED -gt 0 ] || [ $rc -ne 0 ]; then
         if [ -n "${SYSTEST_LOG_DIR:-}" ]; then
             mkdir -p "$SYSTEST_LOG_DIR"
+            logs=$SYSTEST_LOG_DIR
             q journalctl --no-pager -o short-monotonic >"$SYSTEST_LOG_DIR/$NAME.journal" || true
             echo "package.sh: journal and console in $SYSTEST_LOG_DIR/$NAME.*" >&2
         else
@@ -77,7 +83,7 @@ cleanup() {
             q journalctl --no-pager -o short-monotonic -n 60 >&2 || true
         fi
     fi
-    CONTAINER_LOG_DIR=${SYSTEST_LOG_DIR:-} "$CT" stop "$NAME"
+    CONTAINER_LOG_DIR=$logs "$CT" stop "$NAME"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -149,6 +155,14 @@ expect_eq "nsswitch.conf: nothing else changed" \
     "$(q grep -vE '^(passwd|group):' /etc/nsswitch.conf)"
 expect_eq "tmpfiles created /run/transient (root, 0755)" "0:0 755" \
     "$(q stat -c '%u:%g %a' /run/transient)"
+
+out=$(inside systemd-analyze verify transient-allocd.socket transient-allocd.service \
+        transient-userdbd.socket transient-userdbd.service 2>&1) || true
+expect_eq "systemd-analyze verify: the four units are clean" "" "$out"
+for s in transient-allocd transient-userdbd; do
+    printf 'info  %s.service: %s\n' $s \
+        "$(q systemd-analyze security $s.service | sed -n 's/.*Overall exposure level for [^:]*: //p')"
+done
 
 section "sockets listen; daemons start on first use"
 for s in transient-allocd transient-userdbd; do
