@@ -1,0 +1,557 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// transientctl: the command-line client of io.transient.Allocator. It allocates, releases,
+// lists and shows transient UID ranges by calling transient-allocd over Varlink, prints what
+// it got as aligned text for people or as JSON for scripts, and turns every failure into one
+// sentence on stderr that says what failed and why. Exit status: 0 on success, 1 if an
+// operation failed, 2 for a usage error.
+
+#include <getopt.h>
+#include <langinfo.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdarg>
+#include <charconv>
+#include <chrono>
+#include <clocale>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "varlink/varlink.hpp"
+
+#ifndef PROJECT_VERSION
+#define PROJECT_VERSION "unknown"
+#endif
+
+namespace transient::allocator {
+namespace {
+
+using varlink::json;
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+constexpr char kInterface[] = "io.transient.Allocator";
+constexpr char kDefaultRuntimeDir[] = "/run/transient";
+// Allocation runs collision checks against every other UID source, which can take a moment
+// on a busy host; a daemon that does not answer at all is reported instead of waited for.
+constexpr auto kCallTimeout = std::chrono::seconds(30);
+
+// Messages go to a person at a terminal, so no SD_* priority prefixes here (unlike the daemons,
+// whose stderr goes to the journal).
+__attribute__((format(printf, 1, 2))) void log_error(const char* format, ...) {
+    va_list ap;
+    va_start(ap, format);
+    std::vfprintf(stderr, format, ap);
+    va_end(ap);
+    std::fputc('\n', stderr);
+}
+
+std::string errno_string(int e) {
+    return std::error_code(e, std::system_category()).message();
+}
+
+// Strings from the daemon end up on a terminal: control characters could rewrite it.
+std::string printable(std::string_view s) {
+    std::string out(s);
+    for (char& c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+            c = '?';
+    return out;
+}
+
+const char* ellipsis() {
+    static const bool utf8 = std::strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
+    return utf8 ? "…" : "...";
+}
+
+std::optional<uint64_t> parse_uint(std::string_view s) {
+    uint64_t value = 0;
+    if (s.empty() || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return std::nullopt;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+    if (ec != std::errc() || end != s.data() + s.size())
+        return std::nullopt;
+    return value;
+}
+
+// ---- What the daemon sends -----------------------------------------------------------------
+
+struct Range {
+    std::string name;
+    uint64_t start = 0;
+    uint64_t size = 0;
+    std::optional<uint64_t> owner;
+    std::optional<int64_t> created;  // µs since the epoch
+};
+
+std::optional<uint64_t> get_uint(const json& object, const char* key) {
+    auto it = object.find(key);
+    if (it == object.end() || !it->is_number_integer() || *it < 0)
+        return std::nullopt;
+    return it->get<uint64_t>();
+}
+
+std::optional<Range> parse_range(const json& j) {
+    if (!j.is_object() || !j.contains("name") || !j["name"].is_string())
+        return std::nullopt;
+    Range r;
+    r.name = j["name"].get<std::string>();
+    auto start = get_uint(j, "start");
+    auto size = get_uint(j, "size");
+    if (!start || !size || *size == 0)
+        return std::nullopt;
+    r.start = *start;
+    r.size = *size;
+    r.owner = get_uint(j, "owner");
+    if (auto it = j.find("created"); it != j.end() && it->is_number_integer())
+        r.created = it->get<int64_t>();
+    return r;
+}
+
+// One sentence for each error the daemon may send, so that nobody has to know the interface
+// to understand what went wrong. The error name follows in parentheses for searching.
+// `no_such_range` words NoSuchRange for the look-up at hand (by name or by UID).
+std::string describe_error(const varlink::Client::Reply& reply,
+                           std::string_view no_such_range = "there is no such range") {
+    const std::string_view name = reply.error;
+    const json& p = reply.parameters;
+    std::string what;
+    if (name == "io.transient.Allocator.NameInUse")
+        what = "a range with this name already exists";
+    else if (name == "io.transient.Allocator.NoSuchRange")
+        what = no_such_range;
+    else if (name == "io.transient.Allocator.InvalidName")
+        what = "invalid range name: it must start with a letter or '_', contain only letters, "
+               "digits, '_' and '-', and be at most 22 bytes long";
+    else if (name == "io.transient.Allocator.InvalidSize")
+        what = "invalid size: a range has either 1 or 65536 UIDs";
+    else if (name == "io.transient.Allocator.PoolExhausted")
+        what = "no free UIDs are left in the pool";
+    else if (name == "io.transient.Allocator.PermissionDenied" ||
+             name == varlink::kErrorPermissionDenied)
+        what = "permission denied";
+    else if (name == "io.transient.Allocator.QuotaExceeded")
+        what = "you have reached your quota of ranges";
+    else if (name == varlink::kErrorInterfaceNotFound)
+        what = "the service does not implement io.transient.Allocator";
+    else if (name == varlink::kErrorMethodNotFound || name == varlink::kErrorMethodNotImplemented)
+        what = "the daemon does not support this operation (is it older than transientctl?)";
+    else if (name == varlink::kErrorInvalidParameter)
+        what = "the daemon rejected parameter '" +
+               printable(p.value("parameter", std::string("?"))) + "'";
+    else if (name == varlink::kErrorExpectedMore)
+        what = "the daemon expected a streaming call";
+    else if (name == varlink::kErrorSystem && p.contains("errno") && p["errno"].is_number_integer())
+        what = "the daemon failed: " + errno_string(p["errno"].get<int>());
+    else
+        what = "the daemon reported an error";
+    return what + " (" + printable(name) + ")";
+}
+
+// ---- Talking to the daemon -----------------------------------------------------------------
+
+// Why a call got no answer at all.
+std::string describe_transport_error(int e) {
+    switch (e) {
+    case EBADMSG:
+    case EMSGSIZE:
+        return "the daemon sent a malformed reply";
+    case ECONNRESET:
+    case EPIPE:
+        return "the daemon closed the connection";
+    case ETIMEDOUT:
+        return "the daemon did not answer in time";
+    default:
+        return errno_string(e);
+    }
+}
+
+struct Context {
+    std::string socket;
+    bool json = false;
+    std::optional<uint64_t> size;
+};
+
+std::optional<varlink::Client> connect(const Context& ctx) {
+    auto client = varlink::Client::connect(ctx.socket, kCallTimeout);
+    if (!client) {
+        const int e = client.error().value();
+        const bool absent = e == ENOENT || e == ECONNREFUSED;
+        log_error("Failed to connect to %s: %s%s", ctx.socket.c_str(), errno_string(e).c_str(),
+                  absent ? " (is transient-allocd running?)" : "");
+        return std::nullopt;
+    }
+    return std::move(*client);
+}
+
+// One call with one reply. `what` completes "Failed to ...". On failure, says so.
+std::optional<json> call(const Context& ctx, const char* method, const json& parameters,
+                         const std::string& what,
+                         std::string_view no_such_range = "there is no such range") {
+    auto client = connect(ctx);
+    if (!client)
+        return std::nullopt;
+    auto reply = client->call(std::string(kInterface) + "." + method, parameters);
+    if (!reply) {
+        log_error("Failed to %s: %s.", what.c_str(),
+                  describe_transport_error(reply.error().value()).c_str());
+        return std::nullopt;
+    }
+    if (!reply->error.empty()) {
+        log_error("Failed to %s: %s.", what.c_str(),
+                  describe_error(*reply, no_such_range).c_str());
+        return std::nullopt;
+    }
+    return std::move(reply->parameters);
+}
+
+void print_json(const json& j) {
+    // Indented for a person at a terminal, one line for a pipe.
+    const int indent = ::isatty(STDOUT_FILENO) ? 2 : -1;
+    std::puts(j.dump(indent, ' ', false, json::error_handler_t::replace).c_str());
+}
+
+std::string format_owner(const std::optional<uint64_t>& owner) {
+    if (!owner)
+        return "-";
+    passwd pw{};
+    passwd* result = nullptr;
+    std::array<char, 4096> buf{};
+    if (*owner <= UINT32_MAX &&
+        ::getpwuid_r(static_cast<uid_t>(*owner), &pw, buf.data(), buf.size(), &result) == 0 &&
+        result != nullptr)
+        return printable(pw.pw_name);
+    return std::to_string(*owner);
+}
+
+std::string format_created(const std::optional<int64_t>& usec) {
+    if (!usec || *usec <= 0)
+        return "-";
+    const std::time_t t = static_cast<std::time_t>(*usec / 1000000);
+    std::tm tm{};
+    char buf[64];
+    if (::localtime_r(&t, &tm) == nullptr ||
+        std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+        return "-";
+    return buf;
+}
+
+std::string format_names(const char* prefix, const Range& r) {
+    const std::string first = prefix + printable(r.name) + "-0";
+    if (r.size == 1)
+        return first;
+    return first + ellipsis() + prefix + printable(r.name) + "-" + std::to_string(r.size - 1);
+}
+
+// ---- Commands -------------------------------------------------------------------------------
+
+int do_allocate(const Context& ctx, std::span<const std::string> args) {
+    const std::string& name = args[0];
+    const uint64_t size = ctx.size.value_or(65536);
+    auto reply = call(ctx, "AllocateRange", json{{"name", name}, {"size", size}},
+                      "allocate range '" + printable(name) + "'");
+    if (!reply)
+        return kExitFailure;
+    if (ctx.json) {
+        print_json(*reply);
+        return EXIT_SUCCESS;
+    }
+    auto r = parse_range(*reply);
+    if (!r) {
+        log_error("Failed to allocate range '%s': the daemon sent a malformed reply.",
+                  printable(name).c_str());
+        return kExitFailure;
+    }
+    if (r->size == 1)
+        std::printf("Allocated range %s: UID %llu, user %s.\n", printable(r->name).c_str(),
+                    static_cast<unsigned long long>(r->start), format_names("vu-", *r).c_str());
+    else
+        std::printf("Allocated range %s: UIDs %llu%s%llu (%llu), users %s.\n",
+                    printable(r->name).c_str(), static_cast<unsigned long long>(r->start),
+                    ellipsis(), static_cast<unsigned long long>(r->start + r->size - 1),
+                    static_cast<unsigned long long>(r->size), format_names("vu-", *r).c_str());
+    return EXIT_SUCCESS;
+}
+
+int do_release(const Context& ctx, std::span<const std::string> args) {
+    const std::string& name = args[0];
+    auto reply = call(ctx, "ReleaseRange", json{{"name", name}}, "release range '" + printable(name) + "'");
+    if (!reply)
+        return kExitFailure;
+    if (ctx.json)
+        print_json(*reply);
+    else
+        std::printf("Released range %s.\n", printable(name).c_str());
+    return EXIT_SUCCESS;
+}
+
+// Prints rows as columns separated by two spaces; numeric columns (`right`) align right.
+void print_table(const std::vector<std::vector<std::string>>& rows, std::span<const bool> right) {
+    std::vector<std::size_t> width(rows.front().size(), 0);
+    for (const auto& row : rows)
+        for (std::size_t i = 0; i < row.size(); i++)
+            width[i] = std::max(width[i], row[i].size());
+    for (const auto& row : rows) {
+        std::string line;
+        for (std::size_t i = 0; i < row.size(); i++) {
+            const std::string pad(width[i] - row[i].size(), ' ');
+            const bool last = i + 1 == row.size();
+            line += right[i] ? pad + row[i] : (last ? row[i] : row[i] + pad);
+            if (!last)
+                line += "  ";
+        }
+        std::puts(line.c_str());
+    }
+}
+
+int do_list(const Context& ctx, std::span<const std::string>) {
+    auto client = connect(ctx);
+    if (!client)
+        return kExitFailure;
+    auto replies = client->call_more(std::string(kInterface) + ".ListRanges");
+    if (!replies) {
+        log_error("Failed to list ranges: %s.",
+                  describe_transport_error(replies.error().value()).c_str());
+        return kExitFailure;
+    }
+    json raw = json::array();
+    std::vector<Range> ranges;
+    for (const auto& reply : *replies) {
+        // An empty table is not an error to the user, however the daemon puts it.
+        if (reply.error == "io.transient.Allocator.NoSuchRange")
+            break;
+        if (!reply.error.empty()) {
+            log_error("Failed to list ranges: %s.", describe_error(reply).c_str());
+            return kExitFailure;
+        }
+        if (!reply.parameters.contains("range"))
+            continue;
+        auto r = parse_range(reply.parameters["range"]);
+        if (!r) {
+            log_error("Failed to list ranges: the daemon sent a malformed range.");
+            return kExitFailure;
+        }
+        raw.push_back(reply.parameters["range"]);
+        ranges.push_back(std::move(*r));
+    }
+
+    if (ctx.json) {
+        print_json(raw);
+        return EXIT_SUCCESS;
+    }
+    if (ranges.empty()) {
+        std::puts("No ranges.");
+        return EXIT_SUCCESS;
+    }
+    std::sort(ranges.begin(), ranges.end(),
+              [](const Range& a, const Range& b) { return a.start < b.start; });
+    std::vector<std::vector<std::string>> rows{{"NAME", "START", "END", "SIZE", "OWNER", "CREATED"}};
+    for (const Range& r : ranges)
+        rows.push_back({printable(r.name), std::to_string(r.start),
+                        std::to_string(r.start + r.size - 1), std::to_string(r.size),
+                        format_owner(r.owner), format_created(r.created)});
+    static constexpr bool kRight[] = {false, true, true, true, false, false};
+    print_table(rows, kRight);
+    std::printf("\n%zu %s listed.\n", ranges.size(), ranges.size() == 1 ? "range" : "ranges");
+    return EXIT_SUCCESS;
+}
+
+int do_show(const Context& ctx, std::span<const std::string> args) {
+    const std::string& key = args[0];
+    // Range names cannot start with a digit, so all digits can only mean a UID.
+    const bool by_uid = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+        return c >= '0' && c <= '9';
+    });
+    json parameters;
+    std::string what;
+    std::optional<uint64_t> uid;
+    if (by_uid) {
+        uid = parse_uint(key);
+        if (!uid || *uid > UINT32_MAX) {
+            log_error("Invalid UID '%s'.", printable(key).c_str());
+            return kExitUsage;
+        }
+        parameters = json{{"uid", *uid}};
+        what = "look up the range of UID " + key;
+    } else {
+        parameters = json{{"name", key}};
+        what = "look up range '" + printable(key) + "'";
+    }
+
+    auto reply = call(ctx, "GetRange", parameters, what,
+                      by_uid ? "no range contains this UID" : "there is no such range");
+    if (!reply)
+        return kExitFailure;
+    const json range = reply->value("range", json());
+    auto r = parse_range(range);
+    if (!r) {
+        log_error("Failed to %s: the daemon sent a malformed reply.", what.c_str());
+        return kExitFailure;
+    }
+    if (ctx.json) {
+        // The range itself, like each element of "list --json".
+        print_json(range);
+        return EXIT_SUCCESS;
+    }
+
+    std::vector<std::pair<std::string, std::string>> lines{
+        {"Name", printable(r->name)},
+        {"Start", std::to_string(r->start)},
+        {"End", std::to_string(r->start + r->size - 1)},
+        {"Size", std::to_string(r->size)},
+        {"Users", format_names("vu-", *r)},
+        {"Groups", format_names("vg-", *r)},
+        {"Owner", format_owner(r->owner) + (r->owner ? " (" + std::to_string(*r->owner) + ")" : "")},
+        {"Created", format_created(r->created)},
+    };
+    if (uid && *uid >= r->start && *uid - r->start < r->size)
+        lines.insert(lines.begin(), {"UID", key + " (vu-" + printable(r->name) + "-" +
+                                                std::to_string(*uid - r->start) + ")"});
+    std::size_t width = 0;
+    for (const auto& [k, v] : lines)
+        width = std::max(width, k.size());
+    for (const auto& [k, v] : lines)
+        std::printf("%*s: %s\n", static_cast<int>(width), k.c_str(), v.c_str());
+    return EXIT_SUCCESS;
+}
+
+// ---- Command line ---------------------------------------------------------------------------
+
+void help() {
+    std::printf(
+        "transientctl [OPTIONS...] COMMAND ...\n"
+        "\n"
+        "Allocate and inspect transient UID/GID ranges of transient-allocd.\n"
+        "\n"
+        "Commands:\n"
+        "  allocate NAME [--size 1|65536]  Allocate a range of 65536 (default) or 1 UIDs\n"
+        "  release NAME                    Release a range\n"
+        "  list                            List the live ranges (default)\n"
+        "  show NAME|UID                   Show a range, by name or by one of its UIDs\n"
+        "\n"
+        "Options:\n"
+        "  -h --help            Show this help\n"
+        "     --version         Show the package version\n"
+        "     --json            Print JSON instead of text\n"
+        "     --socket PATH     Talk to the daemon at PATH instead of\n"
+        "                       $TRANSIENT_RUNTIME_DIR/io.transient.Allocator\n"
+        "                       (%s/io.transient.Allocator if unset)\n"
+        "     --size N          Number of UIDs to allocate: 1 or 65536\n",
+        kDefaultRuntimeDir);
+}
+
+struct Command {
+    const char* name;
+    std::size_t args;  // exactly this many operands
+    const char* usage;
+    int (*run)(const Context&, std::span<const std::string>);
+};
+
+constexpr Command kCommands[] = {
+    {"allocate", 1, "allocate NAME [--size 1|65536]", do_allocate},
+    {"release", 1, "release NAME", do_release},
+    {"list", 0, "list", do_list},
+    {"show", 1, "show NAME|UID", do_show},
+};
+
+// `message` may be empty when getopt_long() has already described the problem.
+int usage_error(const std::string& message) {
+    if (!message.empty())
+        log_error("%s", message.c_str());
+    log_error("Try 'transientctl --help' for more information.");
+    return kExitUsage;
+}
+
+int run(int argc, char** argv) {
+    std::setlocale(LC_ALL, "");
+
+    enum { kArgVersion = 0x100, kArgJson, kArgSocket, kArgSize };
+    static const option kOptions[] = {
+        {"help", no_argument, nullptr, 'h'},
+        {"version", no_argument, nullptr, kArgVersion},
+        {"json", no_argument, nullptr, kArgJson},
+        {"socket", required_argument, nullptr, kArgSocket},
+        {"size", required_argument, nullptr, kArgSize},
+        {},
+    };
+    Context ctx;
+    int c;
+    while ((c = ::getopt_long(argc, argv, "h", kOptions, nullptr)) >= 0) {
+        switch (c) {
+        case 'h':
+            help();
+            return EXIT_SUCCESS;
+        case kArgVersion:
+            std::puts("transientctl " PROJECT_VERSION);
+            return EXIT_SUCCESS;
+        case kArgJson:
+            ctx.json = true;
+            break;
+        case kArgSocket:
+            if (*optarg == '\0')
+                return usage_error("The socket path must not be empty.");
+            ctx.socket = optarg;
+            break;
+        case kArgSize:
+            ctx.size = parse_uint(optarg);
+            if (!ctx.size || *ctx.size > UINT32_MAX)
+                return usage_error("Invalid size '" + printable(optarg) + "', expected 1 or 65536.");
+            break;
+        default:  // getopt_long() has described the problem
+            return usage_error("");
+        }
+    }
+
+    const std::vector<std::string> operands(argv + optind, argv + argc);
+    const std::string verb = operands.empty() ? "list" : operands[0];
+    const auto args = operands.empty() ? std::span<const std::string>()
+                                       : std::span(operands).subspan(1);
+    const Command* command = std::find_if(std::begin(kCommands), std::end(kCommands),
+                                          [&](const Command& cmd) { return verb == cmd.name; });
+    if (command == std::end(kCommands))
+        return usage_error("Unknown command '" + printable(verb) + "'.");
+    if (args.size() != command->args)
+        return usage_error(std::string(args.size() < command->args ? "Missing" : "Too many") +
+                           " arguments. Usage: transientctl " + command->usage);
+    if (ctx.size && verb != "allocate")
+        return usage_error("--size is only meaningful for allocate.");
+
+    if (ctx.socket.empty()) {
+        const char* dir = std::getenv("TRANSIENT_RUNTIME_DIR");
+        ctx.socket = std::string(dir && *dir ? dir : kDefaultRuntimeDir) + "/" + kInterface;
+    }
+
+    int r = command->run(ctx, args);
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+        log_error("Failed to write output: %s", errno_string(errno).c_str());
+        r = kExitFailure;
+    }
+    return r;
+}
+
+}  // namespace
+}  // namespace transient::allocator
+
+int main(int argc, char** argv) {
+    try {
+        return transient::allocator::run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "transientctl: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "transientctl: unexpected failure\n");
+    }
+    return EXIT_FAILURE;
+}

@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// transientctl, run as a separate process against a fake io.transient.Allocator served by the
+// Varlink server in this process: text and JSON output of every command, the socket it picks,
+// error messages in words with the error name, and exit codes (1 for failed operations, 2 for
+// usage errors). Tests against the real daemon live in tests/integration.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/varlink/server_thread.hpp"
+
+extern char** environ;
+
+namespace transient::varlink::testing {
+namespace {
+
+constexpr char kAllocator[] = "io.transient.Allocator";
+constexpr int64_t kCreated = 1700000000000000;  // 2023-11-14 22:13:20 UTC
+constexpr uint64_t kUnknownUid = 3999999999;    // no passwd entry anywhere
+
+// systemd's strict user-name rule, for range names: [A-Za-z_][A-Za-z0-9_-]*, at most 22 bytes.
+bool valid_name(const std::string& name) {
+    auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; };
+    auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    if (name.empty() || name.size() > 22 || !alpha(name[0]))
+        return false;
+    return std::all_of(name.begin(), name.end(),
+                       [&](char c) { return alpha(c) || digit(c) || c == '-'; });
+}
+
+// An in-memory allocator with the daemon's interface, enough to drive transientctl.
+struct FakeAllocator {
+    std::map<std::string, json> ranges;  // name -> Range object
+    uint32_t next_container = 524288;
+    uint32_t next_single = 61184;
+    std::string fail_with;  // when set, every method answers this error
+    json fail_parameters = json::object();
+    json override_reply;  // when not null, GetRange/AllocateRange answer this instead
+
+    void add(const std::string& name, uint64_t start, uint64_t size, uint64_t owner) {
+        ranges[name] = json{{"name", name}, {"start", start}, {"size", size},
+                            {"owner", owner}, {"created", kCreated}};
+    }
+
+    // Runs `fn` unless the test asked for an error or a canned reply.
+    template <typename F>
+    Handler method(F fn) {
+        return [this, fn](Call& call) {
+            if (!fail_with.empty())
+                return call.error(fail_with, fail_parameters);
+            if (!override_reply.is_null())
+                return call.reply(override_reply);
+            fn(call);
+        };
+    }
+
+    Interface interface() {
+        Interface iface{kAllocator, "interface io.transient.Allocator\n", {}};
+        iface.methods.push_back(Method{
+            "AllocateRange", {{"name", Type::kString}, {"size", Type::kInt}},
+            method([this](Call& call) {
+                const std::string name = call.parameters()["name"];
+                const uint64_t size = call.parameters()["size"];
+                if (!valid_name(name))
+                    return call.error("io.transient.Allocator.InvalidName", json{{"name", name}});
+                if (size != 1 && size != 65536)
+                    return call.error("io.transient.Allocator.InvalidSize", json{{"size", size}});
+                if (ranges.contains(name))
+                    return call.error("io.transient.Allocator.NameInUse", json{{"name", name}});
+                const uint32_t start = size == 1 ? next_single++ : next_container;
+                if (size != 1)
+                    next_container += 65536;
+                add(name, start, size, call.peer().uid);
+                call.reply(json{{"name", name}, {"start", start}, {"size", size}});
+            })});
+        iface.methods.push_back(Method{
+            "ReleaseRange", {{"name", Type::kString}}, method([this](Call& call) {
+                if (ranges.erase(call.parameters()["name"].get<std::string>()) == 0)
+                    return call.error("io.transient.Allocator.NoSuchRange");
+                call.reply();
+            })});
+        iface.methods.push_back(Method{
+            "GetRange", {{"name", Type::kString, true}, {"uid", Type::kInt, true}},
+            method([this](Call& call) {
+                const json& p = call.parameters();
+                for (const auto& [name, r] : ranges) {
+                    const uint64_t start = r["start"], size = r["size"];
+                    if ((p.contains("name") && p["name"] == name) ||
+                        (p.contains("uid") && p["uid"] >= start && p["uid"] < start + size))
+                        return call.reply(json{{"range", r}});
+                }
+                call.error("io.transient.Allocator.NoSuchRange");
+            })});
+        iface.methods.push_back(Method{"ListRanges", {}, method([this](Call& call) {
+            if (!call.more())
+                return call.error(kErrorExpectedMore);
+            if (ranges.empty())
+                return call.error("io.transient.Allocator.NoSuchRange");
+            std::size_t i = 0;
+            for (const auto& [name, r] : ranges) {
+                if (++i < ranges.size())
+                    call.reply_continues(json{{"range", r}});
+                else
+                    call.reply(json{{"range", r}});
+            }
+        })});
+        return iface;
+    }
+};
+
+struct Outcome {
+    int rc = -1;
+    std::string out;
+    std::string err;
+};
+
+class TransientctlTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        ASSERT_FALSE(dir_.path().empty());
+        server_.server().add_interface(fake_.interface());
+        ASSERT_TRUE(server_.server().listen_path(dir_.path() + "/" + kAllocator, 0666));
+        server_.start();
+    }
+
+    // Runs transientctl with TRANSIENT_RUNTIME_DIR pointing at the fake daemon. The fake is
+    // touched only while the server thread is idle: transientctl has exited by then.
+    Outcome ctl(std::vector<std::string> args, const char* stdout_path = nullptr) {
+        args.insert(args.begin(), TRANSIENTCTL_PATH);
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        std::vector<std::string> env_strings{"TRANSIENT_RUNTIME_DIR=" + dir_.path(),
+                                             "LC_ALL=C.UTF-8", "TZ=UTC", "PATH=/usr/bin:/bin"};
+        std::vector<char*> env;
+        for (auto& e : env_strings)
+            env.push_back(e.data());
+        env.push_back(nullptr);
+
+        int out[2], err[2];
+        EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+        EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        if (stdout_path != nullptr)
+            posix_spawn_file_actions_addopen(&actions, 1, stdout_path, O_WRONLY, 0);
+        else
+            posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+        posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+        pid_t pid = -1;
+        const int r = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), env.data());
+        posix_spawn_file_actions_destroy(&actions);
+        ::close(out[1]);
+        ::close(err[1]);
+        Outcome outcome;
+        if (r == 0) {
+            drain(out[0], err[0], outcome);
+            int status = 0;
+            ::waitpid(pid, &status, 0);
+            outcome.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        ::close(out[0]);
+        ::close(err[0]);
+        return outcome;
+    }
+
+    // The fake lives on the server thread once it runs; these go through it.
+    void add(const std::string& name, uint64_t start, uint64_t size, uint64_t owner) {
+        server_.run([&] { fake_.add(name, start, size, owner); });
+    }
+    void fail_with(std::string error, json parameters = json::object()) {
+        server_.run([&] {
+            fake_.fail_with = std::move(error);
+            fake_.fail_parameters = std::move(parameters);
+        });
+    }
+    std::map<std::string, json> ranges() {
+        return server_.run([&] { return fake_.ranges; });
+    }
+
+    static void drain(int out, int err, Outcome& outcome) {
+        pollfd fds[2] = {{out, POLLIN, 0}, {err, POLLIN, 0}};
+        std::string* sinks[2] = {&outcome.out, &outcome.err};
+        int open = 2;
+        while (open > 0 && ::poll(fds, 2, 10000) > 0) {
+            for (int i = 0; i < 2; i++) {
+                if (fds[i].revents == 0)
+                    continue;
+                char buf[4096];
+                const ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+                if (n <= 0) {
+                    fds[i].fd = -1;
+                    open--;
+                } else {
+                    sinks[i]->append(buf, static_cast<std::size_t>(n));
+                }
+            }
+        }
+    }
+
+    TempDir dir_;
+    FakeAllocator fake_;
+    ServerThread server_;
+};
+
+TEST_F(TransientctlTest, AllocatesARangeAndSaysWhichUidsAndUsersItGot) {
+    auto r = ctl({"allocate", "web"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, "Allocated range web: UIDs 524288…589823 (65536), users vu-web-0…vu-web-65535.\n");
+    EXPECT_EQ(r.err, "");
+}
+
+TEST_F(TransientctlTest, AllocatesASingleUidWithSizeOne) {
+    auto r = ctl({"allocate", "--size", "1", "solo"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, "Allocated range solo: UID 61184, user vu-solo-0.\n");
+}
+
+TEST_F(TransientctlTest, PrintsTheAllocationReplyAsJson) {
+    auto r = ctl({"allocate", "web", "--json"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out), json({{"name", "web"}, {"start", 524288}, {"size", 65536}}));
+}
+
+TEST_F(TransientctlTest, ListsRangesAsAnAlignedTableWithASummary) {
+    add("web", 524288, 65536, kUnknownUid);
+    add("solo", 61184, 1, 0);
+    auto r = ctl({"list"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out,
+              "NAME   START     END   SIZE  OWNER       CREATED\n"
+              "solo   61184   61184      1  root        2023-11-14 22:13:20 UTC\n"
+              "web   524288  589823  65536  3999999999  2023-11-14 22:13:20 UTC\n"
+              "\n"
+              "2 ranges listed.\n");
+}
+
+TEST_F(TransientctlTest, ListsWhenCalledWithoutACommand) {
+    add("solo", 61184, 1, 0);
+    auto r = ctl({});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_NE(r.out.find("1 range listed.\n"), std::string::npos) << r.out;
+}
+
+TEST_F(TransientctlTest, SaysNoRangesWhenTheTableIsEmpty) {
+    auto r = ctl({"list"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, "No ranges.\n");
+    r = ctl({"list", "--json"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out), json::array());
+}
+
+TEST_F(TransientctlTest, ListsRangesAsAJsonArrayOfRangeObjects) {
+    add("web", 524288, 65536, 0);
+    add("solo", 61184, 1, 0);
+    auto r = ctl({"--json", "list"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out), json({ranges()["solo"], ranges()["web"]}));
+}
+
+TEST_F(TransientctlTest, ShowsARangeByNameAsKeyValueLines) {
+    add("web", 524288, 65536, 0);
+    auto r = ctl({"show", "web"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out,
+              "   Name: web\n"
+              "  Start: 524288\n"
+              "    End: 589823\n"
+              "   Size: 65536\n"
+              "  Users: vu-web-0…vu-web-65535\n"
+              " Groups: vg-web-0…vg-web-65535\n"
+              "  Owner: root (0)\n"
+              "Created: 2023-11-14 22:13:20 UTC\n");
+}
+
+TEST_F(TransientctlTest, ShowsTheRangeThatContainsAUid) {
+    add("web", 524288, 65536, 0);
+    auto r = ctl({"show", "524300"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out.substr(0, r.out.find('\n') + 1), "    UID: 524300 (vu-web-12)\n");
+    EXPECT_NE(r.out.find("   Name: web\n"), std::string::npos) << r.out;
+
+    r = ctl({"show", "524300", "--json"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out), ranges()["web"]);
+}
+
+TEST_F(TransientctlTest, ReleasesARange) {
+    add("web", 524288, 65536, 0);
+    auto r = ctl({"release", "web"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, "Released range web.\n");
+    EXPECT_TRUE(ranges().empty());
+}
+
+TEST_F(TransientctlTest, UsesTheSocketGivenWithTheSocketOption) {
+    const std::string other = dir_.path() + "/elsewhere";
+    auto listening = server_.run([&] { return server_.server().listen_path(other, 0666); });
+    ASSERT_TRUE(listening);
+    ASSERT_EQ(::unlink((dir_.path() + "/" + kAllocator).c_str()), 0);
+    EXPECT_EQ(ctl({"list"}).rc, 1);
+    auto r = ctl({"--socket", other, "list"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, "No ranges.\n");
+}
+
+TEST_F(TransientctlTest, ReportsAMissingDaemonWithAHint) {
+    const std::string missing = dir_.path() + "/missing";
+    auto r = ctl({"--socket", missing, "allocate", "web"});
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(r.err, "Failed to connect to " + missing +
+                         ": No such file or directory (is transient-allocd running?)\n");
+}
+
+TEST_F(TransientctlTest, ExplainsEachAllocatorErrorInWordsWithItsName) {
+    const std::vector<std::pair<std::string, std::string>> cases{
+        {"NameInUse", "a range with this name already exists"},
+        {"NoSuchRange", "there is no such range"},
+        {"InvalidName", "invalid range name"},
+        {"InvalidSize", "invalid size"},
+        {"PoolExhausted", "no free UIDs are left"},
+        {"PermissionDenied", "permission denied"},
+        {"QuotaExceeded", "quota"},
+    };
+    for (const auto& [error, words] : cases) {
+        fail_with(std::string(kAllocator) + "." + error);
+        auto r = ctl({"allocate", "web"});
+        EXPECT_EQ(r.rc, 1) << error;
+        EXPECT_EQ(r.out, "") << error;
+        EXPECT_EQ(r.err.rfind("Failed to allocate range 'web': ", 0), 0U) << r.err;
+        EXPECT_NE(r.err.find(words), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find("(io.transient.Allocator." + error + ")"), std::string::npos) << r.err;
+    }
+}
+
+TEST_F(TransientctlTest, SaysWhichUidHasNoRange) {
+    auto r = ctl({"show", "4242"});
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_EQ(r.err, "Failed to look up the range of UID 4242: no range contains this UID "
+                     "(io.transient.Allocator.NoSuchRange).\n");
+}
+
+TEST_F(TransientctlTest, NamesTheParameterTheDaemonRejected) {
+    fail_with(kErrorInvalidParameter, json{{"parameter", "size"}});
+    auto r = ctl({"allocate", "web"});
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_NE(r.err.find("rejected parameter 'size'"), std::string::npos) << r.err;
+}
+
+TEST_F(TransientctlTest, FailsListingWhenTheDaemonFails) {
+    fail_with(kErrorSystem, json{{"errno", EIO}});
+    auto r = ctl({"list"});
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_EQ(r.err, "Failed to list ranges: the daemon failed: Input/output error "
+                     "(io.systemd.System).\n");
+}
+
+TEST_F(TransientctlTest, ReportsMalformedRepliesInsteadOfPrintingNonsense) {
+    server_.run([&] { fake_.override_reply = json{{"range", {{"name", "web"}, {"start", "524288"}}}}; });
+    auto r = ctl({"show", "web"});
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(r.err, "Failed to look up range 'web': the daemon sent a malformed reply.\n");
+}
+
+TEST_F(TransientctlTest, KeepsControlCharactersFromTheDaemonOffTheTerminal) {
+    add("ev\x1b[2Jil", 524288, 65536, 0);
+    auto r = ctl({"list"});
+    EXPECT_EQ(r.rc, 0);
+    EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+    EXPECT_NE(r.out.find("ev?[2Jil"), std::string::npos) << r.out;
+}
+
+TEST_F(TransientctlTest, ExitsWithTwoOnUsageErrors) {
+    const std::vector<std::vector<std::string>> cases{
+        {"allocate"},
+        {"allocate", "a", "b"},
+        {"frobnicate"},
+        {"--bogus", "list"},
+        {"allocate", "web", "--size", "abc"},
+        {"allocate", "web", "--size", "-1"},
+        {"list", "--size", "1"},
+        {"show"},
+        {"show", "99999999999"},
+        {"--socket"},
+    };
+    for (const auto& args : cases) {
+        auto r = ctl(args);
+        EXPECT_EQ(r.rc, 2) << args[0];
+        EXPECT_EQ(r.out, "");
+        EXPECT_NE(r.err, "") << args[0];
+    }
+    EXPECT_TRUE(ranges().empty()) << "nothing reached the daemon";
+}
+
+TEST_F(TransientctlTest, PrintsHelpAndVersion) {
+    auto r = ctl({"--help"});
+    EXPECT_EQ(r.rc, 0);
+    EXPECT_EQ(r.out.rfind("transientctl [OPTIONS...] COMMAND ...\n", 0), 0U);
+    r = ctl({"-h"});
+    EXPECT_EQ(r.rc, 0);
+    r = ctl({"--version"});
+    EXPECT_EQ(r.rc, 0);
+    EXPECT_EQ(r.out.rfind("transientctl ", 0), 0U);
+}
+
+TEST_F(TransientctlTest, FailsWhenItsOutputCannotBeWritten) {
+    add("web", 524288, 65536, 0);
+    auto r = ctl({"list"}, "/dev/full");
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_EQ(r.err, "Failed to write output: No space left on device\n");
+}
+
+}  // namespace
+}  // namespace transient::varlink::testing
