@@ -14,6 +14,8 @@
 #
 #   --share DIR   bind DIR read-only at /share inside (e.g. the directory of the .deb)
 #   --timeout S   how long to wait for "systemctl is-system-running" (default 30)
+#   --watch PID   stop the container as soon as process PID is gone, even if PID was killed
+#                 before it could call stop (e.g. by a test runner's timeout)
 #
 # State lives in /run/transient-systest/NAME: pid1 (host PID of the container's systemd),
 # launcher, cgroup, console.log (the console, useful when a boot fails). stop removes all of it;
@@ -160,11 +162,12 @@ inner() {
 
 ct_start() {
     local name=$1; shift
-    local share="" timeout=30
+    local share="" timeout=30 watch=""
     while [ $# -gt 0 ]; do
         case "$1" in
             --share) share=$(readlink -f "$2"); shift 2 ;;
             --timeout) timeout=$2; shift 2 ;;
+            --watch) watch=$2; shift 2 ;;
             *) die "start: unknown option '$1'" ;;
         esac
     done
@@ -189,6 +192,14 @@ ct_start() {
         "unshare --cgroup --pid --fork --mount --uts --ipc --net --kill-child $SELF __inner $name $st '$share'" \
         "$st" </dev/null >"$st/launcher.log" 2>&1 &
     echo $! >"$st/launcher"
+    if [ -n "$watch" ]; then
+        # A watchdog in a session of its own, so that a kill of the caller's process group
+        # does not take it along; stop ends it when the caller stops the container itself.
+        setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 1; done
+                        [ -d "$2" ] && exec "$3" stop "$4"' \
+            watchdog "$watch" "$st" "$SELF" "$name" </dev/null >/dev/null 2>&1 &
+        echo $! >"$st/watchdog"
+    fi
 
     local p="" state="" i
     for i in $(seq 100); do
@@ -218,7 +229,7 @@ ct_start() {
 }
 
 ct_stop() {
-    local name=$1 st p l cg i
+    local name=$1 st p l w cg i
     st=$(state_dir "$name")
     [ -d "$st" ] || return 0
     p=$(cat "$st/pid1" 2>/dev/null || true)
@@ -228,6 +239,9 @@ ct_stop() {
         # SIGKILL of a PID namespace's init kills every process in it.
         kill -0 "$p" 2>/dev/null && { echo "container.sh: $name did not power off; SIGKILL" >&2; kill -9 "$p" 2>/dev/null || true; }
     fi
+    w=$(cat "$st/watchdog" 2>/dev/null || true)
+    # Unless we are the watchdog (exec'ed into "stop"), it has nothing left to watch.
+    [ -n "$w" ] && [ "$w" != $$ ] && kill "$w" 2>/dev/null || true
     l=$(cat "$st/launcher" 2>/dev/null || true)
     if [ -n "$l" ]; then
         for i in $(seq 50); do kill -0 "$l" 2>/dev/null || break; sleep 0.1; done

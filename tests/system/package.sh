@@ -125,7 +125,7 @@ run_as() {
 # ---- boot ----
 
 section "boot"
-"$CT" start "$NAME" --share "$(dirname "$DEB")"
+"$CT" start "$NAME" --share "$(dirname "$DEB")" --watch $$
 pass "systemd $(q systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') booted as PID 1 of the container"
 # Debian's container images ship a policy-rc.d that forbids starting services from maintainer
 # scripts (exit 101); a real host has none. It goes only in the container's overlay.
