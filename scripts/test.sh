@@ -39,7 +39,7 @@ ctest_run() {
 }
 
 rc=0
-ctest_run "$BUILD_DIR" '^(unit|abi|integration|stress)$' || rc=1
+ctest_run "$BUILD_DIR" '^(unit|abi|integration|stress|system)$' || rc=1
 echo "== $((SECONDS - t_start)) s so far"
 
 tsan_tests=$(ctest --test-dir "$BUILD_DIR" -N -L '^tsan$' | sed -n 's/^Total Tests: //p')
