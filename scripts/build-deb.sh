@@ -12,7 +12,8 @@
 #                 an existing tree configured with another prefix is refused.
 #   -o OUT_DIR    where the .deb goes (default BUILD_DIR/deb)
 #   --no-deps     do not install missing build dependencies (scripts/deps.sh, dpkg-dev)
-# Prints the path of the .deb as its last line. Environment: JOBS (default: CPUs).
+# Prints the path of the .deb as its last line. Environment: JOBS (default: CPUs), MAINTAINER
+# ("Name <address>" for the Maintainer: field and the changelog).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -52,9 +53,20 @@ if [ -f "$cache" ]; then
     prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$cache")
     [ "$prefix" = /usr ] || die "$build_dir is configured for prefix '$prefix'; the package needs /usr (use another -B)"
 fi
+# Debian's hardening flags (stack protector, _FORTIFY_SOURCE, relro, bindnow), as a package
+# build would use them.
+flags=()
+if command -v dpkg-buildflags >/dev/null; then
+    export DEB_BUILD_MAINT_OPTIONS=${DEB_BUILD_MAINT_OPTIONS:-hardening=+all}
+    cppflags=$(dpkg-buildflags --get CPPFLAGS)
+    ldflags=$(dpkg-buildflags --get LDFLAGS)
+    flags=("-DCMAKE_C_FLAGS=$cppflags $(dpkg-buildflags --get CFLAGS)"
+           "-DCMAKE_CXX_FLAGS=$cppflags $(dpkg-buildflags --get CXXFLAGS)"
+           "-DCMAKE_EXE_LINKER_FLAGS=$ldflags" "-DCMAKE_SHARED_LINKER_FLAGS=$ldflags")
+fi
 echo "== configure $build_dir"
 cmake -S "$ROOT" -B "$build_dir" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DTRANSIENT_BUILD_TESTS=OFF -DTRANSIENT_INSTALL=ON >"$build_dir/configure-deb.log" 2>&1 ||
+    -DTRANSIENT_BUILD_TESTS=OFF -DTRANSIENT_INSTALL=ON "${flags[@]}" >"$build_dir/configure-deb.log" 2>&1 ||
     { cat "$build_dir/configure-deb.log" >&2; die "configure failed"; }
 echo "== build $build_dir (-j$JOBS)"
 cmake --build "$build_dir" -j "$JOBS" >"$build_dir/build-deb.log" 2>&1 ||
@@ -79,6 +91,7 @@ done
 version=$(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$cache")
 [ -n "$version" ] || die "no CMAKE_PROJECT_VERSION in $cache"
 version=$version-1
+maintainer=${MAINTAINER:-transient maintainers <transient@localhost>}
 
 # Depends: from the ELF files' NEEDED entries via dpkg-shlibdeps, which wants a debian/control
 # of a source package in its working directory.
@@ -99,10 +112,25 @@ fi
 # The maintainer scripts are bash (Essential); systemd-tmpfiles and deb-systemd-* are used only
 # when present.
 
+# Documentation Debian requires of every package: copyright and changelog.
+doc=$pkg/usr/share/doc/transient
+mkdir -p "$doc"
+install -m 0644 "$ROOT/packaging/debian/copyright" "$doc/copyright"
+{
+    printf 'transient (%s) unstable; urgency=medium\n\n' "$version"
+    printf '  * Package built from %s.\n\n' \
+        "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "a source tree")"
+    printf ' -- %s  %s\n' "$maintainer" "$(date -R -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")"
+} | gzip -9n >"$doc/changelog.Debian.gz"
+chmod 0644 "$doc/changelog.Debian.gz"
+
 mkdir -p "$pkg/DEBIAN"
 installed_size=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@INSTALLED_SIZE@/$installed_size/" \
-    -e "s/@DEPENDS@/$depends/" "$ROOT/packaging/debian/control.in" >"$pkg/DEBIAN/control"
+    -e "s/@DEPENDS@/$depends/" -e "s|@MAINTAINER@|$maintainer|" \
+    "$ROOT/packaging/debian/control.in" >"$pkg/DEBIAN/control"
+# libnss_transient.so.2 is a shared library in a public directory: refresh ld.so.cache.
+install -m 0644 "$ROOT/packaging/debian/triggers" "$pkg/DEBIAN/triggers"
 
 # The maintainer scripts carry their own copy of transient-nsswitch's functions: postrm runs
 # after /usr/sbin/transient-nsswitch is gone.
