@@ -77,6 +77,14 @@ char next_event() {
 
 }  // namespace
 
+void capture_next_mapping(std::size_t size) {
+    g_mapping = nullptr;
+    g_arm_page = -1;
+    g_arm_size = size;
+}
+
+std::byte* captured_mapping() { return g_mapping.load(); }
+
 WriterFreezer::WriterFreezer() {
     if (::pipe2(g_events, O_CLOEXEC) < 0 || ::pipe2(g_go, O_CLOEXEC) < 0)
         die("pipe2");

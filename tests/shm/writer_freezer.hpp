@@ -15,11 +15,19 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <thread>
 
 namespace transient::shm::testing {
+
+// The mmap() wrapper on its own: captures the next read-write MAP_SHARED mapping of `size`
+// bytes (the writer's), without protecting anything. captured_mapping() returns its address,
+// or null. Used to let readers share the writer's very addresses, which is what TSan needs to
+// see both sides of the latch.
+void capture_next_mapping(std::size_t size);
+std::byte* captured_mapping();
 
 class WriterFreezer {
 public:
