@@ -16,7 +16,6 @@
 # ("Name <address>" for the Maintainer: field and the changelog).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
 
 build_dir=$ROOT/build-deb
 out_dir=""
@@ -30,9 +29,13 @@ while [ $# -gt 0 ]; do
         *) echo "build-deb.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
+# Relative paths are relative to where we were called from.
 mkdir -p "$build_dir"
 build_dir=$(cd "$build_dir" && pwd)
 out_dir=${out_dir:-$build_dir/deb}
+mkdir -p "$out_dir"
+out_dir=$(cd "$out_dir" && pwd)
+cd "$ROOT"
 JOBS=${JOBS:-$(nproc)}
 
 die() { echo "build-deb.sh: $*" >&2; exit 1; }
