@@ -233,6 +233,30 @@ void Server::Impl::add_service_interface() {
     add_interface(std::move(service));
 }
 
+const Method* Server::Impl::find_method(Call& call) const {
+    const std::string& method = call.method();
+    const std::size_t dot = method.rfind('.');
+    if (dot == std::string::npos || dot == 0) {
+        call.error(kErrorMethodNotFound, json{{"method", method}});
+        return nullptr;
+    }
+    const std::string_view interface_name(method.data(), dot);
+    const std::string_view method_name(method.data() + dot + 1, method.size() - dot - 1);
+    auto iface = interfaces_.find(interface_name);
+    if (iface == interfaces_.end()) {
+        call.error(kErrorInterfaceNotFound, json{{"interface", interface_name}});
+        return nullptr;
+    }
+    const auto& methods = iface->second.methods;
+    auto entry = std::find_if(methods.begin(), methods.end(),
+                              [&](const Method& m) { return m.name == method_name; });
+    if (entry == methods.end()) {
+        call.error(kErrorMethodNotFound, json{{"method", method}});
+        return nullptr;
+    }
+    return &*entry;
+}
+
 bool Server::Impl::dispatch(detail::Connection& connection, std::string_view text,
                             std::vector<shm::UniqueFd> fds) {
     json message = detail::parse(text);
@@ -262,25 +286,9 @@ bool Server::Impl::dispatch(detail::Connection& connection, std::string_view tex
         parameters = std::move(*it);
     }
 
-    const std::size_t dot = method.rfind('.');
-    if (dot == std::string::npos || dot == 0) {
-        call.error(kErrorMethodNotFound, json{{"method", method}});
+    const Method* entry = find_method(call);
+    if (entry == nullptr)
         return true;
-    }
-    const std::string_view interface_name(method.data(), dot);
-    const std::string_view method_name(method.data() + dot + 1, method.size() - dot - 1);
-    auto iface = interfaces_.find(interface_name);
-    if (iface == interfaces_.end()) {
-        call.error(kErrorInterfaceNotFound, json{{"interface", interface_name}});
-        return true;
-    }
-    const auto& methods = iface->second.methods;
-    auto entry = std::find_if(methods.begin(), methods.end(),
-                              [&](const Method& m) { return m.name == method_name; });
-    if (entry == methods.end()) {
-        call.error(kErrorMethodNotFound, json{{"method", method}});
-        return true;
-    }
     if (auto bad = find_invalid_parameter(entry->params, parameters)) {
         call.invalid_parameter(*bad);
         return true;

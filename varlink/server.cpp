@@ -264,6 +264,8 @@ Result<void> Connection::start() {
 }
 
 void Connection::queue(std::string_view message) {
+    if (hung_up_)
+        return;  // nobody left to read it
     out_.append(message);
     out_.push_back('\0');
 }
@@ -285,12 +287,19 @@ int Connection::on_io(sd_event_source*, int, uint32_t revents, void* userdata) n
 }
 
 bool Connection::handle_io(uint32_t revents) {
-    // The peer closed its socket (or it broke): there is nobody left to answer.
-    if (revents & (EPOLLHUP | EPOLLERR))
+    if (revents & EPOLLERR)
         return false;
+    if (revents & EPOLLHUP) {
+        // The peer closed its socket. Nobody will read answers any more, but what it sent
+        // before closing still counts: a oneway call followed by close() is a complete
+        // conversation. Drop the output and read on until EOF.
+        hung_up_ = true;
+        out_.clear();
+        out_pos_ = 0;
+    }
     if ((revents & EPOLLOUT) && !flush())
         return false;
-    if ((revents & EPOLLIN) && !eof_ && !throttled() && !read_once())
+    if ((revents & (EPOLLIN | EPOLLHUP)) && !eof_ && !throttled() && !read_once())
         return false;
 
     // Writing may have made room for requests that were held back, which may fill the queue
@@ -402,7 +411,7 @@ bool Connection::process_buffered() {
 }
 
 bool Connection::flush() {
-    while (pending_output() > 0) {
+    while (pending_output() > 0) {  // always empty once hung up
         const ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, pending_output(),
                                  MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {

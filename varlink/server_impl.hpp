@@ -62,6 +62,9 @@ struct Server::Impl {
     // so badly that the connection must be dropped (not JSON, not an object, no method).
     bool dispatch(detail::Connection& connection, std::string_view text,
                   std::vector<shm::UniqueFd> fds);
+    // The method table entry for call.method(), or nullptr after answering
+    // InterfaceNotFound or MethodNotFound.
+    const Method* find_method(Call& call) const;
 
     sd_event* event_;
     ServiceInfo info_;
@@ -114,6 +117,7 @@ private:
     std::string in_;
     std::size_t in_pos_ = 0;  // start of the first unprocessed message in in_
     bool eof_ = false;        // the peer shut down its sending side
+    bool hung_up_ = false;    // the peer closed the connection: answers are discarded
 
     // Descriptors keyed by the absolute index of the message they arrived with: the kernel
     // delivers SCM_RIGHTS with the first byte of the sendmsg() that carried them, which is the

@@ -267,6 +267,16 @@ TEST_F(VarlinkLimitsTest, RefusesConnectionsBeyondMaxConnections) {
     expect_served();
 }
 
+TEST_F(VarlinkLimitsTest, ClosesEveryConnectionWhenDestroyed) {
+    start(Limits{});
+    RawConnection idle(path_), half(path_);
+    ASSERT_TRUE(half.send(R"({"method":)"));
+    EXPECT_TRUE(server_->wait_for_connections(2));
+    server_.reset();
+    EXPECT_TRUE(idle.closed_by_peer());
+    EXPECT_TRUE(half.closed_by_peer());
+}
+
 // Connects `count` times as `uid` (from a forked child, since the limit keys on SO_PEERCRED)
 // and reports per connection whether a call got an answer: "y" or "n".
 std::string connections_as(uid_t uid, const std::string& path, int count) {

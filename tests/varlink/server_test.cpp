@@ -123,6 +123,19 @@ TEST_F(VarlinkServerTest, RunsOnewayCallsWithoutReplying) {
     EXPECT_EQ(reply, json::parse(R"({"parameters":{"touches":1}})"));
 }
 
+TEST_F(VarlinkServerTest, RunsAOnewayCallSentJustBeforeHangingUp) {
+    {
+        RawConnection raw(path_);
+        ASSERT_TRUE(raw.send_message(R"({"method":"io.test.Echo.Touch"})"));
+        ASSERT_TRUE(raw.send_message(R"({"method":"io.test.Echo.Touch","oneway":true})"));
+    }  // closed without reading the first answer
+    const auto deadline = std::chrono::steady_clock::now() + 2s;
+    while (state_.touches < 2 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    EXPECT_EQ(state_.touches, 2);
+    EXPECT_TRUE(server_.wait_for_connections(0));
+}
+
 TEST_F(VarlinkServerTest, AnswersInterfaceNotFoundForUnknownInterface) {
     auto reply = call("io.test.Nothing.Echo");
     EXPECT_EQ(reply.error, kErrorInterfaceNotFound);
