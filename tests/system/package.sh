@@ -193,6 +193,15 @@ expect_eq "transient-userdbd runs as nobody:nogroup, not root" "nobody nogroup" 
     "$(q ps -o user=,group= -p "$upid" | xargs)"
 expect_eq "transient-allocd has no capabilities" "0000000000000000" \
     "$(q grep CapEff /proc/"$(q systemctl show -P MainPID transient-allocd.service)"/status | awk '{print $2}')"
+apid=$(q systemctl show -P MainPID transient-allocd.service)
+sandbox=""
+for path in / /usr /etc /home /run/systemd /run/transient /etc/.pwd.lock /run/systemd/nspawn-uid \
+            /run/systemd/dynamic-uid /run/systemd/nsresource; do
+    sandbox+="$path=$(q findmnt -N "$apid" -n -o OPTIONS -T "$path" | cut -d, -f1) "
+done
+expect_eq "transient-allocd's sandbox: read-only but for its table and the allocators' locks" \
+    "/=ro /usr=ro /etc=ro /home=ro /run/systemd=ro /run/transient=rw /etc/.pwd.lock=rw /run/systemd/nspawn-uid=rw /run/systemd/dynamic-uid=rw /run/systemd/nsresource=rw " \
+    "$sandbox"
 expect_eq "no 'Special user nobody' warning from systemd" "" \
     "$(q journalctl --no-pager -o cat | grep -F 'Special user' || true)"
 
