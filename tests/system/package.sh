@@ -195,13 +195,19 @@ expect_eq "transient-allocd has no capabilities" "0000000000000000" \
     "$(q grep CapEff /proc/"$(q systemctl show -P MainPID transient-allocd.service)"/status | awk '{print $2}')"
 apid=$(q systemctl show -P MainPID transient-allocd.service)
 sandbox=""
-for path in / /usr /etc /home /run/systemd /run/transient /etc/.pwd.lock /run/systemd/nspawn-uid \
-            /run/systemd/dynamic-uid /run/systemd/nsresource; do
-    sandbox+="$path=$(q findmnt -N "$apid" -n -o OPTIONS -T "$path" | cut -d, -f1) "
+for path in / /usr /etc /home /run /run/systemd /run/lock /run/transient /etc/.pwd.lock \
+            /run/systemd/nspawn-uid /run/systemd/dynamic-uid /run/systemd/nsresource; do
+    sandbox+="$path=$(q findmnt -N "$apid" -n -o OPTIONS -T "$path" | tail -n 1 | cut -d, -f1) "
 done
 expect_eq "transient-allocd's sandbox: read-only but for its table and the allocators' locks" \
-    "/=ro /usr=ro /etc=ro /home=ro /run/systemd=ro /run/transient=rw /etc/.pwd.lock=rw /run/systemd/nspawn-uid=rw /run/systemd/dynamic-uid=rw /run/systemd/nsresource=rw " \
+    "/=ro /usr=ro /etc=ro /home=ro /run=ro /run/systemd=ro /run/lock=ro /run/transient=rw /etc/.pwd.lock=rw /run/systemd/nspawn-uid=rw /run/systemd/dynamic-uid=rw /run/systemd/nsresource=rw " \
     "$sandbox"
+sandbox=""
+for path in / /etc /run /run/transient /run/systemd/userdb /tmp /dev/shm; do
+    sandbox+="$path=$(q findmnt -N "$upid" -n -o OPTIONS -T "$path" | tail -n 1 | cut -d, -f1) "
+done
+expect_eq "transient-userdbd's sandbox: read-only but for its private /tmp and /dev/shm" \
+    "/=ro /etc=ro /run=ro /run/transient=ro /run/systemd/userdb=ro /tmp=rw /dev/shm=rw " "$sandbox"
 expect_eq "no 'Special user nobody' warning from systemd" "" \
     "$(q journalctl --no-pager -o cat | grep -F 'Special user' || true)"
 
