@@ -11,6 +11,7 @@
 #include <array>
 #include <cstring>
 #include <numeric>
+#include <string_view>
 #include <unordered_set>
 
 #include "shm/reader.hpp"
@@ -157,12 +158,16 @@ void store_latch(FileHeader& h, std::uint64_t seq) {
 Result<void> TableWriter::check(std::span<const RangeEntry> ranges, std::uint32_t capacity) {
     if (ranges.size() > capacity)
         return errno_error(ENOSPC);
+    // Names are unique: a name resolves to one range, and recovery keeps one range per name.
+    std::unordered_set<std::string_view> names;
     for (std::size_t i = 0; i < ranges.size(); i++) {
         const RangeEntry& r = ranges[i];
         if (!is_valid_range_name(r.name.data(), r.name.size()) ||
             !is_valid_range_shape(r.start, r.size))
             return errno_error(EINVAL);
         if (i > 0 && ranges[i - 1].end() > r.start)
+            return errno_error(EINVAL);
+        if (!names.insert(r.name).second)
             return errno_error(EINVAL);
     }
     return {};

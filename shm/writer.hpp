@@ -52,7 +52,8 @@ public:
     const std::string& path() const { return path_; }
 
     // Publishes `ranges` as the complete table. REQUIRES: sorted by start, non-overlapping,
-    // valid names and shapes (checked; EINVAL otherwise), at most capacity() entries (ENOSPC).
+    // valid and unique names, valid shapes (checked; EINVAL otherwise), at most capacity()
+    // entries (ENOSPC).
     Result<void> publish(std::span<const RangeEntry> ranges);
 
     // Validates what publish() requires. Exposed for tests and for the allocator's own checks.

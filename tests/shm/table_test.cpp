@@ -153,5 +153,32 @@ TEST_F(TableTest, PublishRejectsOverlapsAndBadNames) {
     EXPECT_TRUE(w->publish(std::vector{container(std::string(22, 'x'), 524288)}));
 }
 
+// Recovery keeps one range per name (a name must resolve to one vu-<name>-n), so a publish
+// with a name twice would be acknowledged and then lose a range at the next restart.
+TEST_F(TableTest, PublishRejectsDuplicateNames) {
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    const std::vector twice{container("a", 524288), container("b", 589824),
+                            container("a", 655360)};
+    EXPECT_FALSE(TableWriter::check(twice, w->capacity()));
+    auto r = w->publish(twice);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().value(), EINVAL);
+}
+
+TEST_F(TableTest, RestartedWriterRecoversEveryAcknowledgedRange) {
+    const std::vector ranges{RangeEntry{"a", 61184, 1, 0, 0, 1, 0, 0}, container("a-1", 524288),
+                             container("b", 589824)};
+    {
+        auto w = TableWriter::open(path_);
+        ASSERT_TRUE(w);
+        ASSERT_TRUE(w->publish(ranges));
+    }
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    EXPECT_EQ(w->recovery().dropped, 0U);
+    EXPECT_EQ(w->recovery().ranges, ranges);
+}
+
 }  // namespace
 }  // namespace transient::shm
