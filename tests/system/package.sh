@@ -84,6 +84,15 @@ cleanup() {
         fi
     fi
     CONTAINER_LOG_DIR=$logs "$CT" stop "$NAME"
+    # Whatever happened above, nothing of the container may outlive it.
+    local left
+    left=$(ls -d "/run/transient-systest/$NAME" /sys/fs/cgroup/unified/transient-"$NAME" \
+                 /sys/fs/cgroup/transient-"$NAME" 2>/dev/null || true)
+    if [ -n "$left" ]; then
+        echo "FAIL  the container left behind: $left" >&2
+        rc=1
+    fi
+    exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -265,6 +274,14 @@ expect_eq "the running unit still resolves: ps -o user= shows vu-ct-0" "vu-ct-0"
     "$(q ps -o user= -p "$(q systemctl show -P MainPID byid.service)" | xargs)"
 out=$(inside transientctl allocate ct --size 65536 2>&1) || true
 expect_match "allocating ct again is refused: the name is still taken" 'ct|inside use|exists' "$out"
+
+section "reinstall over itself (an upgrade, as dpkg sees it)"
+if out=$(inside dpkg -i "/share/$(basename "$DEB")" 2>&1); then pass "dpkg -i over the installed package"; else fail "dpkg -i over the installed package" "$out"; fi
+expect_eq "nsswitch.conf still names transient once per line" "1 1" \
+    "$(q grep -c '^passwd:.* transient systemd$' /etc/nsswitch.conf) $(q grep -c '^group:.* transient systemd$' /etc/nsswitch.conf)"
+expect_eq "the upgrade kept every range" "$after" "$(q transientctl --json list)"
+expect_eq "and the running unit still runs as vu-ct-0" "vu-ct-0" \
+    "$(q ps -o user= -p "$(q systemctl show -P MainPID byid.service)" | xargs)"
 
 section "remove and purge"
 inside systemctl stop byid.service byname.service >/dev/null 2>&1 || true
