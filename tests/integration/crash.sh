@@ -84,7 +84,19 @@ it_run "${TOOL[@]}" check --client-log "$W/client.log" --final "$W/final.json" \
 echo "$IT_OUT"
 [ -z "$IT_ERR" ] || echo "$IT_ERR"
 it_expect_eq "nothing acknowledged is lost, nothing overlaps, no reader saw a wrong name" 0 "$IT_RC"
-grep -E '^(vu|vg)-' <<<"$(getent passwd)" | head -n 3 || true
+# And the module agrees with the final list: the first and last UID of every live range.
+bad=""
+while read -r name start size; do
+    for n in 0 $((size - 1)); do
+        got=$(getent passwd $((start + n)) | cut -d: -f1) || true
+        [ "$got" == "vu-$name-$n" ] || bad+="UID $((start + n)): expected vu-$name-$n, got '${got}'"$'\n'
+    done
+done < <(jq -r '.[] | "\(.name) \(.start) \(.size)"' "$W/final.json")
+if [ -z "$bad" ]; then
+    it_pass "getent resolves the first and last UID of all $(jq length "$W/final.json") live ranges"
+else
+    it_fail "getent resolves the first and last UID of every live range" "$bad"
+fi
 
 it_section "stop"
 it_daemon_stop
