@@ -9,6 +9,7 @@
 #   - a tmpfs scratch dir ($TRANSIENT_SANDBOX) holds logs ($TRANSIENT_SANDBOX/log), a bin/ dir on
 #     PATH with transient-allocd and transientctl, and room for files (e.g. to chown to
 #     transient UIDs);
+#   - transient-allocd runs with its built-in defaults ($TRANSIENT_CONFIG is an empty file);
 #   - a private copy of the host's nsswitch.conf, with "passwd: files transient" and
 #     "group: files transient", is bind-mounted over /etc/nsswitch.conf;
 #   - libnss_transient.so.2 appears in the system library dir through a tmpfs-backed overlay, so
@@ -138,6 +139,9 @@ fi
 
 export TRANSIENT_SANDBOX=$S
 export TRANSIENT_SANDBOX_LIBDIR=$libdir
+# The daemon's defaults, whatever /etc/transient/allocd.conf on this host says.
+: >"$S/etc/allocd.conf"
+export TRANSIENT_CONFIG=$S/etc/allocd.conf
 # Not exported: every component must find /run/transient by default.
 unset TRANSIENT_RUNTIME_DIR
 export TRANSIENT_SANDBOX_RUNTIME_DIR=/run/transient
