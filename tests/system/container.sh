@@ -201,14 +201,14 @@ ct_start() {
         echo $! >"$st/watchdog"
     fi
 
-    local p="" state="" i
-    for i in $(seq 100); do
+    local p="" state=""
+    for _ in $(seq 100); do
         p=$(cat "$st/pid1" 2>/dev/null || true)
         [ -n "$p" ] && break
         sleep 0.05
     done
     [ -n "$p" ] || { cat "$st/launcher.log" >&2 2>/dev/null || true; die "container $name did not start"; }
-    for i in $(seq $((timeout * 10))); do
+    for _ in $(seq $((timeout * 10))); do
         kill -0 "$p" 2>/dev/null || { tail -n 40 "$st/console.log" >&2 2>/dev/null || true; die "PID 1 of $name died while booting"; }
         if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = systemd ]; then
             state=$(ct_exec "$name" systemctl is-system-running 2>/dev/null || true)
@@ -229,13 +229,13 @@ ct_start() {
 }
 
 ct_stop() {
-    local name=$1 st p l w cg i
+    local name=$1 st p l w cg
     st=$(state_dir "$name")
     [ -d "$st" ] || return 0
     p=$(cat "$st/pid1" 2>/dev/null || true)
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
         kill -s SIGRTMIN+4 "$p" 2>/dev/null || true
-        for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         # SIGKILL of a PID namespace's init kills every process in it.
         kill -0 "$p" 2>/dev/null && { echo "container.sh: $name did not power off; SIGKILL" >&2; kill -9 "$p" 2>/dev/null || true; }
     fi
@@ -244,13 +244,13 @@ ct_stop() {
     [ -n "$w" ] && [ "$w" != $$ ] && kill "$w" 2>/dev/null || true
     l=$(cat "$st/launcher" 2>/dev/null || true)
     if [ -n "$l" ]; then
-        for i in $(seq 50); do kill -0 "$l" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 50); do kill -0 "$l" 2>/dev/null || break; sleep 0.1; done
         # setsid made the launcher a process group leader: end it and whatever it left.
         kill -0 "$l" 2>/dev/null && kill -9 -- "-$l" 2>/dev/null || true
     fi
     cg=$(cat "$st/cgroup" 2>/dev/null || true)
     if [ -n "$cg" ] && [ -d "$cg" ]; then
-        for i in $(seq 50); do
+        for _ in $(seq 50); do
             find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
             [ -d "$cg" ] || break
             sleep 0.1

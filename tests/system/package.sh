@@ -108,8 +108,8 @@ unit_state() {
 # its command, i.e. is no longer systemd's "(sleep)" child still resolving User=/Group=. A hung
 # user lookup shows as "active" for 45 s, so ActiveState alone would lie.
 wait_unit_settled() {
-    local unit=$1 i st pid comm
-    for i in $(seq 100); do
+    local unit=$1 st pid comm
+    for _ in $(seq 100); do
         st=$(q systemctl show -P ActiveState "$unit")
         case "$st" in failed|inactive) return 0 ;; esac
         pid=$(q systemctl show -P MainPID "$unit")
