@@ -68,8 +68,9 @@ TEST_F(TableCapacityTest, FindsEveryRangeOfAFullTableByIdAndByName) {
         ASSERT_EQ(r.start, e.start);
     }
     // The gaps between and around the pools stay unanswered.
-    for (const std::uint32_t id : {kDynamicPoolFirst - 1, kDynamicPoolLast + 1, kContainerPoolFirst - 1,
-                                   kContainerPoolLast + 1, 0U, 0xFFFFFFFFU})
+    for (const std::uint32_t id : {kDynamicPoolFirst - 1, kDynamicPoolLast + 1,
+                                   kContainerPoolFirst - 1, kContainerPoolLast + 1, 0U,
+                                   0xFFFFFFFFU})
         EXPECT_EQ(find_by_id(**v, id, &r), -ESRCH) << id;
 
     std::vector<RangeRecord> all(kDefaultCapacity + 1);

@@ -5,8 +5,9 @@
 // and acknowledges each one on a pipe once publish() returned; the parent SIGKILLs it at random
 // instants and checks that readers of the dead writer's file, and a restarted writer, see the
 // last acknowledged state or the one after it, never an older one and never a mix. Crafted
-// files then pin down the exact instants that matter: a writer dead in the middle of either
-// copy, and a writer dead while recovering from such a death.
+// files and a WriterFreezer then pin down exact instants: a writer dead in the middle of either
+// copy, and a publish and a recovery stopped at their first store into every page of the file,
+// where readers are checked live and a restarted writer on a copy of the file as it was then.
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,10 +17,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -153,7 +155,8 @@ std::string describe(const std::vector<RangeEntry>& got, const std::vector<Range
         if (!w->publish(state_for(round, k)))
             ::_exit(4);
         char line[32];
-        const int n = std::snprintf(line, sizeof line, "%llu\n", static_cast<unsigned long long>(k));
+        const int n =
+                std::snprintf(line, sizeof line, "%llu\n", static_cast<unsigned long long>(k));
         if (::write(ack, line, static_cast<std::size_t>(n)) != n)
             ::_exit(5);
     }

@@ -31,7 +31,9 @@ namespace transient::shm::testing {
 
 inline std::size_t page_size() { return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)); }
 
-inline std::size_t round_up_page(std::size_t n) { return (n + page_size() - 1) / page_size() * page_size(); }
+inline std::size_t round_up_page(std::size_t n) {
+    return (n + page_size() - 1) / page_size() * page_size();
+}
 
 // A private directory under /dev/shm (tmpfs, like /run/transient), removed with its contents.
 class TempDir {
@@ -160,7 +162,9 @@ inline std::uint32_t slot_start(std::uint32_t i) {
                              : kContainerPoolFirst + (i - kDynamicSlots) * kContainerRangeSize;
 }
 
-inline std::uint32_t slot_size(std::uint32_t i) { return i < kDynamicSlots ? 1 : kContainerRangeSize; }
+inline std::uint32_t slot_size(std::uint32_t i) {
+    return i < kDynamicSlots ? 1 : kContainerRangeSize;
+}
 
 // A range that describes itself: the name is "r<hex start>" and every other field is a function
 // of the start, so a record mixing two entries (a torn read) fails self_consistent().
@@ -178,7 +182,9 @@ inline RangeEntry self_describing(std::uint32_t start, std::uint32_t size) {
                       userns ? std::uint64_t{start} << 20 : 0};
 }
 
-inline RangeEntry slot_range(std::uint32_t i) { return self_describing(slot_start(i), slot_size(i)); }
+inline RangeEntry slot_range(std::uint32_t i) {
+    return self_describing(slot_start(i), slot_size(i));
+}
 
 // Validates a record independently of the reader's validate_record(): NUL-terminated name of
 // 1…22 characters from [A-Za-z_][A-Za-z0-9_-]*, size 1 or a 64K-aligned 65536 that is not the

@@ -67,7 +67,17 @@ std::chrono::milliseconds case_duration() {
 
 constexpr std::uint32_t kStableEvery = 8;
 
-enum Op { kById, kByIdStable, kByName, kByNameStable, kNext, kReadAll, kIdentity, kEnumerate, kOps };
+enum Op {
+    kById,
+    kByIdStable,
+    kByName,
+    kByNameStable,
+    kNext,
+    kReadAll,
+    kIdentity,
+    kEnumerate,
+    kOps
+};
 constexpr const char* kOpNames[kOps] = {"find_by_id",   "find_by_id(stable)", "find_by_name",
                                         "find_by_name(stable)", "find_next", "read_all",
                                         "lookup_id/name",   "enumeration"};
@@ -139,7 +149,8 @@ void run_reader(const TableView& v, const Universe& u, std::uint64_t seed,
         switch (op) {
         case kById:
         case kByIdStable: {
-            const RangeEntry& want = op == kById ? u.slots[rng() % u.slots.size()] : stable_slot();
+            const RangeEntry& want =
+                    op == kById ? u.slots[rng() % u.slots.size()] : stable_slot();
             const std::uint32_t id = want.start + static_cast<std::uint32_t>(rng() % want.size);
             e = find_by_id(v, id, &r);
             if (e == 0 && check_record(st, r, "find_by_id") && r.start != want.start)
@@ -150,7 +161,8 @@ void run_reader(const TableView& v, const Universe& u, std::uint64_t seed,
         }
         case kByName:
         case kByNameStable: {
-            const RangeEntry& want = op == kByName ? u.slots[rng() % u.slots.size()] : stable_slot();
+            const RangeEntry& want =
+                    op == kByName ? u.slots[rng() % u.slots.size()] : stable_slot();
             e = find_by_name(v, want.name.c_str(), &r);
             if (e == 0 && check_record(st, r, "find_by_name") && r.start != want.start)
                 st.fail("find_by_name(" + want.name + ") returned " + r.name);
