@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <string>
 
+#include "allocator/policy.hpp"
 #include "shm/reader.hpp"
 
 namespace transient::allocator {
@@ -30,11 +31,17 @@ bool is_valid_range_name(std::string_view name) {
 }
 
 Allocator::Allocator(shm::TableWriter writer, std::unique_ptr<CollisionChecker> checker,
-                     Pools pools)
+                     Policy policy, std::unique_ptr<UsernsProbe> probe)
     : writer_(std::move(writer)),
       checker_(std::move(checker)),
-      pools_(pools),
+      policy_(policy),
+      probe_(std::move(probe)),
       ranges_(writer_.recovery().ranges) {}
+
+std::size_t Allocator::owned_by(uid_t owner) const {
+    return static_cast<std::size_t>(std::count_if(
+            ranges_.begin(), ranges_.end(), [&](const RangeEntry& r) { return r.owner == owner; }));
+}
 
 bool Allocator::candidate_free(std::uint32_t start, std::uint32_t size) {
     return !checker_->range_taken(start, size).has_value();
@@ -43,8 +50,9 @@ bool Allocator::candidate_free(std::uint32_t start, std::uint32_t size) {
 std::optional<std::uint32_t> Allocator::pick_container_base() {
     // First fit over the gaps between our own ranges (sorted by start), asking the other
     // sources of truth only about candidates we do not already hold.
-    const std::uint64_t first = shm::round_up(pools_.container_first, shm::kContainerRangeSize);
-    const std::uint64_t last = pools_.container_last;  // inclusive
+    const std::uint64_t first =
+            shm::round_up(policy_.pools.container_first, shm::kContainerRangeSize);
+    const std::uint64_t last = policy_.pools.container_last;  // inclusive
     auto it = ranges_.begin();
     for (std::uint64_t base = first; base + shm::kContainerRangeSize - 1 <= last;
          base += shm::kContainerRangeSize) {
@@ -63,7 +71,7 @@ std::optional<std::uint32_t> Allocator::pick_container_base() {
 
 std::optional<std::uint32_t> Allocator::pick_dynamic_id() {
     auto it = ranges_.begin();
-    for (std::uint64_t id = pools_.dynamic_first; id <= pools_.dynamic_last; id++) {
+    for (std::uint64_t id = policy_.pools.dynamic_first; id <= policy_.pools.dynamic_last; id++) {
         while (it != ranges_.end() && it->end() <= id)
             ++it;
         if (it != ranges_.end() && it->start <= id)
@@ -76,6 +84,10 @@ std::optional<std::uint32_t> Allocator::pick_dynamic_id() {
     return std::nullopt;
 }
 
+std::optional<std::uint32_t> Allocator::pick(std::uint32_t size) {
+    return size == 1 ? pick_dynamic_id() : pick_container_base();
+}
+
 Outcome<void> Allocator::publish(std::vector<RangeEntry> next) {
     if (auto r = writer_.publish(next); !r)
         return fail(ErrorKind::kInternal,
@@ -84,32 +96,105 @@ Outcome<void> Allocator::publish(std::vector<RangeEntry> next) {
     return {};
 }
 
-Outcome<RangeEntry> Allocator::allocate(std::string_view name, std::int64_t size, uid_t caller) {
-    if (caller != 0)
-        return fail(ErrorKind::kPermissionDenied, "Only root may allocate ranges");
+Outcome<void> Allocator::check_request(const std::string& name, const AllocateRequest& req) {
     if (!is_valid_range_name(name))
         return fail(ErrorKind::kInvalidName,
-                    "'" + std::string(name) +
-                            "' is not a valid range name: [A-Za-z_][A-Za-z0-9_-]*, at most " +
-                            std::to_string(shm::kMaxRangeNameLength) + " bytes");
-    if (size != 1 && size != shm::kContainerRangeSize)
+                    "'" + name + "' is not a valid range name: [A-Za-z_][A-Za-z0-9_-]*, at most " +
+                            std::to_string(shm::kMaxRangeNameLength) + " bytes" +
+                            (req.caller != 0 ? " including the prefix u<UID>-" : ""));
+    if (!may_use_name(name, req.caller))
+        return fail(ErrorKind::kPermissionDenied,
+                    "Range names starting with u" + std::to_string(*name_scope(name)) +
+                            "- belong to UID " + std::to_string(*name_scope(name)));
+    if (req.size != 1 && req.size != shm::kContainerRangeSize)
         return fail(ErrorKind::kInvalidSize,
-                    "Invalid range size " + std::to_string(size) + ": must be 1 or 65536");
+                    "Invalid range size " + std::to_string(req.size) + ": must be 1 or 65536");
+    if ((req.size == 1 && !policy_.allow_single) || (req.size != 1 && !policy_.allow_container))
+        return fail(ErrorKind::kInvalidSize, "Ranges of size " + std::to_string(req.size) +
+                                                     " are not allowed by the configuration");
+    if (req.userns && req.caller != 0 && req.userns->owner != req.caller)
+        return fail(ErrorKind::kPermissionDenied,
+                    "The user namespace belongs to UID " + std::to_string(req.userns->owner));
     if (std::any_of(ranges_.begin(), ranges_.end(),
                     [&](const RangeEntry& r) { return r.name == name; }))
-        return fail(ErrorKind::kNameInUse, "Range '" + std::string(name) + "' already exists");
+        return fail(ErrorKind::kNameInUse, "Range '" + name + "' already exists");
     if (auto why = checker_->name_taken(name))
-        return fail(ErrorKind::kNameInUse, "Range name '" + std::string(name) + "' is taken: " + *why);
+        return fail(ErrorKind::kNameInUse, "Range name '" + name + "' is taken: " + *why);
+    return {};
+}
+
+Outcome<void> Allocator::check_quota(uid_t caller) {
+    if (caller == 0 || owned_by(caller) < policy_.max_ranges_per_user)
+        return {};
+    // Ranges whose namespaces died since the last sweep do not count against anyone.
+    if (auto r = reap_dead_bindings(caller); !r)
+        return std::unexpected(r.error());
+    if (owned_by(caller) < policy_.max_ranges_per_user)
+        return {};
+    return fail(ErrorKind::kQuotaExceeded,
+                "UID " + std::to_string(caller) + " already owns " +
+                        std::to_string(owned_by(caller)) + " ranges, the most allowed (" +
+                        std::to_string(policy_.max_ranges_per_user) + ")");
+}
+
+Outcome<std::uint32_t> Allocator::choose(std::uint32_t size) {
+    // When the table or the pool is full, ranges of dead namespaces the periodic sweep has not
+    // released yet are reclaimed first: one dead namespace must not starve an allocation
+    // (systemd PR #42534).
+    if (ranges_.size() >= writer_.capacity())
+        if (auto r = reap_dead_bindings(); !r)
+            return std::unexpected(r.error());
     if (ranges_.size() >= writer_.capacity())
         return fail(ErrorKind::kPoolExhausted, "The range table is full");
-
-    const auto start = size == 1 ? pick_dynamic_id() : pick_container_base();
+    auto start = pick(size);
+    if (!start) {
+        auto reaped = reap_dead_bindings();
+        if (!reaped)
+            return std::unexpected(reaped.error());
+        if (!reaped->empty())
+            start = pick(size);
+    }
     if (!start)
         return fail(ErrorKind::kPoolExhausted,
                     "No free range of size " + std::to_string(size) + " is left in the pool");
+    return *start;
+}
 
-    RangeEntry entry{std::string(name), *start, static_cast<std::uint32_t>(size),
-                     static_cast<std::uint32_t>(caller), 0, now_usec(), 0, 0};
+namespace {
+
+// Ends the collision checker's choice (drops the other allocators' locks) on every way out of
+// allocate(), which on success is after the publish.
+class ChoiceScope {
+public:
+    explicit ChoiceScope(CollisionChecker& c) : c_(c) {}
+    ~ChoiceScope() { c_.end_choice(); }
+    ChoiceScope(const ChoiceScope&) = delete;
+    ChoiceScope& operator=(const ChoiceScope&) = delete;
+
+private:
+    CollisionChecker& c_;
+};
+
+}  // namespace
+
+Outcome<RangeEntry> Allocator::allocate(const AllocateRequest& req) {
+    const std::string name = scoped_name(req.name, req.caller);
+    if (auto r = check_request(name, req); !r)
+        return std::unexpected(r.error());
+    if (auto r = check_quota(req.caller); !r)
+        return std::unexpected(r.error());
+    if (auto why = checker_->begin_choice())
+        return fail(ErrorKind::kInternal, *why);
+    ChoiceScope scope(*checker_);
+    const auto size = static_cast<std::uint32_t>(req.size);
+    auto start = choose(size);
+    if (!start)
+        return std::unexpected(start.error());
+
+    RangeEntry entry{name, *start, size, static_cast<std::uint32_t>(req.caller), 0, now_usec(), 0,
+                     0};
+    if (req.userns)
+        bind_entry(entry, *req.userns);
     std::vector<RangeEntry> next = ranges_;
     next.insert(std::upper_bound(next.begin(), next.end(), entry,
                                  [](const RangeEntry& a, const RangeEntry& b) {
@@ -121,23 +206,29 @@ Outcome<RangeEntry> Allocator::allocate(std::string_view name, std::int64_t size
     return entry;
 }
 
-Outcome<void> Allocator::release(std::string_view name, uid_t caller) {
+Outcome<RangeEntry> Allocator::release(std::string_view given, uid_t caller) {
+    const std::string name = scoped_name(given, caller);
     auto it = std::find_if(ranges_.begin(), ranges_.end(),
                            [&](const RangeEntry& r) { return r.name == name; });
     if (it == ranges_.end())
-        return fail(ErrorKind::kNoSuchRange, "No range named '" + std::string(name) + "'");
+        return fail(ErrorKind::kNoSuchRange, "No range named '" + name + "'");
     if (caller != 0 && caller != it->owner)
         return fail(ErrorKind::kPermissionDenied,
-                    "Range '" + std::string(name) + "' belongs to UID " + std::to_string(it->owner));
+                    "Range '" + name + "' belongs to UID " + std::to_string(it->owner));
+    const RangeEntry released = *it;
     std::vector<RangeEntry> next = ranges_;
     next.erase(next.begin() + (it - ranges_.begin()));
-    return publish(std::move(next));
+    if (auto r = publish(std::move(next)); !r)
+        return std::unexpected(r.error());
+    return released;
 }
 
-Outcome<RangeEntry> Allocator::find(const std::optional<std::string>& name,
-                                    const std::optional<std::int64_t>& id) const {
+Outcome<RangeEntry> Allocator::find(const std::optional<std::string>& given,
+                                    const std::optional<std::int64_t>& id, uid_t caller) const {
     const RangeEntry* by_name = nullptr;
     const RangeEntry* by_id = nullptr;
+    const std::optional<std::string> name =
+            given ? std::optional(scoped_name(*given, caller)) : std::nullopt;
     if (name) {
         auto it = std::find_if(ranges_.begin(), ranges_.end(),
                                [&](const RangeEntry& r) { return r.name == *name; });

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// The allocation policy of transient-allocd: which range a request gets, who may do what, and
-// the in-memory view of the live ranges that is published, whole, through the table writer
-// after every change. Pure logic over two seams — the TableWriter and a CollisionChecker — so
-// that tests can drive it without sockets or NSS.
+// The allocation policy of transient-allocd: which range a request gets, who may do what (name
+// scopes and quotas, policy.hpp), how long it lives (until released, or until the user
+// namespace it is bound to is gone, userns.hpp), and the in-memory view of the live ranges that
+// is published, whole, through the table writer after every change. Logic over three seams —
+// the TableWriter, a CollisionChecker and a UsernsProbe — so that tests can drive it without
+// sockets, NSS or namespaces.
 
 #pragma once
 
@@ -11,6 +13,7 @@
 
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "shm/layout.hpp"
+#include "allocator/userns.hpp"
 #include "shm/writer.hpp"
 
 namespace transient::allocator {
@@ -44,12 +48,19 @@ template <typename T>
 using Outcome = std::expected<T, Failure>;
 
 // The other sources of truth about UIDs and GIDs: NSS and userdb (with our own module
-// bypassed), /etc/subuid and /etc/subgid. The allocator consults it before taking a range.
+// bypassed), /etc/subuid and /etc/subgid, and systemd's allocators. The allocator consults it
+// before taking a range.
 class CollisionChecker {
 public:
     virtual ~CollisionChecker() = default;
+    // Takes the locks other allocators take while they choose. They stay held until
+    // end_choice(), which the allocator calls only after it published its choice, so that the
+    // others, once they may go on, find the range taken. Returns a reason on failure.
+    virtual std::optional<std::string> begin_choice() { return std::nullopt; }
+    virtual void end_choice() {}
     // Whether some other source claims any ID of [start, start + size) that it must not.
-    // Returns a short reason ("UID 524288 has a passwd entry") or nothing.
+    // Returns a short reason ("UID 524288 has a passwd entry") or nothing. For a free
+    // candidate, its own lock (if other allocators have one) stays held until end_choice().
     virtual std::optional<std::string> range_taken(std::uint32_t start, std::uint32_t size) = 0;
     // Whether the records the range would get ("vu-<name>-0", "vg-<name>-0") already resolve.
     virtual std::optional<std::string> name_taken(std::string_view name) = 0;
@@ -62,23 +73,65 @@ struct Pools {
     std::uint32_t dynamic_last = shm::kDynamicPoolLast;
 };
 
+// What the configuration may change (config.hpp).
+struct Policy {
+    Pools pools;
+    // Ranges one non-root UID may own at a time; root is not limited.
+    std::uint32_t max_ranges_per_user = 16;
+    bool allow_single = true;     // size 1
+    bool allow_container = true;  // size 65536
+};
+
+struct AllocateRequest {
+    std::string_view name;  // as the caller gave it; scoped here (policy.hpp)
+    std::int64_t size = 0;
+    uid_t caller = 0;
+    // The user namespace the range lives and dies with, already identified (the caller's fd
+    // is closed by now: the allocator never keeps a namespace alive).
+    std::optional<UsernsIdentity> userns;
+};
+
 class Allocator {
 public:
+    // Called for every range released without a ReleaseRange call (its namespace is gone).
+    using ReleaseObserver = std::function<void(const RangeEntry&)>;
+
+    // `probe` may be null: bound ranges are then never released automatically.
     Allocator(shm::TableWriter writer, std::unique_ptr<CollisionChecker> checker,
-              Pools pools = {});
+              Policy policy = {}, std::unique_ptr<UsernsProbe> probe = nullptr);
 
-    // Takes a free range of `size` IDs (1 or 65536) for `owner` and publishes it before
-    // returning: once this returns a range, every reader sees it.
-    Outcome<RangeEntry> allocate(std::string_view name, std::int64_t size, uid_t caller);
-    Outcome<void> release(std::string_view name, uid_t caller);
-    // The range called `name`, or containing `id`; both given must name the same range.
+    // Takes a free range of `size` IDs (1 or 65536) for the caller and publishes it before
+    // returning: once this returns a range, every reader sees it. Returns the entry as stored
+    // (with its scoped name).
+    Outcome<RangeEntry> allocate(const AllocateRequest& request);
+    Outcome<RangeEntry> allocate(std::string_view name, std::int64_t size, uid_t caller) {
+        return allocate(AllocateRequest{name, size, caller, std::nullopt});
+    }
+    // Releases the caller's range `name` (scoped as for allocate); root may release any.
+    // Returns the released entry.
+    Outcome<RangeEntry> release(std::string_view name, uid_t caller);
+    // The range called `name` (scoped for `caller`), or containing `id`; both given must name
+    // the same range.
     Outcome<RangeEntry> find(const std::optional<std::string>& name,
-                             const std::optional<std::int64_t>& id) const;
+                             const std::optional<std::int64_t>& id, uid_t caller = 0) const;
 
+    // Lifetimes (lifetimes.cpp). Releases every bound range (of `owner` only, if given) whose
+    // user namespace the probe reports gone, in one publish. Returns what it released.
+    Outcome<std::vector<RangeEntry>> reap_dead_bindings(std::optional<uid_t> owner = {});
+    std::size_t bound_count() const;
+    void set_release_observer(ReleaseObserver observer) { observer_ = std::move(observer); }
+    const UsernsProbe* probe() const { return probe_.get(); }
+
+    std::size_t owned_by(uid_t owner) const;
+    const Policy& policy() const { return policy_; }
     const std::vector<RangeEntry>& ranges() const { return ranges_; }  // sorted by start
     const shm::TableWriter& writer() const { return writer_; }
 
 private:
+    Outcome<void> check_request(const std::string& name, const AllocateRequest& request);
+    Outcome<void> check_quota(uid_t caller);
+    Outcome<std::uint32_t> choose(std::uint32_t size);
+    std::optional<std::uint32_t> pick(std::uint32_t size);
     std::optional<std::uint32_t> pick_container_base();
     std::optional<std::uint32_t> pick_dynamic_id();
     bool candidate_free(std::uint32_t start, std::uint32_t size);
@@ -86,7 +139,9 @@ private:
 
     shm::TableWriter writer_;
     std::unique_ptr<CollisionChecker> checker_;
-    Pools pools_;
+    Policy policy_;
+    std::unique_ptr<UsernsProbe> probe_;
+    ReleaseObserver observer_;
     std::vector<RangeEntry> ranges_;
 };
 

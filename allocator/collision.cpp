@@ -5,9 +5,12 @@
 #include <grp.h>
 #include <pwd.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <fstream>
 #include <vector>
 
@@ -88,18 +91,95 @@ std::optional<std::string> subid_overlap(const std::string& path, std::uint32_t 
 SystemCollisionChecker::SystemCollisionChecker(CollisionSources sources)
     : sources_(std::move(sources)) {}
 
+bool SystemCollisionChecker::have_systemd() const {
+    struct stat st {};
+    return ::stat(sources_.systemd_run.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::optional<std::string> SystemCollisionChecker::begin_choice() {
+    end_choice();
+    // The order other allocators use: the passwd lock first (PID 1 takes it before its UID
+    // lock files), then nsresourced's registry lock, then per-candidate lock files, which are
+    // only ever tried without waiting. Nobody takes them the other way round, so no deadlock.
+    auto pw = take_passwd_lock(sources_.passwd_lock, sources_.lock_timeout);
+    if (!pw)
+        return "Failed to lock " + sources_.passwd_lock + ": " + pw.error().message();
+    passwd_lock_ = std::move(*pw);
+    if (!have_systemd())
+        return std::nullopt;
+    const std::string registry = sources_.systemd_run + "/nsresource/registry";
+    auto made = make_directories(registry);
+    auto reg = made ? take_flock(registry + "/lock", sources_.lock_timeout)
+                    : Result<shm::UniqueFd>(std::unexpected(made.error()));
+    if (!reg) {
+        end_choice();
+        return "Failed to lock " + registry + "/lock: " + reg.error().message();
+    }
+    registry_lock_ = std::move(*reg);
+    return std::nullopt;
+}
+
+void SystemCollisionChecker::end_choice() {
+    // Reverse order; the allocator has published its choice by now, so the other allocators'
+    // NSS checks see it as soon as they can go on.
+    candidate_lock_.release();
+    registry_lock_.reset();
+    passwd_lock_.reset();
+}
+
+std::optional<std::string> SystemCollisionChecker::lock_candidate(std::uint32_t start,
+                                                                  std::uint32_t size) {
+    candidate_lock_.release();
+    if (!have_systemd())
+        return std::nullopt;
+    // 64K ranges are what nspawn picks, single UIDs what DynamicUser= picks.
+    const std::string dir =
+            sources_.systemd_run + (size == 1 ? "/dynamic-uid" : "/nspawn-uid");
+    const std::string path = dir + "/" + std::to_string(start);
+    auto made = make_directories(dir);
+    auto lock = made ? LockFile::try_take(path)
+                     : Result<LockFile>(std::unexpected(made.error()));
+    if (!lock) {
+        if (lock.error().value() == EBUSY)
+            return "held by another allocator (" + path + " is locked)";
+        return "could not lock " + path + ": " + lock.error().message();
+    }
+    candidate_lock_ = std::move(*lock);
+    return std::nullopt;
+}
+
+std::optional<std::string> SystemCollisionChecker::registry_claims(std::uint32_t start) const {
+    // nsresourced indexes its ranges by start UID and GID (userns-registry.c); its ranges use
+    // the same 64K grid and dynamic range as ours, so the start is the only place to look.
+    const std::string registry = sources_.systemd_run + "/nsresource/registry/";
+    for (const char* pattern : {"u%u.userns", "g%u.userns", "u%u.delegate", "g%u.delegate"}) {
+        char name[64];
+        std::snprintf(name, sizeof name, pattern, start);
+        if (::access((registry + name).c_str(), F_OK) == 0)
+            return "registered by systemd-nsresourced (" + registry + name + ")";
+    }
+    return std::nullopt;
+}
+
 std::optional<std::string> SystemCollisionChecker::range_taken(std::uint32_t start,
                                                                std::uint32_t size) {
-    if (auto why = probe_id(start))
-        return why;
-    if (size > 1)
-        if (auto why = probe_id(start + 0xFFFE))
-            return why;
-    if (auto where = subid_overlap(sources_.subuid, start, size))
-        return "overlaps the subordinate UIDs of " + *where;
-    if (auto where = subid_overlap(sources_.subgid, start, size))
-        return "overlaps the subordinate GIDs of " + *where;
-    return std::nullopt;
+    auto why = lock_candidate(start, size);
+    if (!why && have_systemd())
+        why = registry_claims(start);
+    if (!why)
+        why = probe_id(start);
+    if (!why && size > 1)
+        why = probe_id(start + 0xFFFE);
+    if (!why)
+        if (auto where = subid_overlap(sources_.subuid, start, size))
+            why = "overlaps the subordinate UIDs of " + *where;
+    if (!why)
+        if (auto where = subid_overlap(sources_.subgid, start, size))
+            why = "overlaps the subordinate GIDs of " + *where;
+    // A taken candidate's lock goes at once; a free one's stays until end_choice().
+    if (why)
+        candidate_lock_.release();
+    return why;
 }
 
 std::optional<std::string> SystemCollisionChecker::name_taken(std::string_view name) {

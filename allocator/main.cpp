@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// transient-allocd: the allocator daemon. Opens (or recovers) the range table, serves
-// io.transient.Allocator on the socket systemd passes it or on one it binds itself, and runs
-// until SIGTERM/SIGINT. Logs to stderr with sd-daemon priority prefixes.
+// transient-allocd: the allocator daemon. Reads its configuration, opens (or recovers) the
+// range table, releases ranges whose user namespaces died while it was down, serves
+// io.transient.Allocator on the socket systemd passes it or on one it binds itself, checks the
+// remaining bindings on a timer, and runs until SIGTERM/SIGINT. Logs to stderr with sd-daemon
+// priority prefixes.
 
 #include <getopt.h>
 #include <signal.h>
@@ -21,6 +23,7 @@
 
 #include "allocator/allocator.hpp"
 #include "allocator/collision.hpp"
+#include "allocator/config.hpp"
 #include "allocator/service.hpp"
 #include "shm/table_reader.hpp"
 #include "varlink/varlink.hpp"
@@ -38,10 +41,14 @@ void help() {
     std::printf("transient-allocd [OPTIONS...]\n\n"
                 "Hands out transient UID/GID ranges over Varlink (io.transient.Allocator) and\n"
                 "publishes them in the range table read by libnss_transient and transient-userdbd.\n\n"
-                "  -h --help       Show this help\n"
-                "     --version    Show package version\n\n"
+                "  -h --help          Show this help\n"
+                "     --version       Show package version\n"
+                "     --config PATH   Read the configuration from PATH (default %s;\n"
+                "                     a missing default file means built-in defaults)\n\n"
                 "Environment:\n"
-                "  TRANSIENT_RUNTIME_DIR  runtime directory (default /run/transient)\n");
+                "  TRANSIENT_RUNTIME_DIR  runtime directory (default /run/transient)\n"
+                "  TRANSIENT_CONFIG       configuration file, if --config is not given\n",
+                allocator::kDefaultConfigPath);
 }
 
 // Many clients may connect at once; the soft limit of 1024 descriptors is too low for that.
@@ -67,7 +74,37 @@ Result<void> listen(varlink::Server& server, const std::string& socket_path) {
     return server.listen_path(socket_path, 0666);
 }
 
-int run() {
+// Checks the bindings to user namespaces on every tick of a monotonic timer.
+struct Sweeper {
+    allocator::Allocator* allocator = nullptr;
+    std::uint64_t interval_usec = 0;
+};
+
+int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexcept {
+    auto* sw = static_cast<Sweeper*>(userdata);
+    try {
+        if (auto r = sw->allocator->reap_dead_bindings(); !r)
+            std::fprintf(stderr, SD_ERR "%s, ignoring.\n", r.error().message.c_str());
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, SD_ERR "Failed to check user namespace bindings: %s\n", e.what());
+    }
+    // Re-armed from now, not from the due time: a slow sweep does not make the next one early.
+    (void)sd_event_source_set_time(source, now + sw->interval_usec);
+    return sd_event_source_set_enabled(source, SD_EVENT_ON);
+}
+
+std::unique_ptr<allocator::UsernsProbe> make_probe(allocator::ProbeMode mode) {
+    auto probe = allocator::make_userns_probe(mode);
+    if (!probe) {
+        std::fprintf(stderr, SD_ERR "UserNamespaceProbe=%s is not supported by this kernel: %s\n",
+                     allocator::probe_mode_name(mode), probe.error().message().c_str());
+        return nullptr;
+    }
+    std::fprintf(stderr, SD_INFO "Checking user namespace bindings by %s.\n", (*probe)->name());
+    return std::move(*probe);
+}
+
+int run(const allocator::Config& config) {
     const std::string dir = shm::runtime_dir();
     const std::string table = dir + "/" + shm::kTableFileName;
     const std::string socket_path = dir + "/io.transient.Allocator";
@@ -97,8 +134,16 @@ int run() {
                  rec.created ? "Created" : "Opened", table.c_str(), rec.ranges.size(),
                  writer->capacity());
 
+    auto probe = make_probe(config.probe);
+    if (!probe)
+        return EXIT_FAILURE;
     allocator::Allocator alloc(std::move(*writer),
-                               std::make_unique<allocator::SystemCollisionChecker>());
+                               std::make_unique<allocator::SystemCollisionChecker>(),
+                               config.policy, std::move(probe));
+    alloc.set_release_observer(allocator::log_automatic_release);
+    // Namespaces may have died while we were not running.
+    if (auto r = alloc.reap_dead_bindings(); !r)
+        std::fprintf(stderr, SD_ERR "%s, ignoring.\n", r.error().message.c_str());
 
     sd_event* raw = nullptr;
     if (int r = sd_event_default(&raw); r < 0) {
@@ -114,6 +159,17 @@ int run() {
     // A null handler makes sd-event exit the loop on the signal.
     sd_event_add_signal(event.get(), nullptr, SIGTERM, nullptr, nullptr);
     sd_event_add_signal(event.get(), nullptr, SIGINT, nullptr, nullptr);
+
+    Sweeper sweeper{&alloc, static_cast<std::uint64_t>(config.userns_check_interval.count()) * 1000};
+    uint64_t now = 0;
+    sd_event_now(event.get(), CLOCK_MONOTONIC, &now);
+    if (int r = sd_event_add_time(event.get(), nullptr, CLOCK_MONOTONIC,
+                                  now + sweeper.interval_usec, 0, on_sweep_timer, &sweeper);
+        r < 0) {
+        std::fprintf(stderr, SD_ERR "Failed to add the user namespace timer: %s\n",
+                     std::strerror(-r));
+        return EXIT_FAILURE;
+    }
 
     varlink::Server server(event.get(), {"transient", "transient-allocd", PROJECT_VERSION,
                                          "https://github.com/transient-uids/transient"});
@@ -141,8 +197,10 @@ int main(int argc, char** argv) {
     static const option options[] = {
             {"help", no_argument, nullptr, 'h'},
             {"version", no_argument, nullptr, 'V'},
+            {"config", required_argument, nullptr, 'c'},
             {},
     };
+    const char* config_path = nullptr;
     for (int c; (c = getopt_long(argc, argv, "h", options, nullptr)) >= 0;) {
         switch (c) {
         case 'h':
@@ -151,6 +209,9 @@ int main(int argc, char** argv) {
         case 'V':
             std::printf("transient-allocd %s\n", PROJECT_VERSION);
             return EXIT_SUCCESS;
+        case 'c':
+            config_path = optarg;
+            break;
         default:
             return 2;
         }
@@ -160,7 +221,19 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        return run();
+        // A file the administrator named must exist; the default one may be absent.
+        if (config_path == nullptr)
+            if (const char* env = std::getenv("TRANSIENT_CONFIG"); env != nullptr && *env != '\0')
+                config_path = env;
+        const bool named = config_path != nullptr;
+        auto config = allocator::load_config(named ? config_path : allocator::kDefaultConfigPath,
+                                             named);
+        if (!config) {
+            std::fprintf(stderr, SD_ERR "%s\n", config.error().message.c_str());
+            std::fprintf(stderr, SD_ERR "Refusing to start with a bad configuration.\n");
+            return EXIT_FAILURE;
+        }
+        return run(*config);
     } catch (const std::exception& e) {
         std::fprintf(stderr, SD_CRIT "Unexpected failure: %s\n", e.what());
         return EXIT_FAILURE;

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "allocator/policy.hpp"
+
 namespace transient::allocator {
 
 using varlink::Call;
@@ -18,20 +20,45 @@ using varlink::Type;
 const char kInterfaceDescription[] = R"(# Transient UID/GID ranges: allocated here, published in the shared-memory range table that
 # libnss_transient.so.2 and transient-userdbd read. UID start+n of range NAME is user
 # vu-NAME-n, GID start+n is group vg-NAME-n.
+#
+# Anyone may call (the socket is 0666); a range is owned by the UID that allocated it. Root may
+# do everything. Any other caller may own at most MaxRangesPerUser ranges at a time
+# (/etc/transient/allocd.conf, default 16), may release only its own ranges, and works in its
+# own name scope: a name of the form u<UID>-<rest> belongs to that UID, and a name without such
+# a prefix, given by UID N, means u<N>-<name>. So "web" from UID 1000 is range u1000-web (users
+# vu-u1000-web-0 …); replies and listings show the scoped name. Root's names are used as given.
+# Every caller sees every range (the table is world-readable anyway); the user namespace a
+# range is bound to is shown only to the range's owner and to root.
 interface io.transient.Allocator
 
 # A live range. created is in microseconds since the epoch; owner is the allocating UID.
+# userNamespaceInode and userNamespaceId identify the user namespace the range is bound to
+# (owner and root only; the id only where the kernel has namespace ids, Linux 6.18+).
 type Range (
   name: string,
   start: int,
   size: int,
   owner: int,
-  created: int
+  created: int,
+  userNamespaceInode: ?int,
+  userNamespaceId: ?int
 )
 
-# Allocates size (1 or 65536) UIDs and the same GIDs, owned by the caller. 65536-ranges are
-# 64K-aligned and come from 524288…1879048191, single IDs from 61184…65519.
-method AllocateRange(name: string, size: int) -> (name: string, start: int, size: int)
+# Allocates size (1 or 65536, unless allocd.conf allows only one of them) UIDs and the same
+# GIDs, owned by the caller. 65536-ranges are 64K-aligned and come from 524288…1879048191,
+# single IDs from 61184…65519 (or narrower pools set in allocd.conf). No ID of the range is
+# known to another NSS or userdb source, overlaps /etc/subuid or /etc/subgid, or is held by
+# systemd-nspawn, DynamicUser= or systemd-nsresourced.
+# userNamespaceFileDescriptor is the index of a file descriptor passed with this call
+# (SCM_RIGHTS) that refers to a user namespace, e.g. an open /proc/PID/ns/user; unless the
+# caller is root, the caller must own that namespace. The range is then released automatically
+# within seconds after the namespace is gone; the allocator does not keep it alive. Without
+# one, a range lives until it is released or the system reboots.
+method AllocateRange(
+  name: string,
+  size: int,
+  userNamespaceFileDescriptor: ?int
+) -> (name: string, start: int, size: int)
 
 # Releases a range: its UIDs no longer resolve and may be handed out again.
 method ReleaseRange(name: string) -> ()
@@ -49,6 +76,8 @@ error InvalidSize (size: int)
 error PoolExhausted ()
 error PermissionDenied ()
 error QuotaExceeded ()
+# The file descriptor does not refer to a user namespace, or to the allocator's own.
+error NotUserNamespace ()
 )";
 
 namespace {
@@ -57,17 +86,56 @@ namespace {
 constexpr char kMessageIdAllocated[] = "MESSAGE_ID=5d3a0b2f8e6c4f1a9b7d2e4c6a8f0b13";
 constexpr char kMessageIdReleased[] = "MESSAGE_ID=a41c7e9d03b24f6f8e5a1d2c3b4e5f60";
 
-void audit(const char* message_id, const char* verb, const RangeEntry& r, uid_t caller) {
-    std::fprintf(stderr, SD_INFO "%s range '%s' (%u…%u, %u IDs) for UID %u.\n", verb,
-                 r.name.c_str(), r.start, r.start + r.size - 1, r.size, caller);
+// `why` completes the sentence, e.g. ": its user namespace is gone".
+void audit(const char* message_id, const char* verb, const RangeEntry& r, uid_t caller,
+           const char* why = "") {
+    std::fprintf(stderr, SD_INFO "%s range '%s' (%u…%u, %u IDs) for UID %u%s%s.\n", verb,
+                 r.name.c_str(), r.start, r.start + r.size - 1, r.size, caller,
+                 is_bound(r) ? (", bound to user namespace " + std::to_string(r.userns_ino)).c_str()
+                             : "",
+                 why);
     sd_journal_send("MESSAGE=%s range '%s' (%u…%u) for UID %u", verb, r.name.c_str(), r.start,
                     r.start + r.size - 1, caller, message_id, "PRIORITY=6",
                     "TRANSIENT_RANGE=%s", r.name.c_str(), "TRANSIENT_START=%u", r.start,
-                    "TRANSIENT_SIZE=%u", r.size, "TRANSIENT_CALLER_UID=%u", caller, nullptr);
+                    "TRANSIENT_SIZE=%u", r.size, "TRANSIENT_CALLER_UID=%u", caller,
+                    "TRANSIENT_USERNS_INODE=%llu",
+                    static_cast<unsigned long long>(is_bound(r) ? r.userns_ino : 0), nullptr);
 }
 
 void reply_failure(Call& call, const Failure& f, const json& params = json::object()) {
+    if (f.kind == ErrorKind::kInternal)
+        std::fprintf(stderr, SD_ERR "%s\n", f.message.c_str());
     call.error(error_name(f.kind), params);
+}
+
+constexpr char kUsernsParam[] = "userNamespaceFileDescriptor";
+
+// The user namespace passed with the call, identified; its fd is closed before this returns,
+// so the allocator never holds the namespace. Returns false after answering the call.
+bool take_userns(Call& call, std::optional<UsernsIdentity>& ret) {
+    const json& p = call.parameters();
+    auto it = p.find(kUsernsParam);
+    if (it == p.end() || it->is_null())
+        return true;
+    const bool in_range = it->is_number_unsigned()
+                                  ? it->get<std::uint64_t>() < call.fd_count()
+                                  : it->get<std::int64_t>() >= 0 &&
+                                            static_cast<std::uint64_t>(it->get<std::int64_t>()) <
+                                                    call.fd_count();
+    if (!in_range) {
+        call.invalid_parameter(kUsernsParam);
+        return false;
+    }
+    shm::UniqueFd fd = call.take_fd(static_cast<std::size_t>(it->get<std::uint64_t>()));
+    auto ns = identify_userns(fd.get());
+    // A binding to our own namespace (or to its ancestors, which we cannot see) never ends.
+    auto own = own_userns();
+    if (!ns || (own && own->ino == ns->ino && own->id == ns->id)) {
+        call.error(std::string(kInterfaceName) + ".NotUserNamespace");
+        return false;
+    }
+    ret = *ns;
+    return true;
 }
 
 void vl_allocate_range(Allocator& a, Call& call) {
@@ -80,15 +148,16 @@ void vl_allocate_range(Allocator& a, Call& call) {
                                                       std::numeric_limits<std::int64_t>::max()
                                       ? -1
                                       : size_json.get<std::int64_t>();
-    auto r = a.allocate(name, size, call.peer().uid);
+    std::optional<UsernsIdentity> userns;
+    if (!take_userns(call, userns))
+        return;
+    auto r = a.allocate(AllocateRequest{name, size, call.peer().uid, userns});
     if (!r) {
         json params = json::object();
         if (r.error().kind == ErrorKind::kNameInUse || r.error().kind == ErrorKind::kInvalidName)
-            params["name"] = name;
+            params["name"] = scoped_name(name, call.peer().uid);
         else if (r.error().kind == ErrorKind::kInvalidSize)
             params["size"] = size_json;
-        if (r.error().kind == ErrorKind::kInternal)
-            std::fprintf(stderr, SD_ERR "%s\n", r.error().message.c_str());
         return reply_failure(call, r.error(), params);
     }
     audit(kMessageIdAllocated, "Allocated", *r, call.peer().uid);
@@ -97,14 +166,10 @@ void vl_allocate_range(Allocator& a, Call& call) {
 
 void vl_release_range(Allocator& a, Call& call) {
     const std::string name = call.parameters().at("name").get<std::string>();
-    auto found = a.find(name, std::nullopt);
     auto r = a.release(name, call.peer().uid);
-    if (!r) {
-        if (r.error().kind == ErrorKind::kInternal)
-            std::fprintf(stderr, SD_ERR "%s\n", r.error().message.c_str());
+    if (!r)
         return reply_failure(call, r.error());
-    }
-    audit(kMessageIdReleased, "Released", *found, call.peer().uid);
+    audit(kMessageIdReleased, "Released", *r, call.peer().uid);
     call.reply();
 }
 
@@ -123,10 +188,11 @@ void vl_get_range(Allocator& a, Call& call) {
     }
     if (!name && !uid)
         return call.invalid_parameter("name");
-    auto r = a.find(name, uid);
+    const uid_t caller = call.peer().uid;
+    auto r = a.find(name, uid, caller);
     if (!r)
         return reply_failure(call, r.error());
-    call.reply(json{{"range", range_to_json(*r)}});
+    call.reply(json{{"range", range_to_json(*r, may_see_details(*r, caller))}});
 }
 
 void vl_list_ranges(Allocator& a, Call& call) {
@@ -135,9 +201,13 @@ void vl_list_ranges(Allocator& a, Call& call) {
     const auto& ranges = a.ranges();
     if (ranges.empty())
         return reply_failure(call, Failure{ErrorKind::kNoSuchRange, {}});
+    const uid_t caller = call.peer().uid;
+    auto item = [&](const RangeEntry& r) {
+        return json{{"range", range_to_json(r, may_see_details(r, caller))}};
+    };
     for (std::size_t i = 0; i + 1 < ranges.size(); i++)
-        call.reply_continues(json{{"range", range_to_json(ranges[i])}});
-    call.reply(json{{"range", range_to_json(ranges.back())}});
+        call.reply_continues(item(ranges[i]));
+    call.reply(item(ranges.back()));
 }
 
 }  // namespace
@@ -172,10 +242,20 @@ std::string error_name(ErrorKind kind) {
     return std::string(kInterfaceName) + "." + n;
 }
 
-json range_to_json(const RangeEntry& r) {
-    return json{{"name", r.name},   {"start", r.start},
-                {"size", r.size},   {"owner", r.owner},
-                {"created", r.created_usec}};
+json range_to_json(const RangeEntry& r, bool details) {
+    json j{{"name", r.name},   {"start", r.start},
+           {"size", r.size},   {"owner", r.owner},
+           {"created", r.created_usec}};
+    if (details && is_bound(r)) {
+        j["userNamespaceInode"] = r.userns_ino;
+        if ((r.flags & kEntryFlagUsernsNoId) == 0)
+            j["userNamespaceId"] = r.userns_id;
+    }
+    return j;
+}
+
+void log_automatic_release(const RangeEntry& r) {
+    audit(kMessageIdReleased, "Released", r, r.owner, ": the namespace is gone");
 }
 
 varlink::Interface make_interface(Allocator& a) {
@@ -187,7 +267,9 @@ varlink::Interface make_interface(Allocator& a) {
             kInterfaceDescription,
             {
                     {"AllocateRange",
-                     {{"name", Type::kString}, {"size", Type::kInt}},
+                     {{"name", Type::kString},
+                      {"size", Type::kInt},
+                      {kUsernsParam, Type::kInt, true}},
                      bind(vl_allocate_range)},
                     {"ReleaseRange", {{"name", Type::kString}}, bind(vl_release_range)},
                     {"GetRange",

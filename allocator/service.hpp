@@ -21,6 +21,11 @@ varlink::Interface make_interface(Allocator& allocator);
 // The error name of a failure, e.g. "io.transient.Allocator.NameInUse".
 std::string error_name(ErrorKind kind);
 
-varlink::json range_to_json(const RangeEntry& r);
+// A Range as the interface describes it; `details` adds the owner-only fields (policy.hpp).
+varlink::json range_to_json(const RangeEntry& r, bool details);
+
+// The audit record of a range released because its user namespace is gone: hand it to
+// Allocator::set_release_observer().
+void log_automatic_release(const RangeEntry& r);
 
 }  // namespace transient::allocator

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// The allocation policy, driven through a fake collision checker and a real table.
+// The allocation policy, driven through a fake collision checker, a fake user namespace probe
+// and a real table.
 
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -17,14 +19,42 @@
 namespace transient::allocator {
 namespace {
 
-// Claims the IDs in `taken` and the names in `names` for some other source.
+// Claims the IDs in `taken` and the names in `names` for some other source. Records what the
+// table held when the choice's locks were dropped.
 class FakeChecker : public CollisionChecker {
 public:
     std::set<std::uint32_t> taken;
     std::set<std::string> names;
     int range_calls = 0;
+    bool in_choice = false;
+    int choices = 0;
+    std::optional<std::string> refuse_lock;
+    std::string table_path;
+    std::vector<std::string> names_at_end;  // the table's names when end_choice() ran
+
+    std::optional<std::string> begin_choice() override {
+        if (refuse_lock)
+            return refuse_lock;
+        in_choice = true;
+        choices++;
+        return std::nullopt;
+    }
+    void end_choice() override {
+        in_choice = false;
+        names_at_end.clear();
+        shm::TableReader reader(table_path);
+        auto v = reader.view();
+        if (!v)
+            return;
+        std::vector<shm::RangeRecord> all(64);
+        std::size_t n = 0;
+        if (shm::read_all(**v, all.data(), all.size(), &n, nullptr) == 0)
+            for (std::size_t i = 0; i < std::min(n, all.size()); i++)
+                names_at_end.emplace_back(all[i].name);
+    }
 
     std::optional<std::string> range_taken(std::uint32_t start, std::uint32_t size) override {
+        EXPECT_TRUE(in_choice) << "candidates are checked only under the other allocators' locks";
         range_calls++;
         auto it = taken.lower_bound(start);
         if (it != taken.end() && *it < std::uint64_t{start} + size)
@@ -38,6 +68,26 @@ public:
     }
 };
 
+// Answers from a map of namespace inodes; anything not in it is kUnknown.
+class FakeProbe : public UsernsProbe {
+public:
+    std::map<std::uint64_t, Liveness> state;
+    int sweeps = 0;
+    const char* name() const override { return "fake"; }
+    bool begin_sweep() override {
+        sweeps++;
+        return true;
+    }
+    Liveness check(const shm::RangeEntry& e) override {
+        auto it = state.find(e.userns_ino);
+        return it == state.end() ? Liveness::kUnknown : it->second;
+    }
+};
+
+UsernsIdentity ns_of(std::uint64_t ino, uid_t owner = 0) {
+    return UsernsIdentity{ino + 1000, ino, 4, owner};
+}
+
 class AllocatorTest : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -47,16 +97,26 @@ protected:
     }
     void TearDown() override { std::filesystem::remove_all(dir_); }
 
-    std::unique_ptr<Allocator> make(Pools pools = {}) {
+    std::unique_ptr<Allocator> make(Policy policy = {}) {
         auto w = shm::TableWriter::open(dir_ + "/ranges.table");
         EXPECT_TRUE(w);
         auto checker = std::make_unique<FakeChecker>();
+        checker->table_path = dir_ + "/ranges.table";
         checker_ = checker.get();
-        return std::make_unique<Allocator>(std::move(*w), std::move(checker), pools);
+        auto probe = std::make_unique<FakeProbe>();
+        probe_ = probe.get();
+        return std::make_unique<Allocator>(std::move(*w), std::move(checker), policy,
+                                           std::move(probe));
+    }
+    std::unique_ptr<Allocator> make(Pools pools) {
+        Policy p;
+        p.pools = pools;
+        return make(p);
     }
 
     std::string dir_;
     FakeChecker* checker_ = nullptr;
+    FakeProbe* probe_ = nullptr;
 };
 
 TEST_F(AllocatorTest, HandsOutAlignedContainerRangesFirstFit) {
@@ -113,12 +173,203 @@ TEST_F(AllocatorTest, RejectsBadNamesSizesAndDuplicates) {
     EXPECT_EQ(a->allocate("taken", 1, 0).error().kind, ErrorKind::kNameInUse);
 }
 
-TEST_F(AllocatorTest, DeniesNonRootCallersUntilPolicyExists) {
+TEST_F(AllocatorTest, ScopesNonRootNamesByTheCallersUid) {
     auto a = make();
-    EXPECT_EQ(a->allocate("web", 65536, 1000).error().kind, ErrorKind::kPermissionDenied);
-    ASSERT_TRUE(a->allocate("web", 65536, 0));
-    EXPECT_EQ(a->release("web", 1000).error().kind, ErrorKind::kPermissionDenied);
+    auto r = a->allocate("web", 65536, 1000);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->name, "u1000-web");
+    EXPECT_EQ(r->owner, 1000U);
+    // Already scoped: taken as it is, so a name from a listing can be passed back.
+    EXPECT_EQ(a->allocate("u1000-web", 1, 1000).error().kind, ErrorKind::kNameInUse);
+    ASSERT_TRUE(a->allocate("u1000-db", 1, 1000));
+    // Root's names are used as given and do not collide with the scoped ones.
+    auto root = a->allocate("web", 65536, 0);
+    ASSERT_TRUE(root);
+    EXPECT_EQ(root->name, "web");
+    // Another user's "web" is its own.
+    auto other = a->allocate("web", 1, 1001);
+    ASSERT_TRUE(other);
+    EXPECT_EQ(other->name, "u1001-web");
+}
+
+TEST_F(AllocatorTest, RefusesNamesInAnotherUsersScope) {
+    auto a = make();
+    EXPECT_EQ(a->allocate("u1001-web", 1, 1000).error().kind, ErrorKind::kPermissionDenied);
+    // "u10001-" is not "u1000-" plus something: prefixes of different UIDs never nest.
+    EXPECT_EQ(a->allocate("u10001-web", 1, 1000).error().kind, ErrorKind::kPermissionDenied);
+    ASSERT_TRUE(a->allocate("u1001-web", 1, 0)) << "root may use any name";
+}
+
+TEST_F(AllocatorTest, CountsThePrefixAgainstTheNameLimit) {
+    auto a = make();
+    // "u1000-" takes 6 of the 22 bytes.
+    EXPECT_TRUE(a->allocate(std::string(16, 'a'), 1, 1000));
+    auto r = a->allocate(std::string(17, 'b'), 1, 1000);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, ErrorKind::kInvalidName);
+    EXPECT_NE(r.error().message.find("u<UID>-"), std::string::npos) << r.error().message;
+}
+
+TEST_F(AllocatorTest, LetsCallersReleaseOnlyTheirOwnRanges) {
+    auto a = make();
+    ASSERT_TRUE(a->allocate("web", 65536, 1000));
+    ASSERT_TRUE(a->allocate("db", 65536, 0));
+    EXPECT_EQ(a->release("u1000-web", 1001).error().kind, ErrorKind::kPermissionDenied);
+    // "db" from UID 1000 means u1000-db, which does not exist; root's db is out of reach.
+    EXPECT_EQ(a->release("db", 1000).error().kind, ErrorKind::kNoSuchRange);
+    auto r = a->release("web", 1000);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->name, "u1000-web");
+    ASSERT_TRUE(a->allocate("web", 65536, 1000));
+    ASSERT_TRUE(a->release("u1000-web", 0)) << "root may release anything";
     EXPECT_EQ(a->release("nope", 0).error().kind, ErrorKind::kNoSuchRange);
+}
+
+TEST_F(AllocatorTest, FindsNamesInTheCallersScope) {
+    auto a = make();
+    ASSERT_TRUE(a->allocate("web", 1, 1000));
+    ASSERT_TRUE(a->allocate("web", 1, 0));
+    EXPECT_EQ(a->find("web", std::nullopt, 1000)->name, "u1000-web");
+    EXPECT_EQ(a->find("web", std::nullopt, 0)->name, "web");
+    EXPECT_EQ(a->find("u1000-web", std::nullopt, 1001)->owner, 1000U)
+            << "a scoped name is looked up as it is, by anyone";
+}
+
+TEST_F(AllocatorTest, EnforcesTheQuotaPerOwnerButNotForRoot) {
+    Policy p;
+    p.max_ranges_per_user = 2;
+    auto a = make(p);
+    ASSERT_TRUE(a->allocate("a", 1, 1000));
+    ASSERT_TRUE(a->allocate("b", 65536, 1000));
+    auto r = a->allocate("c", 1, 1000);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, ErrorKind::kQuotaExceeded);
+    ASSERT_TRUE(a->allocate("c", 1, 1001)) << "the quota is per owner";
+    for (int i = 0; i < 5; i++)
+        ASSERT_TRUE(a->allocate("root" + std::to_string(i), 1, 0));
+    ASSERT_TRUE(a->release("a", 1000));
+    EXPECT_TRUE(a->allocate("c", 1, 1000)) << "a released range no longer counts";
+}
+
+TEST_F(AllocatorTest, QuotaZeroLeavesAllocationToRoot) {
+    Policy p;
+    p.max_ranges_per_user = 0;
+    auto a = make(p);
+    EXPECT_EQ(a->allocate("a", 1, 1000).error().kind, ErrorKind::kQuotaExceeded);
+    EXPECT_TRUE(a->allocate("a", 1, 0));
+}
+
+TEST_F(AllocatorTest, RefusesSizesTheConfigurationDoesNotAllow) {
+    Policy p;
+    p.allow_container = false;
+    auto a = make(p);
+    auto r = a->allocate("web", 65536, 0);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, ErrorKind::kInvalidSize);
+    EXPECT_TRUE(a->allocate("web", 1, 0));
+}
+
+TEST_F(AllocatorTest, ReleasesTheChoiceLocksOnlyAfterPublishing) {
+    auto a = make();
+    ASSERT_TRUE(a->allocate("web", 65536, 0));
+    EXPECT_EQ(checker_->names_at_end, std::vector<std::string>{"web"})
+            << "when the other allocators may go on, the range must already be in the table";
+    EXPECT_FALSE(checker_->in_choice);
+    checker_->refuse_lock = "Failed to lock /etc/.pwd.lock: Connection timed out";
+    auto r = a->allocate("db", 65536, 0);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, ErrorKind::kInternal);
+    EXPECT_EQ(a->ranges().size(), 1U);
+}
+
+TEST_F(AllocatorTest, RecordsTheUserNamespaceBinding) {
+    auto a = make();
+    auto r = a->allocate({"web", 65536, 0, ns_of(4026532300)});
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(is_bound(*r));
+    EXPECT_EQ(r->userns_ino, 4026532300U);
+    EXPECT_EQ(r->userns_id, 4026532300U + 1000);
+    EXPECT_EQ(r->flags & kEntryFlagUsernsNoId, 0U);
+    auto plain = a->allocate("db", 1, 0);
+    ASSERT_TRUE(plain);
+    EXPECT_FALSE(is_bound(*plain));
+    EXPECT_EQ(a->bound_count(), 1U);
+}
+
+TEST_F(AllocatorTest, RefusesANamespaceTheCallerDoesNotOwn) {
+    auto a = make();
+    EXPECT_EQ(a->allocate({"web", 1, 1000, ns_of(4026532300, 1001)}).error().kind,
+              ErrorKind::kPermissionDenied);
+    EXPECT_TRUE(a->allocate({"web", 1, 1000, ns_of(4026532300, 1000)}));
+    EXPECT_TRUE(a->allocate({"web", 1, 0, ns_of(4026532301, 1001)})) << "root may bind any";
+}
+
+TEST_F(AllocatorTest, ReapsOnlyRangesWhoseNamespaceIsDefinitelyGone) {
+    auto a = make();
+    std::vector<RangeEntry> observed;
+    a->set_release_observer([&](const RangeEntry& r) { observed.push_back(r); });
+    ASSERT_TRUE(a->allocate({"dead", 65536, 0, ns_of(1)}));
+    ASSERT_TRUE(a->allocate({"alive", 65536, 0, ns_of(2)}));
+    ASSERT_TRUE(a->allocate({"unknown", 65536, 0, ns_of(3)}));
+    ASSERT_TRUE(a->allocate("unbound", 65536, 0));
+    probe_->state = {{1, Liveness::kDead}, {2, Liveness::kAlive}};
+    auto reaped = a->reap_dead_bindings();
+    ASSERT_TRUE(reaped);
+    ASSERT_EQ(reaped->size(), 1U);
+    EXPECT_EQ(reaped->front().name, "dead");
+    ASSERT_EQ(observed.size(), 1U);
+    EXPECT_EQ(observed.front().name, "dead");
+    EXPECT_EQ(a->ranges().size(), 3U);
+    shm::TableReader reader(dir_ + "/ranges.table");
+    shm::RangeRecord rec;
+    EXPECT_EQ(shm::find_by_name(**reader.view(), "dead", &rec), -ESRCH) << "published";
+}
+
+TEST_F(AllocatorTest, SweepsNothingWithoutBindings) {
+    auto a = make();
+    ASSERT_TRUE(a->allocate("unbound", 65536, 0));
+    ASSERT_TRUE(a->reap_dead_bindings());
+    EXPECT_EQ(probe_->sweeps, 0) << "no /proc walk when nothing is bound";
+}
+
+TEST_F(AllocatorTest, ReclaimsDeadBindingsWhenThePoolRunsShort) {
+    Pools small;
+    small.container_first = 524288;
+    small.container_last = 524288 + 65536 - 1;
+    auto a = make(small);
+    ASSERT_TRUE(a->allocate({"old", 65536, 0, ns_of(7)}));
+    probe_->state = {{7, Liveness::kAlive}};
+    EXPECT_EQ(a->allocate("new", 65536, 0).error().kind, ErrorKind::kPoolExhausted);
+    probe_->state = {{7, Liveness::kDead}};  // died, and the timer has not run yet
+    auto r = a->allocate("new", 65536, 0);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->start, 524288U);
+}
+
+TEST_F(AllocatorTest, ReclaimsTheCallersDeadBindingsWhenItsQuotaIsReached) {
+    Policy p;
+    p.max_ranges_per_user = 1;
+    auto a = make(p);
+    ASSERT_TRUE(a->allocate({"old", 1, 1000, ns_of(7, 1000)}));
+    probe_->state = {{7, Liveness::kAlive}};
+    EXPECT_EQ(a->allocate("new", 1, 1000).error().kind, ErrorKind::kQuotaExceeded);
+    probe_->state = {{7, Liveness::kDead}};
+    EXPECT_TRUE(a->allocate("new", 1, 1000));
+}
+
+TEST_F(AllocatorTest, KeepsBindingsAcrossARestart) {
+    {
+        auto a = make();
+        ASSERT_TRUE(a->allocate({"web", 65536, 1000, ns_of(42, 1000)}));
+    }
+    auto a = make();
+    ASSERT_EQ(a->ranges().size(), 1U);
+    const RangeEntry& r = a->ranges().front();
+    EXPECT_TRUE(is_bound(r));
+    EXPECT_EQ(r.userns_ino, 42U);
+    EXPECT_EQ(r.userns_id, 1042U);
+    probe_->state = {{42, Liveness::kDead}};
+    ASSERT_EQ(a->reap_dead_bindings()->size(), 1U) << "a restarted allocator still reaps it";
 }
 
 TEST_F(AllocatorTest, ReportsPoolExhaustion) {
@@ -174,20 +425,6 @@ TEST_F(AllocatorTest, ContinuesFromTheTableAfterARestart) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->start, 589824U);
     EXPECT_EQ(a->allocate("web", 1, 0).error().kind, ErrorKind::kNameInUse);
-}
-
-TEST(SubidTest, FindsOverlappingLines) {
-    char tmpl[] = "/tmp/transient-subuid.XXXXXX";
-    const int fd = ::mkstemp(tmpl);
-    ASSERT_GE(fd, 0);
-    ::close(fd);
-    std::ofstream(tmpl) << "# comment\nalice:100000:65536\nbroken line\nbob:655360:1\n";
-    EXPECT_FALSE(subid_overlap(tmpl, 524288, 65536));
-    EXPECT_EQ(subid_overlap(tmpl, 655360, 65536), std::string(tmpl) + ":4");
-    EXPECT_EQ(subid_overlap(tmpl, 100000 + 65535, 1), std::string(tmpl) + ":2");
-    EXPECT_FALSE(subid_overlap(tmpl, 100000 + 65536, 1));
-    EXPECT_FALSE(subid_overlap("/nonexistent/subuid", 0, 65536));
-    ::unlink(tmpl);
 }
 
 }  // namespace

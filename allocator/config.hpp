@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// The configuration of transient-allocd: /etc/transient/allocd.conf, or the file named by
+// --config or $TRANSIENT_CONFIG. systemd-style: one [Allocator] section of Key=Value lines,
+// '#' and ';' start comments. Every key is optional; a missing default file means defaults.
+// Anything the parser does not understand is an error naming the file and the line, and the
+// daemon refuses to start on it: a typo must not silently widen a pool or drop a quota.
+//
+//   [Allocator]
+//   ContainerRange=524288-1879048191   # 64K ranges; a sub-range of systemd's container range
+//   DynamicRange=61184-65519           # single UIDs; a sub-range of systemd's dynamic range
+//   AllowedSizes=1 65536               # what callers may ask for
+//   MaxRangesPerUser=16                # per non-root owner UID; 0: only root may allocate
+//   UserNamespaceCheckSec=2            # how often bindings to user namespaces are checked
+//   UserNamespaceProbe=auto            # auto, file-handle or scan (see userns.hpp)
+
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <string_view>
+
+#include "allocator/allocator.hpp"
+#include "allocator/userns.hpp"
+
+namespace transient::allocator {
+
+inline constexpr char kDefaultConfigPath[] = "/etc/transient/allocd.conf";
+
+struct Config {
+    Policy policy;
+    std::chrono::milliseconds userns_check_interval{2000};
+    ProbeMode probe = ProbeMode::kAuto;
+};
+
+// "FILE:LINE: what is wrong", ready for the log.
+struct ConfigError {
+    std::string message;
+};
+
+// Parses the text of a configuration file; `filename` only labels errors.
+std::expected<Config, ConfigError> parse_config(std::string_view text, std::string_view filename);
+
+// Reads and parses `path`. A missing file gives the defaults only when `required` is false
+// (the built-in default path); a file the administrator named explicitly must exist.
+std::expected<Config, ConfigError> load_config(const std::string& path, bool required);
+
+const char* probe_mode_name(ProbeMode mode);
+
+}  // namespace transient::allocator

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// Ranges bound to a user namespace: how a namespace is identified, how that identity is kept in
+// a table entry, and how the allocator later tells whether the namespace still exists — without
+// ever holding a reference to it, which would keep it alive.
+//
+// Identity. Inode numbers of nsfs are recycled as soon as a namespace is freed (the lowest free
+// number is handed out next), so an inode alone can name a different namespace a moment later;
+// systemd-nsresourced released and kept wrong ranges because of this (systemd PRs #42070,
+// #42224). Kernels with NS_GET_ID give every namespace a 64-bit id that is never reused while
+// the system runs; that id, with the inode as a cross-check, is the identity. Where the kernel
+// has no ids, the entry records a fingerprint instead: the nsfs device and the namespace's
+// owner UID (kEntryFlagUsernsNoId), compared together with the inode.
+//
+// Liveness, two probes:
+//   - FileHandleProbe (kernels whose nsfs supports file handles, 6.18+): open_by_handle_at() of
+//     {id, CLONE_NEWUSER, inode} either opens the namespace (alive; closed at once) or fails
+//     with ESTALE (gone). Exact, one system call per binding.
+//   - ScanProbe (everywhere else): a namespace is alive while something reachable from /proc
+//     refers to it: a task's namespaces, an open nsfs fd, an nsfs bind mount, or a namespace
+//     that it owns or is an ancestor of. Each found user namespace is identified as above and
+//     compared with the entry. Limits: a namespace kept alive only by something /proc does not
+//     show (a credential of an open file, an fd in flight in a socket, a task outside our PID
+//     namespace) counts as gone; and without kernel ids a namespace of the same owner that got
+//     the same inode between two sweeps keeps the range until it is gone too (a range is then
+//     kept too long, never released while its namespace is visibly alive).
+
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "shm/result.hpp"
+#include "shm/unique_fd.hpp"
+#include "shm/writer.hpp"
+
+namespace transient::allocator {
+
+// How the daemon finds out that a bound user namespace is gone.
+enum class ProbeMode { kAuto, kFileHandle, kScan };
+
+// Allocator-private entry flag (readers ignore flags they do not know): userns_id holds the
+// fallback fingerprint (nsfs device << 32 | owner UID), not a kernel namespace id.
+inline constexpr std::uint32_t kEntryFlagUsernsNoId = 1U << 1;
+
+struct UsernsIdentity {
+    std::uint64_t id = 0;   // NS_GET_ID, or 0 where the kernel has none
+    std::uint64_t ino = 0;  // nsfs inode number
+    std::uint32_t dev = 0;  // nsfs device, encoded like the kernel's new_encode_dev()
+    uid_t owner = 0;        // NS_GET_OWNER_UID, as seen from the allocator's namespace
+
+    friend bool operator==(const UsernsIdentity&, const UsernsIdentity&) = default;
+};
+
+// Identifies the namespace `fd` refers to. Errors: ENOTTY (not a namespace), EMEDIUMTYPE (a
+// namespace, but not a user namespace), or what fstat()/ioctl() said.
+Result<UsernsIdentity> identify_userns(int fd);
+
+// The identity of the allocator's own user namespace (a binding to it would never end).
+Result<UsernsIdentity> own_userns();
+
+// Records the binding in the entry: kEntryFlagUserns, the inode, and the id or fingerprint.
+void bind_entry(shm::RangeEntry& e, const UsernsIdentity& ns);
+bool is_bound(const shm::RangeEntry& e);
+
+// Whether live namespace `ns` is the one entry `e` was bound to. Different inodes: no. Both
+// with kernel ids: the ids decide. Entry with an id but `ns` without (cannot tell): yes, so
+// that a binding is kept rather than released in doubt. Fingerprint entries: device and owner.
+bool same_namespace(const shm::RangeEntry& e, const UsernsIdentity& ns);
+
+enum class Liveness { kAlive, kDead, kUnknown };
+
+class UsernsProbe {
+public:
+    virtual ~UsernsProbe() = default;
+    virtual const char* name() const = 0;
+    // Starts a sweep over all bindings (a scanning probe takes its snapshot here). false: this
+    // sweep can tell nothing; check() then answers kUnknown.
+    virtual bool begin_sweep() { return true; }
+    // REQUIRES: is_bound(e).
+    virtual Liveness check(const shm::RangeEntry& e) = 0;
+};
+
+class FileHandleProbe : public UsernsProbe {
+public:
+    // Fails (EOPNOTSUPP) unless the kernel has NS_GET_ID and opens nsfs file handles built from
+    // {id, type, inode} — checked on the allocator's own namespace.
+    static Result<std::unique_ptr<FileHandleProbe>> create();
+
+    const char* name() const override { return "file-handle"; }
+    Liveness check(const shm::RangeEntry& e) override;
+
+private:
+    explicit FileHandleProbe(shm::UniqueFd mount_fd) : mount_fd_(std::move(mount_fd)) {}
+    shm::UniqueFd mount_fd_;  // any nsfs file: open_by_handle_at() needs one of that mount
+};
+
+class ScanProbe : public UsernsProbe {
+public:
+    explicit ScanProbe(std::string proc = "/proc") : proc_(std::move(proc)) {}
+
+    const char* name() const override { return "scan"; }
+    bool begin_sweep() override;
+    Liveness check(const shm::RangeEntry& e) override;
+
+    // The live user namespaces found by the last sweep, by inode. Exposed for tests.
+    const std::unordered_map<std::uint64_t, std::vector<UsernsIdentity>>& live() const {
+        return live_;
+    }
+
+private:
+    void scan_process(int proc_fd, const std::string& pid);
+    void scan_tasks(int proc_fd, const std::string& pid);
+    void scan_fds(int proc_fd, const std::string& pid);
+    void scan_mounts(int proc_fd, const std::string& pid);
+    void add_namespace(shm::UniqueFd fd);
+    void add_user_namespace(shm::UniqueFd fd);
+
+    std::string proc_;
+    dev_t nsfs_dev_ = 0;
+    std::unordered_map<std::uint64_t, std::vector<UsernsIdentity>> live_;
+    std::unordered_set<std::uint64_t> seen_;       // namespace inodes looked at this sweep
+    std::unordered_set<std::uint64_t> seen_mnt_;   // mount namespaces whose mounts were read
+};
+
+// The probe for `mode`; kAuto picks FileHandleProbe where the kernel supports it, else scan.
+Result<std::unique_ptr<UsernsProbe>> make_userns_probe(ProbeMode mode);
+
+}  // namespace transient::allocator
