@@ -6,6 +6,7 @@
 // sentence on stderr that says what failed and why. Exit status: 0 on success, 1 if an
 // operation failed, 2 for a usage error.
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <langinfo.h>
 #include <pwd.h>
@@ -145,6 +146,8 @@ std::string describe_error(const varlink::Client::Reply& reply,
         what = "permission denied";
     else if (name == "io.transient.Allocator.QuotaExceeded")
         what = "you have reached your quota of ranges";
+    else if (name == "io.transient.Allocator.NotUserNamespace")
+        what = "--userns must name a user namespace other than the daemon's own";
     else if (name == varlink::kErrorInterfaceNotFound)
         what = "the service does not implement io.transient.Allocator";
     else if (name == varlink::kErrorMethodNotFound || name == varlink::kErrorMethodNotImplemented)
@@ -183,6 +186,7 @@ struct Context {
     std::string socket;
     bool json = false;
     std::optional<uint64_t> size;
+    std::string userns;  // --userns PATH
 };
 
 std::optional<varlink::Client> connect(const Context& ctx) {
@@ -200,11 +204,12 @@ std::optional<varlink::Client> connect(const Context& ctx) {
 // One call with one reply. `what` completes "Failed to ...". On failure, says so.
 std::optional<json> call(const Context& ctx, const char* method, const json& parameters,
                          const std::string& what,
-                         std::string_view no_such_range = "there is no such range") {
+                         std::string_view no_such_range = "there is no such range",
+                         std::span<const int> fds = {}) {
     auto client = connect(ctx);
     if (!client)
         return std::nullopt;
-    auto reply = client->call(std::string(kInterface) + "." + method, parameters);
+    auto reply = client->call(std::string(kInterface) + "." + method, parameters, fds);
     if (!reply) {
         log_error("Failed to %s: %s.", what.c_str(),
                   describe_transport_error(reply.error().value()).c_str());
@@ -261,8 +266,24 @@ std::string format_names(const char* prefix, const Range& r) {
 int do_allocate(const Context& ctx, std::span<const std::string> args) {
     const std::string& name = args[0];
     const uint64_t size = ctx.size.value_or(65536);
-    auto reply = call(ctx, "AllocateRange", json{{"name", name}, {"size", size}},
-                      "allocate range '" + printable(name) + "'");
+    json parameters{{"name", name}, {"size", size}};
+    // The daemon binds the range to this namespace; our descriptor goes away when we exit.
+    int userns_fd = -1;
+    if (!ctx.userns.empty()) {
+        userns_fd = ::open(ctx.userns.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (userns_fd < 0) {
+            log_error("Failed to open user namespace %s: %s", printable(ctx.userns).c_str(),
+                      errno_string(errno).c_str());
+            return kExitFailure;
+        }
+        parameters["userNamespaceFileDescriptor"] = 0;
+    }
+    const int fds[] = {userns_fd};
+    auto reply = call(ctx, "AllocateRange", parameters, "allocate range '" + printable(name) + "'",
+                      "there is no such range",
+                      userns_fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
+    if (userns_fd >= 0)
+        ::close(userns_fd);
     if (!reply)
         return kExitFailure;
     if (ctx.json) {
@@ -449,7 +470,9 @@ void help() {
         "     --socket PATH     Talk to the daemon at PATH instead of\n"
         "                       $TRANSIENT_RUNTIME_DIR/io.transient.Allocator\n"
         "                       (%s/io.transient.Allocator if unset)\n"
-        "     --size N          Number of UIDs to allocate: 1 or 65536\n",
+        "     --size N          Number of UIDs to allocate: 1 or 65536\n"
+        "     --userns PATH     Release the allocated range automatically once the user\n"
+        "                       namespace PATH (e.g. /proc/PID/ns/user) is gone\n",
         kDefaultRuntimeDir);
 }
 
@@ -461,7 +484,7 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
-    {"allocate", 1, "allocate NAME [--size 1|65536]", do_allocate},
+    {"allocate", 1, "allocate NAME [--size 1|65536] [--userns PATH]", do_allocate},
     {"release", 1, "release NAME", do_release},
     {"list", 0, "list", do_list},
     {"show", 1, "show NAME|UID", do_show},
@@ -478,13 +501,14 @@ int usage_error(const std::string& message) {
 int run(int argc, char** argv) {
     std::setlocale(LC_ALL, "");
 
-    enum { kArgVersion = 0x100, kArgJson, kArgSocket, kArgSize };
+    enum { kArgVersion = 0x100, kArgJson, kArgSocket, kArgSize, kArgUserns };
     static const option kOptions[] = {
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kArgVersion},
         {"json", no_argument, nullptr, kArgJson},
         {"socket", required_argument, nullptr, kArgSocket},
         {"size", required_argument, nullptr, kArgSize},
+        {"userns", required_argument, nullptr, kArgUserns},
         {},
     };
     Context ctx;
@@ -510,6 +534,11 @@ int run(int argc, char** argv) {
             if (!ctx.size || *ctx.size > UINT32_MAX)
                 return usage_error("Invalid size '" + printable(optarg) + "', expected 1 or 65536.");
             break;
+        case kArgUserns:
+            if (*optarg == '\0')
+                return usage_error("The user namespace path must not be empty.");
+            ctx.userns = optarg;
+            break;
         default:  // getopt_long() has described the problem
             return usage_error("");
         }
@@ -528,6 +557,8 @@ int run(int argc, char** argv) {
                            " arguments. Usage: transientctl " + command->usage);
     if (ctx.size && verb != "allocate")
         return usage_error("--size is only meaningful for allocate.");
+    if (!ctx.userns.empty() && verb != "allocate")
+        return usage_error("--userns is only meaningful for allocate.");
 
     if (ctx.socket.empty()) {
         const char* dir = std::getenv("TRANSIENT_RUNTIME_DIR");
