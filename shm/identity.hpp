@@ -72,14 +72,62 @@ inline bool parse_decimal(const char* s, std::size_t n, std::uint32_t* ret) noex
     return true;
 }
 
+// Formats into a fixed buffer like snprintf() (truncating, always NUL-terminated once the
+// temporary dies), at a small fraction of its cost: the NSS module formats two strings on every
+// lookup, and snprintf() was more than half of the time of a getpwuid_r() call.
+class FixedWriter {
+public:
+    FixedWriter(char* buf, std::size_t size) noexcept : p_(buf), end_(buf + size - 1) {}
+    FixedWriter(const FixedWriter&) = delete;
+    FixedWriter& operator=(const FixedWriter&) = delete;
+    ~FixedWriter() { *p_ = '\0'; }
+
+    template <std::size_t N>
+    FixedWriter& lit(const char (&s)[N]) noexcept {  // a literal: its length is a constant
+        return append(s, N - 1);
+    }
+    FixedWriter& str(const char* s) noexcept { return append(s, strnlen(s, room())); }
+    FixedWriter& num(std::uint32_t v) noexcept {
+        std::size_t n = 1;
+        for (std::uint32_t t = v; t >= 10; t /= 10)
+            n++;
+        if (n > room()) {  // truncated: the leading digits, as snprintf() keeps them
+            std::uint32_t div = 1;
+            for (std::size_t i = 1; i < n; i++)
+                div *= 10;
+            for (; p_ < end_; div /= 10)
+                *p_++ = static_cast<char>('0' + v / div % 10);
+            return *this;
+        }
+        for (std::size_t i = n; i > 0; v /= 10)
+            p_[--i] = static_cast<char>('0' + v % 10);
+        p_ += n;
+        return *this;
+    }
+
+private:
+    std::size_t room() const noexcept { return static_cast<std::size_t>(end_ - p_); }
+    FixedWriter& append(const char* s, std::size_t n) noexcept {
+        n = n < room() ? n : room();
+        std::memcpy(p_, s, n);
+        p_ += n;
+        return *this;
+    }
+
+    char* p_;
+    char* end_;
+};
+
 inline void fill_foreign(std::uint32_t n, IdKind kind, Identity* ret) noexcept {
     ret->id = kForeignBase + n;
     ret->offset = n;
     ret->disposition = Disposition::kForeign;
     ret->range = RangeRecord{};
-    std::snprintf(ret->name, sizeof ret->name, "foreign-%u", n);
-    std::snprintf(ret->description, sizeof ret->description, "Foreign System Image %s %u",
-                  kind == IdKind::kUser ? "UID" : "GID", n);
+    FixedWriter(ret->name, sizeof ret->name).lit("foreign-").num(n);  // "foreign-%u"
+    FixedWriter(ret->description, sizeof ret->description)  // "Foreign System Image %s %u"
+            .lit("Foreign System Image ")
+            .lit(kind == IdKind::kUser ? "UID " : "GID ")
+            .num(n);
 }
 
 inline void fill_ranged(const RangeRecord& r, std::uint32_t n, IdKind kind,
@@ -89,9 +137,16 @@ inline void fill_ranged(const RangeRecord& r, std::uint32_t n, IdKind kind,
     ret->offset = n;
     ret->disposition = r.size == 1 ? Disposition::kDynamic : Disposition::kContainer;
     ret->range = r;
-    std::snprintf(ret->name, sizeof ret->name, "%s-%s-%u", user ? "vu" : "vg", r.name, n);
-    std::snprintf(ret->description, sizeof ret->description, "%s %u of transient range %s",
-                  user ? "UID" : "GID", n, r.name);
+    FixedWriter(ret->name, sizeof ret->name)  // "%s-%s-%u"
+            .lit(user ? "vu-" : "vg-")
+            .str(r.name)
+            .lit("-")
+            .num(n);
+    FixedWriter(ret->description, sizeof ret->description)  // "%s %u of transient range %s"
+            .lit(user ? "UID " : "GID ")
+            .num(n)
+            .lit(" of transient range ")
+            .str(r.name);
 }
 
 }  // namespace detail
