@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "allocator/allocator.hpp"
@@ -104,24 +105,19 @@ std::unique_ptr<allocator::UsernsProbe> make_probe(allocator::ProbeMode mode) {
     return std::move(*probe);
 }
 
-int run(const allocator::Config& config) {
-    const std::string dir = shm::runtime_dir();
+// Creates the runtime dir and opens (or recovers) the table in it, saying what it found.
+std::optional<shm::TableWriter> open_table(const std::string& dir) {
     const std::string table = dir + "/" + shm::kTableFileName;
-    const std::string socket_path = dir + "/io.transient.Allocator";
-
-    allocator::bypass_own_sources();
-    raise_fd_limit();
     if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) {
         std::fprintf(stderr, SD_ERR "Failed to create runtime directory '%s': %s\n", dir.c_str(),
                      std::strerror(errno));
-        return EXIT_FAILURE;
+        return std::nullopt;
     }
-
     auto writer = shm::TableWriter::open(table);
     if (!writer) {
         std::fprintf(stderr, SD_ERR "Failed to open range table '%s': %s\n", table.c_str(),
                      writer.error().message().c_str());
-        return EXIT_FAILURE;
+        return std::nullopt;
     }
     const shm::Recovery& rec = writer->recovery();
     if (rec.replaced)
@@ -133,7 +129,40 @@ int run(const allocator::Config& config) {
     std::fprintf(stderr, SD_INFO "%s range table '%s' with %zu ranges (capacity %u).\n",
                  rec.created ? "Created" : "Opened", table.c_str(), rec.ranges.size(),
                  writer->capacity());
+    return std::move(*writer);
+}
 
+// SIGTERM/SIGINT end the loop; the user namespace sweep runs on a timer.
+bool setup_event_loop(sd_event* event, Sweeper& sweeper) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    // A null handler makes sd-event exit the loop on the signal.
+    sd_event_add_signal(event, nullptr, SIGTERM, nullptr, nullptr);
+    sd_event_add_signal(event, nullptr, SIGINT, nullptr, nullptr);
+    uint64_t now = 0;
+    sd_event_now(event, CLOCK_MONOTONIC, &now);
+    if (int r = sd_event_add_time(event, nullptr, CLOCK_MONOTONIC, now + sweeper.interval_usec, 0,
+                                  on_sweep_timer, &sweeper);
+        r < 0) {
+        std::fprintf(stderr, SD_ERR "Failed to add the user namespace timer: %s\n",
+                     std::strerror(-r));
+        return false;
+    }
+    return true;
+}
+
+int run(const allocator::Config& config) {
+    const std::string dir = shm::runtime_dir();
+    const std::string socket_path = dir + "/io.transient.Allocator";
+
+    allocator::bypass_own_sources();
+    raise_fd_limit();
+    auto writer = open_table(dir);
+    if (!writer)
+        return EXIT_FAILURE;
     auto probe = make_probe(config.probe);
     if (!probe)
         return EXIT_FAILURE;
@@ -151,25 +180,10 @@ int run(const allocator::Config& config) {
         return EXIT_FAILURE;
     }
     EventPtr event(raw);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, nullptr);
-    // A null handler makes sd-event exit the loop on the signal.
-    sd_event_add_signal(event.get(), nullptr, SIGTERM, nullptr, nullptr);
-    sd_event_add_signal(event.get(), nullptr, SIGINT, nullptr, nullptr);
-
-    Sweeper sweeper{&alloc, static_cast<std::uint64_t>(config.userns_check_interval.count()) * 1000};
-    uint64_t now = 0;
-    sd_event_now(event.get(), CLOCK_MONOTONIC, &now);
-    if (int r = sd_event_add_time(event.get(), nullptr, CLOCK_MONOTONIC,
-                                  now + sweeper.interval_usec, 0, on_sweep_timer, &sweeper);
-        r < 0) {
-        std::fprintf(stderr, SD_ERR "Failed to add the user namespace timer: %s\n",
-                     std::strerror(-r));
+    Sweeper sweeper{&alloc,
+                    static_cast<std::uint64_t>(config.userns_check_interval.count()) * 1000};
+    if (!setup_event_loop(event.get(), sweeper))
         return EXIT_FAILURE;
-    }
 
     varlink::Server server(event.get(), {"transient", "transient-allocd", PROJECT_VERSION,
                                          "https://github.com/transient-uids/transient"});

@@ -111,6 +111,7 @@ run_probe() {
 
     it_section "[$probe] a namespace whose nested namespace lives"
     # The outer sleep's namespace is the parent of the inner one's; only the inner one lives on.
+    rm -f "$IT_FILES/inner.pid"
     unshare -U --map-root-user sh -c 'unshare -U sleep infinity & echo $! >"$0"; wait' \
         "$IT_FILES/inner.pid" &
     local outer=$!
@@ -121,6 +122,10 @@ run_probe() {
         [ -n "$inner_pid" ] && [ "$(ns_inode "$inner_pid")" != "$(ns_inode "$outer")" ] && break
         sleep 0.02
     done
+    NS_PIDS+=("$inner_pid")
+    it_expect_eq "the nested namespace's parent is the outer one" yes \
+        "$([ -n "$inner_pid" ] && [ -n "$(ns_inode "$inner_pid")" ] &&
+            [ "$(ns_inode "$inner_pid")" != "$(ns_inode "$outer")" ] && echo yes || echo no)"
     it_expect_ok "allocate outer" "$CTL" allocate outer --userns "/proc/$outer/ns/user"
     ns_kill "$outer"
     expect_kept outer 5 "its child namespace is alive"
