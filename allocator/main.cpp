@@ -79,13 +79,28 @@ Result<void> listen(varlink::Server& server, const std::string& socket_path) {
 struct Sweeper {
     allocator::Allocator* allocator = nullptr;
     std::uint64_t interval_usec = 0;
+    std::string problem;  // the probe's last complaint, logged when it changes
 };
+
+// A probe that cannot see everything keeps ranges it cannot judge; say so, once.
+void report_probe_problem(Sweeper& sw) {
+    const std::string problem = sw.allocator->probe()->problem();
+    if (problem == sw.problem)
+        return;
+    if (!problem.empty())
+        std::fprintf(stderr, SD_WARNING "User namespace check incomplete (%s); ranges whose "
+                                        "namespace was not seen are kept.\n", problem.c_str());
+    else
+        std::fprintf(stderr, SD_INFO "User namespace check complete again.\n");
+    sw.problem = problem;
+}
 
 int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexcept {
     auto* sw = static_cast<Sweeper*>(userdata);
     try {
         if (auto r = sw->allocator->reap_dead_bindings(); !r)
             std::fprintf(stderr, SD_ERR "%s, ignoring.\n", r.error().message.c_str());
+        report_probe_problem(*sw);
     } catch (const std::exception& e) {
         std::fprintf(stderr, SD_ERR "Failed to check user namespace bindings: %s\n", e.what());
     }
@@ -95,10 +110,16 @@ int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexce
 }
 
 std::unique_ptr<allocator::UsernsProbe> make_probe(allocator::ProbeMode mode) {
+    if (mode == allocator::ProbeMode::kAuto)
+        if (auto fh = allocator::FileHandleProbe::create(); !fh)
+            std::fprintf(stderr, SD_INFO "Not checking user namespaces by file handles: %s%s.\n",
+                         fh.error().message().c_str(),
+                         fh.error().value() == EPERM ? " (needs CAP_SYS_ADMIN)" : "");
     auto probe = allocator::make_userns_probe(mode);
     if (!probe) {
-        std::fprintf(stderr, SD_ERR "UserNamespaceProbe=%s is not supported by this kernel: %s\n",
-                     allocator::probe_mode_name(mode), probe.error().message().c_str());
+        std::fprintf(stderr, SD_ERR "UserNamespaceProbe=%s is not available: %s%s\n",
+                     allocator::probe_mode_name(mode), probe.error().message().c_str(),
+                     probe.error().value() == EPERM ? " (needs CAP_SYS_ADMIN)" : "");
         return nullptr;
     }
     std::fprintf(stderr, SD_INFO "Checking user namespace bindings by %s.\n", (*probe)->name());
@@ -181,7 +202,9 @@ int run(const allocator::Config& config) {
     }
     EventPtr event(raw);
     Sweeper sweeper{&alloc,
-                    static_cast<std::uint64_t>(config.userns_check_interval.count()) * 1000};
+                    static_cast<std::uint64_t>(config.userns_check_interval.count()) * 1000,
+                    {}};
+    report_probe_problem(sweeper);
     if (!setup_event_loop(event.get(), sweeper))
         return EXIT_FAILURE;
 

@@ -78,6 +78,8 @@ error PermissionDenied ()
 error QuotaExceeded ()
 # The file descriptor does not refer to a user namespace, or to the allocator's own.
 error NotUserNamespace ()
+# The allocator lacks the privileges to tell when this user namespace is gone.
+error CannotWatchUserNamespace ()
 )";
 
 namespace {
@@ -112,7 +114,7 @@ constexpr char kUsernsParam[] = "userNamespaceFileDescriptor";
 
 // The user namespace passed with the call, identified; its fd is closed before this returns,
 // so the allocator never holds the namespace. Returns false after answering the call.
-bool take_userns(Call& call, std::optional<UsernsIdentity>& ret) {
+bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& ret) {
     const json& p = call.parameters();
     auto it = p.find(kUsernsParam);
     if (it == p.end() || it->is_null())
@@ -134,6 +136,16 @@ bool take_userns(Call& call, std::optional<UsernsIdentity>& ret) {
         call.error(std::string(kInterfaceName) + ".NotUserNamespace");
         return false;
     }
+    // Checked while the caller's fd still pins the namespace: a probe that cannot see it now
+    // would later take it for gone, or never find out.
+    if (a.probe() != nullptr && !a.probe()->watchable(fd.get())) {
+        std::fprintf(stderr, SD_WARNING "Cannot watch user namespace %llu of UID %u (%s probe), "
+                                        "refusing to bind a range to it.\n",
+                     static_cast<unsigned long long>(ns->ino), call.peer().uid,
+                     a.probe()->name());
+        call.error(std::string(kInterfaceName) + ".CannotWatchUserNamespace");
+        return false;
+    }
     ret = *ns;
     return true;
 }
@@ -149,7 +161,7 @@ void vl_allocate_range(Allocator& a, Call& call) {
                                       ? -1
                                       : size_json.get<std::int64_t>();
     std::optional<UsernsIdentity> userns;
-    if (!take_userns(call, userns))
+    if (!take_userns(a, call, userns))
         return;
     auto r = a.allocate(AllocateRequest{name, size, call.peer().uid, userns});
     if (!r) {

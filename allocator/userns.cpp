@@ -3,8 +3,10 @@
 #include "allocator/userns.hpp"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/nsfs.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -73,6 +75,14 @@ bool handles_work(int self_fd, const UsernsIdentity& self) {
     return again && *again == self;
 }
 
+bool have_cap_sys_admin() {
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+    if (::syscall(SYS_capget, &hdr, data) < 0)
+        return false;
+    return (data[CAP_TO_INDEX(CAP_SYS_ADMIN)].effective & CAP_TO_MASK(CAP_SYS_ADMIN)) != 0;
+}
+
 }  // namespace
 
 Result<UsernsIdentity> identify_userns(int fd) {
@@ -138,7 +148,21 @@ Result<std::unique_ptr<FileHandleProbe>> FileHandleProbe::create() {
         return std::unexpected(id.error());
     if (id->id == 0 || !handles_work(self.get(), *id))
         return errno_error(EOPNOTSUPP);
+    // Without it, live namespaces of other owners would look gone (see userns.hpp).
+    if (!have_cap_sys_admin())
+        return errno_error(EPERM);
     return std::unique_ptr<FileHandleProbe>(new FileHandleProbe(std::move(self)));
+}
+
+bool FileHandleProbe::watchable(int fd) const {
+    // The caller's fd keeps the namespace alive, so anything but success means that later
+    // answers about it would be wrong.
+    auto ns = identify_userns(fd);
+    if (!ns || ns->id == 0)
+        return false;
+    HandleBuffer h = make_handle(ns->id, ns->ino);
+    shm::UniqueFd again(::open_by_handle_at(mount_fd_.get(), &h.fh, O_RDONLY | O_CLOEXEC));
+    return static_cast<bool>(again);
 }
 
 Liveness FileHandleProbe::check(const shm::RangeEntry& e) {

@@ -15,15 +15,20 @@
 // Liveness, two probes:
 //   - FileHandleProbe (kernels whose nsfs supports file handles, 6.18+): open_by_handle_at() of
 //     {id, CLONE_NEWUSER, inode} either opens the namespace (alive; closed at once) or fails
-//     with ESTALE (gone). Exact, one system call per binding.
+//     with ESTALE (gone). Exact, one system call per binding — but only with CAP_SYS_ADMIN over
+//     the namespace: without it the kernel answers ESTALE for a live namespace too (nsfs's EPERM
+//     becomes ESTALE in exportfs), so this probe requires CAP_SYS_ADMIN, and each binding is
+//     checked once while the caller's fd still pins the namespace (watchable()).
 //   - ScanProbe (everywhere else): a namespace is alive while something reachable from /proc
 //     refers to it: a task's namespaces, an open nsfs fd, an nsfs bind mount, or a namespace
 //     that it owns or is an ancestor of. Each found user namespace is identified as above and
-//     compared with the entry. Limits: a namespace kept alive only by something /proc does not
-//     show (a credential of an open file, an fd in flight in a socket, a task outside our PID
-//     namespace) counts as gone; and without kernel ids a namespace of the same owner that got
-//     the same inode between two sweeps keeps the range until it is gone too (a range is then
-//     kept too long, never released while its namespace is visibly alive).
+//     compared with the entry. A sweep that could not look at everything (no CAP_SYS_PTRACE, so
+//     other users' /proc entries are closed to it) declares nothing gone. Limits: a namespace
+//     kept alive only by something /proc does not show (a credential of an open file or of a
+//     zombie, an fd in flight in a socket, a task outside our PID namespace) counts as gone; and
+//     without kernel ids a namespace of the same owner that got the same inode between two
+//     sweeps keeps the range until it is gone too (a range is then kept too long, never released
+//     while its namespace is visibly alive).
 
 #pragma once
 
@@ -85,16 +90,25 @@ public:
     virtual bool begin_sweep() { return true; }
     // REQUIRES: is_bound(e).
     virtual Liveness check(const shm::RangeEntry& e) = 0;
+    // Whether later checks of namespace `fd` (alive: the caller holds it) can be trusted.
+    virtual bool watchable(int fd) const {
+        (void)fd;
+        return true;
+    }
+    // Why the last sweep could not judge everything, or empty.
+    virtual std::string problem() const { return {}; }
 };
 
 class FileHandleProbe : public UsernsProbe {
 public:
-    // Fails (EOPNOTSUPP) unless the kernel has NS_GET_ID and opens nsfs file handles built from
-    // {id, type, inode} — checked on the allocator's own namespace.
+    // Fails with EOPNOTSUPP unless the kernel has NS_GET_ID and opens nsfs file handles built
+    // from {id, type, inode} (checked on the allocator's own namespace), and with EPERM without
+    // CAP_SYS_ADMIN.
     static Result<std::unique_ptr<FileHandleProbe>> create();
 
     const char* name() const override { return "file-handle"; }
     Liveness check(const shm::RangeEntry& e) override;
+    bool watchable(int fd) const override;
 
 private:
     explicit FileHandleProbe(shm::UniqueFd mount_fd) : mount_fd_(std::move(mount_fd)) {}
@@ -108,6 +122,7 @@ public:
     const char* name() const override { return "scan"; }
     bool begin_sweep() override;
     Liveness check(const shm::RangeEntry& e) override;
+    std::string problem() const override { return problem_; }
 
     // The live user namespaces found by the last sweep, by inode. Exposed for tests.
     const std::unordered_map<std::uint64_t, std::vector<UsernsIdentity>>& live() const {
@@ -121,8 +136,11 @@ private:
     void scan_mounts(int proc_fd, const std::string& pid);
     void add_namespace(shm::UniqueFd fd);
     void add_user_namespace(shm::UniqueFd fd);
+    // Records that something could not be looked at; `err` is errno.
+    void note_failure(int err, const std::string& what);
 
     std::string proc_;
+    std::string problem_;  // set when this sweep missed something (EACCES, EPERM)
     dev_t nsfs_dev_ = 0;
     std::unordered_map<std::uint64_t, std::vector<UsernsIdentity>> live_;
     std::unordered_set<std::uint64_t> seen_;       // namespace inodes looked at this sweep

@@ -14,7 +14,7 @@
 
 #include <cerrno>
 #include <charconv>
-#include <fstream>
+#include <cstring>
 #include <sstream>
 
 #include "allocator/userns.hpp"
@@ -38,12 +38,16 @@ bool is_number(const char* s) {
     return true;
 }
 
-// The names of the numeric entries of directory `path` under `dir_fd`.
-std::vector<std::string> numeric_entries(int dir_fd, const std::string& path) {
+// The names of the numeric entries of directory `path` under `dir_fd`; `*err` gets the errno
+// of a failed open.
+std::vector<std::string> numeric_entries(int dir_fd, const std::string& path, int* err = nullptr) {
     std::vector<std::string> out;
     const int fd = ::openat(dir_fd, path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        if (err != nullptr)
+            *err = errno;
         return out;
+    }
     DIR* d = ::fdopendir(fd);
     if (d == nullptr) {
         ::close(fd);
@@ -90,8 +94,11 @@ std::string unescape_mountinfo(std::string_view s) {
 // `dev`. Paths under /proc/PID/root and fd links of other processes can be swapped for a FIFO
 // (which would block open()) or a device: the O_PATH open touches nothing, and the namespace is
 // reopened through that very descriptor only once it proved to be the nsfs inode.
-shm::UniqueFd open_namespace(int dir_fd, const std::string& path, dev_t dev, std::uint64_t ino) {
+shm::UniqueFd open_namespace(int dir_fd, const std::string& path, dev_t dev, std::uint64_t ino,
+                             int* err) {
     shm::UniqueFd p(::openat(dir_fd, path.c_str(), O_PATH | O_CLOEXEC));
+    if (!p)
+        *err = errno;
     struct stat st {};
     if (!p || ::fstat(p.get(), &st) < 0 || st.st_dev != dev || (ino != 0 && st.st_ino != ino) ||
         !S_ISREG(st.st_mode))
@@ -102,10 +109,17 @@ shm::UniqueFd open_namespace(int dir_fd, const std::string& path, dev_t dev, std
 
 }  // namespace
 
+// A process or thread that exits while we look is not a failure; being kept out is.
+void ScanProbe::note_failure(int err, const std::string& what) {
+    if ((err == EACCES || err == EPERM) && problem_.empty())
+        problem_ = "cannot look at " + proc_ + "/" + what + ": " + std::strerror(err);
+}
+
 bool ScanProbe::begin_sweep() {
     live_.clear();
     seen_.clear();
     seen_mnt_.clear();
+    problem_.clear();
     shm::UniqueFd proc(::open(proc_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     struct stat self {};
     if (!proc || ::fstatat(proc.get(), "self/ns/user", &self, 0) < 0)
@@ -120,13 +134,12 @@ bool ScanProbe::begin_sweep() {
 }
 
 Liveness ScanProbe::check(const shm::RangeEntry& e) {
-    auto it = live_.find(e.userns_ino);
-    if (it == live_.end())
-        return Liveness::kDead;
-    for (const UsernsIdentity& ns : it->second)
-        if (same_namespace(e, ns))
-            return Liveness::kAlive;
-    return Liveness::kDead;
+    if (auto it = live_.find(e.userns_ino); it != live_.end())
+        for (const UsernsIdentity& ns : it->second)
+            if (same_namespace(e, ns))
+                return Liveness::kAlive;
+    // Not seen: gone, unless the sweep was kept out of something where it might be.
+    return problem_.empty() ? Liveness::kDead : Liveness::kUnknown;
 }
 
 void ScanProbe::scan_process(int proc_fd, const std::string& pid) {
@@ -143,16 +156,26 @@ void ScanProbe::scan_tasks(int proc_fd, const std::string& pid) {
         for (const char* link : kNamespaceLinks) {
             const std::string path = pid + "/task/" + tid + "/ns/" + link;
             struct stat st {};
-            if (::fstatat(proc_fd, path.c_str(), &st, 0) < 0 || seen_.count(st.st_ino))
+            if (::fstatat(proc_fd, path.c_str(), &st, 0) < 0) {
+                // ENOENT: a namespace type this kernel does not have, or the task is gone.
+                note_failure(errno, path);
                 continue;
-            add_namespace(open_namespace(proc_fd, path, nsfs_dev_, st.st_ino));
+            }
+            if (seen_.count(st.st_ino))
+                continue;
+            int err = 0;
+            add_namespace(open_namespace(proc_fd, path, nsfs_dev_, st.st_ino, &err));
+            note_failure(err, path);
         }
     }
 }
 
 void ScanProbe::scan_fds(int proc_fd, const std::string& pid) {
     const std::string dir = pid + "/fd/";
-    for (const std::string& n : numeric_entries(proc_fd, pid + "/fd")) {
+    int err = 0;
+    const auto fds = numeric_entries(proc_fd, pid + "/fd", &err);
+    note_failure(err, pid + "/fd");
+    for (const std::string& n : fds) {
         char target[64];
         const ssize_t len = ::readlinkat(proc_fd, (dir + n).c_str(), target, sizeof target);
         if (len <= 0 || len == static_cast<ssize_t>(sizeof target))
@@ -160,7 +183,9 @@ void ScanProbe::scan_fds(int proc_fd, const std::string& pid) {
         const std::uint64_t ino = link_inode(std::string_view(target, static_cast<size_t>(len)));
         if (ino == 0 || seen_.count(ino))
             continue;
-        add_namespace(open_namespace(proc_fd, dir + n, nsfs_dev_, ino));
+        int open_err = 0;
+        add_namespace(open_namespace(proc_fd, dir + n, nsfs_dev_, ino, &open_err));
+        note_failure(open_err, dir + n);
     }
 }
 
@@ -169,7 +194,15 @@ void ScanProbe::scan_mounts(int proc_fd, const std::string& pid) {
     if (::fstatat(proc_fd, (pid + "/ns/mnt").c_str(), &mnt, 0) < 0 ||
         !seen_mnt_.insert(mnt.st_ino).second)
         return;  // every process of a mount namespace sees the same mounts
-    std::ifstream in(proc_ + "/" + pid + "/mountinfo");
+    const std::string mountinfo = pid + "/mountinfo";
+    shm::UniqueFd fd(::openat(proc_fd, mountinfo.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd)
+        return note_failure(errno, mountinfo);
+    std::string text;
+    char buf[65536];
+    for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;)
+        text.append(buf, static_cast<std::size_t>(n));
+    std::istringstream in(text);
     for (std::string line; std::getline(in, line);) {
         // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
         const auto sep = line.find(" - ");
@@ -183,7 +216,9 @@ void ScanProbe::scan_mounts(int proc_fd, const std::string& pid) {
             continue;
         // Through the process's root: the mount point is a path in its mount namespace.
         const std::string path = pid + "/root" + unescape_mountinfo(mountpoint);
-        add_namespace(open_namespace(proc_fd, path, nsfs_dev_, ino));
+        int err = 0;
+        add_namespace(open_namespace(proc_fd, path, nsfs_dev_, ino, &err));
+        note_failure(err, path);
     }
 }
 
