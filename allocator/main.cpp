@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "allocator/allocator.hpp"
 #include "allocator/collision.hpp"
@@ -88,8 +89,12 @@ void report_probe_problem(Sweeper& sw) {
     if (problem == sw.problem)
         return;
     if (!problem.empty())
-        std::fprintf(stderr, SD_WARNING "User namespace check incomplete (%s); ranges whose "
-                                        "namespace was not seen are kept.\n", problem.c_str());
+        std::fprintf(stderr, SD_WARNING "User namespace check incomplete (%s; the %s probe "
+                                        "needs %s); ranges whose namespace was not seen are "
+                                        "kept.\n", problem.c_str(), sw.allocator->probe()->name(),
+                     std::string_view(sw.allocator->probe()->name()) == "scan"
+                             ? "CAP_SYS_PTRACE"
+                             : "CAP_SYS_ADMIN");
     else
         std::fprintf(stderr, SD_INFO "User namespace check complete again.\n");
     sw.problem = problem;
@@ -109,17 +114,20 @@ int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexce
     return sd_event_source_set_enabled(source, SD_EVENT_ON);
 }
 
+constexpr char kNeedsForHandles[] =
+        " (needs CAP_SYS_ADMIN, and open_by_handle_at() allowed by any seccomp filter)";
+
 std::unique_ptr<allocator::UsernsProbe> make_probe(allocator::ProbeMode mode) {
     if (mode == allocator::ProbeMode::kAuto)
         if (auto fh = allocator::FileHandleProbe::create(); !fh)
             std::fprintf(stderr, SD_INFO "Not checking user namespaces by file handles: %s%s.\n",
                          fh.error().message().c_str(),
-                         fh.error().value() == EPERM ? " (needs CAP_SYS_ADMIN)" : "");
+                         fh.error().value() == EPERM ? kNeedsForHandles : "");
     auto probe = allocator::make_userns_probe(mode);
     if (!probe) {
         std::fprintf(stderr, SD_ERR "UserNamespaceProbe=%s is not available: %s%s\n",
                      allocator::probe_mode_name(mode), probe.error().message().c_str(),
-                     probe.error().value() == EPERM ? " (needs CAP_SYS_ADMIN)" : "");
+                     probe.error().value() == EPERM ? kNeedsForHandles : "");
         return nullptr;
     }
     std::fprintf(stderr, SD_INFO "Checking user namespace bindings by %s.\n", (*probe)->name());

@@ -57,22 +57,23 @@ std::uint64_t fingerprint(const UsernsIdentity& ns) {
 }
 
 // Whether open_by_handle_at() of a handle we build ourselves gets our own namespace back, and
-// the kernel's own handle for it has the layout we build.
-bool handles_work(int self_fd, const UsernsIdentity& self) {
+// the kernel's own handle for it has the layout we build. Returns 0 or an errno: EOPNOTSUPP
+// for a kernel without nsfs handles, EPERM from a seccomp filter that forbids the calls.
+int handles_work(int self_fd, const UsernsIdentity& self) {
     HandleBuffer theirs{};
     theirs.fh.handle_bytes = sizeof theirs.bytes;
     int mount_id = 0;
     if (::name_to_handle_at(self_fd, "", &theirs.fh, &mount_id, AT_EMPTY_PATH) < 0)
-        return false;
+        return errno == EPERM ? EPERM : EOPNOTSUPP;
     HandleBuffer ours = make_handle(self.id, self.ino);
     if (theirs.fh.handle_type != kFileIdNsfs || theirs.fh.handle_bytes != sizeof(NsfsHandle) ||
         std::memcmp(theirs.fh.f_handle, ours.fh.f_handle, sizeof(NsfsHandle)) != 0)
-        return false;
+        return EOPNOTSUPP;
     shm::UniqueFd fd(::open_by_handle_at(self_fd, &ours.fh, O_RDONLY | O_CLOEXEC));
     if (!fd)
-        return false;
+        return errno == EPERM ? EPERM : EOPNOTSUPP;
     auto again = identify_userns(fd.get());
-    return again && *again == self;
+    return again && *again == self ? 0 : EOPNOTSUPP;
 }
 
 bool have_cap_sys_admin() {
@@ -146,8 +147,10 @@ Result<std::unique_ptr<FileHandleProbe>> FileHandleProbe::create() {
     auto id = identify_userns(self.get());
     if (!id)
         return std::unexpected(id.error());
-    if (id->id == 0 || !handles_work(self.get(), *id))
+    if (id->id == 0)
         return errno_error(EOPNOTSUPP);
+    if (int e = handles_work(self.get(), *id); e != 0)
+        return errno_error(e);
     // Without it, live namespaces of other owners would look gone (see userns.hpp).
     if (!have_cap_sys_admin())
         return errno_error(EPERM);

@@ -103,7 +103,7 @@ class FileHandleProbe : public UsernsProbe {
 public:
     // Fails with EOPNOTSUPP unless the kernel has NS_GET_ID and opens nsfs file handles built
     // from {id, type, inode} (checked on the allocator's own namespace), and with EPERM without
-    // CAP_SYS_ADMIN.
+    // CAP_SYS_ADMIN or when a seccomp filter forbids open_by_handle_at().
     static Result<std::unique_ptr<FileHandleProbe>> create();
 
     const char* name() const override { return "file-handle"; }
