@@ -112,6 +112,32 @@ TEST(ConfigTest, RefusesNulBytes) {
               "allocd.conf:2: NUL byte in line");
 }
 
+TEST(ConfigTest, TheExampleFileParsesToTheDefaults) {
+    auto c = load_config(TRANSIENT_EXAMPLE_CONFIG, true);
+    ASSERT_TRUE(c) << c.error().message;
+    const Config d;
+    EXPECT_EQ(c->policy.pools.container_first, d.policy.pools.container_first);
+    EXPECT_EQ(c->policy.max_ranges_per_user, d.policy.max_ranges_per_user);
+    // Uncommented, every key must still parse and give the same defaults.
+    std::ifstream in(TRANSIENT_EXAMPLE_CONFIG);
+    std::string text, line;
+    while (std::getline(in, line))
+        text += (line.rfind("#", 0) == 0 && line.find('=') != std::string::npos &&
+                                 line.find(' ') > line.find('=')
+                         ? line.substr(1)
+                         : line) +
+                "\n";
+    auto u = parse_config(text, "allocd.conf.example (uncommented)");
+    ASSERT_TRUE(u) << u.error().message;
+    EXPECT_EQ(u->policy.pools.container_last, d.policy.pools.container_last);
+    EXPECT_EQ(u->policy.pools.dynamic_first, d.policy.pools.dynamic_first);
+    EXPECT_EQ(u->policy.pools.dynamic_last, d.policy.pools.dynamic_last);
+    EXPECT_EQ(u->policy.max_ranges_per_user, d.policy.max_ranges_per_user);
+    EXPECT_EQ(u->userns_check_interval, d.userns_check_interval);
+    EXPECT_EQ(u->probe, d.probe);
+    EXPECT_NE(text.find("\nMaxRangesPerUser=16\n"), std::string::npos) << "uncommenting worked";
+}
+
 class ConfigFileTest : public ::testing::Test {
 protected:
     void SetUp() override {
