@@ -130,7 +130,7 @@ bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& 
     }
     shm::UniqueFd fd = call.take_fd(static_cast<std::size_t>(it->get<std::uint64_t>()));
     auto ns = identify_userns(fd.get());
-    // A binding to our own namespace (or to its ancestors, which we cannot see) never ends.
+    // A binding to the allocator's own namespace would never end.
     auto own = own_userns();
     if (!ns || (own && own->ino == ns->ino && own->id == ns->id)) {
         call.error(std::string(kInterfaceName) + ".NotUserNamespace");
