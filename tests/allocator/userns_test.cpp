@@ -33,23 +33,27 @@ namespace {
 using namespace std::chrono_literals;
 
 // A forked process that runs `setup` and then waits to be killed. `setup` returns a number to
-// report back (a grandchild's PID, say) or -errno. Unless told otherwise it dies with the
-// process that forked it, so that a failing test leaves nothing behind.
+// report back (a grandchild's PID, say) or -errno, after which the process exits at once. It
+// dies with the process that forked it — or, where it must outlive that one, exits by itself
+// once process `outlive_until_gone` is gone — so that no test leaves anything behind.
 class Child {
 public:
-    explicit Child(const std::function<int()>& setup, bool die_with_parent = true) {
+    explicit Child(const std::function<int()>& setup, pid_t outlive_until_gone = 0) {
         int p[2];
         if (::pipe2(p, O_CLOEXEC) < 0)
             return;
         pid_ = ::fork();
         if (pid_ == 0) {
-            if (die_with_parent)
+            if (outlive_until_gone == 0)
                 ::prctl(PR_SET_PDEATHSIG, SIGKILL);
             ::close(p[0]);
             const int v = setup();
             (void)!::write(p[1], &v, sizeof v);
-            for (;;)
-                ::pause();
+            if (v < 0)
+                ::_exit(1);
+            while (outlive_until_gone == 0 || ::kill(outlive_until_gone, 0) == 0)
+                ::usleep(50 * 1000);
+            ::_exit(0);
         }
         ::close(p[1]);
         if (pid_ < 0 || ::read(p[0], &value_, sizeof value_) != sizeof value_)
@@ -262,13 +266,14 @@ int map_self_as_root() {
 
 TEST_P(UsernsProbeTest, KeepsANamespaceWhoseChildNamespaceLives) {
     ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // so that we can reap the grandchild
-    Child parent([] {
+    const pid_t test = ::getpid();
+    Child parent([test] {
         if (::unshare(CLONE_NEWUSER) < 0)
             return -errno;
         if (int r = map_self_as_root(); r < 0)
             return r;
-        // Never destroyed: this process is killed. It outlives us only until we kill it.
-        Child* nested = new Child(unshare_user, /*die_with_parent=*/false);
+        // Never destroyed: this process is killed. The grandchild outlives it, but not the test.
+        Child* nested = new Child(unshare_user, test);
         return nested->value() == 0 ? static_cast<int>(nested->pid()) : nested->value();
     });
     const pid_t grandchild = parent.value();
