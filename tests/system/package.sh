@@ -200,7 +200,9 @@ expect_eq "transient-userdbd.service was started by its socket" "active running"
 upid=$(q systemctl show -P MainPID transient-userdbd.service)
 expect_eq "transient-userdbd runs as nobody:nogroup, not root" "nobody nogroup" \
     "$(q ps -o user=,group= -p "$upid" | xargs)"
-expect_eq "transient-allocd has no capabilities" "0000000000000000" \
+# CAP_SYS_ADMIN (bit 21) only: open_by_handle_at() on nsfs, to tell whether a bound user
+# namespace still exists.
+expect_eq "transient-allocd has CAP_SYS_ADMIN and nothing else" "0000000000200000" \
     "$(q grep CapEff /proc/"$(q systemctl show -P MainPID transient-allocd.service)"/status | awk '{print $2}')"
 apid=$(q systemctl show -P MainPID transient-allocd.service)
 sandbox=""
@@ -254,6 +256,18 @@ expect_eq "it runs as $((BASE + 5)):$((BASE + 5))" "$((BASE + 5)) $((BASE + 5))"
     "$(q ps -o uid=,gid= -p "$pid" | xargs)"
 expect_eq "its cgroup is owned by $((BASE + 5)):$((BASE + 5))" "$((BASE + 5)):$((BASE + 5))" \
     "$(q stat -c %u:%g /sys/fs/cgroup/system.slice/byname.service)"
+
+section "a range bound to a user namespace goes away with it, under the unit's sandbox"
+nspid=$(q sh -c 'unshare --user sleep 600 </dev/null >/dev/null 2>&1 & echo $!')
+out=$(inside transientctl allocate nsbound --size 1 --userns "/proc/$nspid/ns/user" 2>&1) || true
+expect_match "transientctl allocate nsbound --userns /proc/$nspid/ns/user" "Allocated range nsbound" "$out"
+inside kill "$nspid" >/dev/null 2>&1 || true
+gone=""
+for _ in $(seq 120); do
+    if ! inside transientctl show nsbound >/dev/null 2>&1; then gone=yes; break; fi
+    sleep 0.1
+done
+expect_eq "released within 12 s of the namespace's death" "yes" "${gone:-no}"
 
 section "systemctl restart transient-allocd keeps every range"
 before=$(q transientctl --json list)
