@@ -62,9 +62,7 @@ int next(Cursor& c, shm::IdKind kind, Pack&& pack) noexcept {
     shm::RangeRecord range;
     if (int r = shm::find_next(*lease.view(), c.next_start, &range); r < 0)
         return r;  // -ESRCH: past the last range
-    shm::Identity id;
-    shm::identity_of_range(range, kind, &id);
-    if (int r = pack(id); r < 0)
+    if (int r = pack(shm::ranged_id_name(range, 0, kind), range.start); r < 0)
         return r;  // -ERANGE: the same range again with the caller's larger buffer
     c.next_start = std::uint64_t{range.start} + range.size;
     return 0;
@@ -77,9 +75,10 @@ int passwd_enum_reset() noexcept { return reset(passwd_cursor); }
 int passwd_enum_next(passwd* ret, char* buffer, std::size_t buflen) noexcept {
     if (ret == nullptr)
         return -ESRCH;
-    return next(passwd_cursor, shm::IdKind::kUser, [&](const shm::Identity& id) noexcept {
-        return pack_passwd(id, ret, buffer, buflen);
-    });
+    return next(passwd_cursor, shm::IdKind::kUser,
+                [&](const shm::IdName& name, std::uint32_t id) noexcept {
+                    return pack_passwd(name, id, ret, buffer, buflen);
+                });
 }
 
 int group_enum_reset() noexcept { return reset(group_cursor); }
@@ -87,9 +86,10 @@ int group_enum_reset() noexcept { return reset(group_cursor); }
 int group_enum_next(group* ret, char* buffer, std::size_t buflen) noexcept {
     if (ret == nullptr)
         return -ESRCH;
-    return next(group_cursor, shm::IdKind::kGroup, [&](const shm::Identity& id) noexcept {
-        return pack_group(id, ret, buffer, buflen);
-    });
+    return next(group_cursor, shm::IdKind::kGroup,
+                [&](const shm::IdName& name, std::uint32_t id) noexcept {
+                    return pack_group(name, id, ret, buffer, buflen);
+                });
 }
 
 }  // namespace transient::nss

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// Lookups by ID and by name: borrow the table, let shm/identity.hpp name the ID (the naming
-// rules live there only, shared with transient-userdbd), pack the answer into the caller's
+// Lookups by ID and by name: borrow the table, find the range, let shm/identity.hpp name the ID
+// (the naming rules live there only, shared with transient-userdbd) straight into the caller's
 // buffer. No heap (but for growing the caller's list in initgroups_dyn, as glibc's own modules
 // do), no locks held (acquire_table() never waits), no logging.
 
@@ -19,17 +19,24 @@
 namespace transient::nss {
 namespace {
 
-// Resolves an ID into *ret; the table is released before the caller packs the private copy.
-int resolve_id(std::uint32_t id, shm::IdKind kind, shm::Identity* ret) noexcept {
+// Resolves an ID to what its name is made of, *range receiving the range it points into.
+int resolve_id(std::uint32_t id, shm::IdKind kind, shm::RangeRecord* range,
+               shm::IdName* ret) noexcept {
     if (nss_bypassed())
         return -ESRCH;
+    // The foreign range needs no table.
+    if (shm::is_foreign_id(id)) {
+        *ret = shm::foreign_id_name(id - shm::kForeignBase, kind);
+        return 0;
+    }
     TableLease lease;
-    const int r = acquire_table(&lease);
-    if (r < 0)
-        // No usable table: the foreign range still resolves (a null view is never read), any
-        // other ID gets the table's error: NOTFOUND if missing, UNAVAIL if corrupt.
-        return shm::lookup_id(nullptr, id, kind, ret) == 0 ? 0 : r;
-    return shm::lookup_id(lease.view(), id, kind, ret);
+    // No usable table: NOTFOUND if missing (-ENOENT), UNAVAIL if corrupt.
+    if (int r = acquire_table(&lease); r < 0)
+        return r;
+    if (int r = shm::find_by_id(*lease.view(), id, range); r < 0)
+        return r;
+    *ret = shm::ranged_id_name(*range, id - range->start, kind);
+    return 0;
 }
 
 int resolve_name(const char* name, shm::IdKind kind, shm::Identity* ret) noexcept {
@@ -47,10 +54,11 @@ int resolve_name(const char* name, shm::IdKind kind, shm::Identity* ret) noexcep
 int get_passwd_by_uid(uid_t uid, passwd* ret, char* buffer, std::size_t buflen) noexcept {
     if (ret == nullptr)
         return -ESRCH;  // invalid input is "not found", not an error (nss-systemd)
-    shm::Identity id;
-    if (int r = resolve_id(uid, shm::IdKind::kUser, &id); r < 0)
+    shm::RangeRecord range;
+    shm::IdName name;
+    if (int r = resolve_id(uid, shm::IdKind::kUser, &range, &name); r < 0)
         return r;
-    return pack_passwd(id, ret, buffer, buflen);
+    return pack_passwd(name, uid, ret, buffer, buflen);
 }
 
 int get_passwd_by_name(const char* name, passwd* ret, char* buffer, std::size_t buflen) noexcept {
@@ -59,16 +67,17 @@ int get_passwd_by_name(const char* name, passwd* ret, char* buffer, std::size_t 
     shm::Identity id;
     if (int r = resolve_name(name, shm::IdKind::kUser, &id); r < 0)
         return r;
-    return pack_passwd(id, ret, buffer, buflen);
+    return pack_passwd(id_name_of(id, shm::IdKind::kUser), id.id, ret, buffer, buflen);
 }
 
 int get_group_by_gid(gid_t gid, group* ret, char* buffer, std::size_t buflen) noexcept {
     if (ret == nullptr)
         return -ESRCH;
-    shm::Identity id;
-    if (int r = resolve_id(gid, shm::IdKind::kGroup, &id); r < 0)
+    shm::RangeRecord range;
+    shm::IdName name;
+    if (int r = resolve_id(gid, shm::IdKind::kGroup, &range, &name); r < 0)
         return r;
-    return pack_group(id, ret, buffer, buflen);
+    return pack_group(name, gid, ret, buffer, buflen);
 }
 
 int get_group_by_name(const char* name, group* ret, char* buffer, std::size_t buflen) noexcept {
@@ -77,7 +86,7 @@ int get_group_by_name(const char* name, group* ret, char* buffer, std::size_t bu
     shm::Identity id;
     if (int r = resolve_name(name, shm::IdKind::kGroup, &id); r < 0)
         return r;
-    return pack_group(id, ret, buffer, buflen);
+    return pack_group(id_name_of(id, shm::IdKind::kGroup), id.id, ret, buffer, buflen);
 }
 
 }  // namespace transient::nss

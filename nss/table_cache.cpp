@@ -1,10 +1,16 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// The mapping cache behind acquire_table(). Fast path (table mapped, unchanged): compare the
-// runtime directory with the one the current mapping was made for, check the header's retired
-// word, read the coarse monotonic clock (vDSO) and, at most once per second, stat() the path to
-// notice a file renamed over ours. Anything else goes to refresh(), which opens the file and,
-// if it can take the remap mutex *without waiting*, maps it into a new slot and publishes it.
+// The mapping cache behind acquire_table(). Fast path (table mapped, unchanged): load the
+// current slot, check the header's retired word, count the call. Every kRecheckEvery-th call of
+// a thread also reads the coarse monotonic clock and, at most once per second, stat()s the path
+// to notice a file renamed over ours without being retired, or removed. Anything else goes to
+// refresh(), which opens the file and, if it can take the remap mutex *without waiting*, maps it
+// into a new slot and publishes it.
+//
+// What that guarantees: a table the allocator retires (it always retires a file before
+// replacing it) is left at the very next lookup; a table replaced or removed behind the
+// allocator's back is noticed within a second plus at most kRecheckEvery lookups per thread, and
+// at once by any process that starts afterwards.
 //
 // Memory reclamation is the simplest possible: a published slot is immutable and its mapping is
 // kept for the lifetime of the process, so a reader holding a view can never see it unmapped
@@ -33,14 +39,17 @@
 namespace transient::nss {
 namespace {
 
-// Each table replacement (allocator upgrade, corrupt file) or switch of TRANSIENT_RUNTIME_DIR to
-// a directory not seen before takes one slot. Both are rare in a real process.
+// Each table replacement (allocator upgrade, corrupt file) takes one slot. That is rare in a
+// real process.
 constexpr std::size_t kSlots = 16;
-// Longer runtime directories are served, but through the uncached path.
-constexpr std::size_t kMaxCachedDir = 256;
 // A valid table is never larger (file_size_for(kMaxCapacity) ≈ 142 MiB); we never map more, so
 // a huge or sparse file cannot eat the address space of every process that looks up a user.
 constexpr std::uint64_t kMaxMapSize = shm::file_size_for(shm::kMaxCapacity);
+// How often a thread's lookups look at the clock (a power of two).
+constexpr std::uint32_t kRecheckEvery = 64;
+// Call counters, one cache line each, spread over threads (counter_index()): one shared counter
+// would bounce its cache line between the cores of a process that resolves users on many threads.
+constexpr std::size_t kCallCounters = 16;
 
 // A mapped, validated table. Filled by the one thread holding remap_mutex *before* it is
 // published through current_slot, never written again and never unmapped.
@@ -48,7 +57,10 @@ struct Slot {
     shm::TableView view;
     dev_t dev = 0;
     ino_t ino = 0;
-    char dir[kMaxCachedDir] = {};
+};
+
+struct alignas(64) CallCounter {
+    std::atomic<std::uint32_t> calls{0};
 };
 
 // Everything here is constant-initialized: the module has no static constructors.
@@ -57,8 +69,9 @@ constinit Slot slots[kSlots];
 constinit std::size_t slots_used = 0;
 // The slot lookups read. Release-stored after the slot was filled; acquire-loaded by readers.
 constinit std::atomic<const Slot*> current_slot{nullptr};
-// CLOCK_MONOTONIC_COARSE second at or after which the next lookup stat()s the table's path.
+// CLOCK_MONOTONIC_COARSE second at or after which the next recheck stat()s the table's path.
 constinit std::atomic<std::int64_t> next_stat_check{0};
+constinit CallCounter call_counters[kCallCounters];
 // Serializes filling and publishing slots. Only ever taken with trylock: a thread that finds it
 // busy maps privately instead of waiting, so a fork() child that inherited it locked (from a
 // thread that no longer exists there) still answers every lookup.
@@ -72,27 +85,34 @@ std::int64_t coarse_seconds() noexcept {
     return ts.tv_sec;
 }
 
-// "<dir>/ranges.table" into `out`.
-int build_table_path(const char* dir, char (&out)[PATH_MAX]) noexcept {
-    const std::size_t n = std::strlen(dir);
-    if (n + 1 + sizeof shm::kTableFileName > sizeof out)
-        return -ENAMETOOLONG;
-    std::memcpy(out, dir, n);
-    out[n] = '/';
-    std::memcpy(out + n + 1, shm::kTableFileName, sizeof shm::kTableFileName);
-    return 0;
+// Which counter this thread uses: a hash of its stack address. Threads have disjoint stacks, so
+// they mostly get different counters; one thread keeps its counter while its stack depth stays
+// within the same 64 KiB. Free (no call, unlike sched_getcpu(), which would also tie the module
+// to ld.so for glibc's rseq area).
+std::size_t counter_index() noexcept {
+    const auto sp = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+    return static_cast<std::size_t>(((sp >> 16) * 0x9E3779B97F4A7C15ULL) >> 60) % kCallCounters;
+}
+
+// True on every kRecheckEvery-th call of this thread (of the threads sharing its counter).
+bool recheck_due() noexcept {
+    CallCounter& c = call_counters[counter_index()];
+    // Relaxed load and store, not an atomic increment: threads racing on one counter
+    // lose a count at worst, and the call stays free of locked instructions.
+    const std::uint32_t n = c.calls.load(std::memory_order_relaxed) + 1;
+    c.calls.store(n, std::memory_order_relaxed);
+    return n % kRecheckEvery == 0;
 }
 
 // The stat() check: false when the path now names another file, or nothing.
-bool still_current(const Slot& s) noexcept {
+bool still_current(const Slot& s, const char* path) noexcept {
     const std::int64_t now = coarse_seconds();
     // Relaxed: a scheduling hint only. Threads racing past it merely stat() more than once.
     if (now < next_stat_check.load(std::memory_order_relaxed))
         return true;
     next_stat_check.store(now + 1, std::memory_order_relaxed);
-    char path[PATH_MAX];
     struct stat st;
-    if (build_table_path(s.dir, path) < 0 || ::stat(path, &st) < 0)
+    if (::stat(path, &st) < 0)
         return false;
     return st.st_dev == s.dev && st.st_ino == s.ino;
 }
@@ -148,25 +168,23 @@ int map_uncached(int fd, const struct stat& st, TableLease* ret) noexcept {
 void publish(const Slot* s) noexcept {
     next_stat_check.store(coarse_seconds() + 1, std::memory_order_relaxed);
     // Release: pairs with the acquire load in acquire_table(), so a reader that sees `s` sees
-    // the slot's view, dev, ino and dir as written before this store.
+    // the slot's view, dev and ino as written before this store.
     current_slot.store(s, std::memory_order_release);
 }
 
 // REQUIRES: remap_mutex held.
-int publish_locked(const char* dir, int fd, const struct stat& st, TableLease* ret) noexcept {
-    // The same file mapped before (TRANSIENT_RUNTIME_DIR switched back, or a false alarm): reuse
-    // its slot. The inode cannot have been recycled for another file, because our mapping keeps
-    // it alive.
+int publish_locked(int fd, const struct stat& st, TableLease* ret) noexcept {
+    // The same file mapped before (a false alarm): reuse its slot. The inode cannot have been
+    // recycled for another file, because our mapping keeps it alive.
     for (std::size_t i = 0; i < slots_used; i++) {
         const Slot& s = slots[i];
-        if (s.dev == st.st_dev && s.ino == st.st_ino && std::strcmp(s.dir, dir) == 0 &&
-            !shm::table_retired(s.view)) {
+        if (s.dev == st.st_dev && s.ino == st.st_ino && !shm::table_retired(s.view)) {
             publish(&s);
             ret->borrow(&s.view);
             return 0;
         }
     }
-    if (slots_used == kSlots || std::strlen(dir) >= kMaxCachedDir)
+    if (slots_used == kSlots)
         return map_uncached(fd, st, ret);
     Slot& s = slots[slots_used];
     void* p;
@@ -175,43 +193,49 @@ int publish_locked(const char* dir, int fd, const struct stat& st, TableLease* r
         return r;  // the slot stays unused; it was not published
     s.dev = st.st_dev;
     s.ino = st.st_ino;
-    std::strcpy(s.dir, dir);  // length checked above
     slots_used++;
     publish(&s);
     ret->borrow(&s.view);
     return 0;
 }
 
-// The file vanished: stop serving the mapping made for `dir`, so that the next lookups fail
-// fast with -ENOENT instead of reading a table nobody updates any more.
-void forget(const char* dir) noexcept {
-    // Acquire: we only compare the slot's dir, which was written before it was published.
-    const Slot* cur = current_slot.load(std::memory_order_acquire);
-    if (cur == nullptr || std::strcmp(cur->dir, dir) != 0)
+// The file vanished: stop serving the current mapping, so that the next lookups fail fast with
+// -ENOENT instead of reading a table nobody updates any more.
+void forget() noexcept {
+    if (current_slot.load(std::memory_order_relaxed) == nullptr)
         return;
     if (::pthread_mutex_trylock(&remap_mutex) != 0)
         return;  // whoever holds it is about to publish a fresh slot anyway
-    if (current_slot.load(std::memory_order_relaxed) == cur)  // mutex orders slot publication
-        current_slot.store(nullptr, std::memory_order_release);
+    current_slot.store(nullptr, std::memory_order_release);
     ::pthread_mutex_unlock(&remap_mutex);
 }
 
-int refresh(const char* dir, TableLease* ret) noexcept {
-    char path[PATH_MAX];
-    if (int r = build_table_path(dir, path); r < 0)
-        return r;
+int refresh(const char* path, TableLease* ret) noexcept {
     shm::UniqueFd fd;
     struct stat st;
     if (int r = open_table(path, &fd, &st); r < 0) {
         if (r == -ENOENT)
-            forget(dir);
+            forget();
         return r;
     }
     if (::pthread_mutex_trylock(&remap_mutex) != 0)
         return map_uncached(fd.get(), st, ret);
-    const int r = publish_locked(dir, fd.get(), st, ret);
+    const int r = publish_locked(fd.get(), st, ret);
     ::pthread_mutex_unlock(&remap_mutex);
     return r;
+}
+
+// Everything but the fast path: no slot yet, a retired one, or a recheck is due.
+[[gnu::noinline]] int acquire_slow(const Slot* s, bool recheck, TableLease* ret) noexcept {
+    char scratch[PATH_MAX];
+    const char* path;
+    if (int r = table_path(scratch, &path); r < 0)
+        return r;
+    if (recheck && still_current(*s, path)) {
+        ret->borrow(&s->view);
+        return 0;
+    }
+    return refresh(path, ret);
 }
 
 }  // namespace
@@ -229,15 +253,14 @@ void TableLease::adopt(void* p, std::size_t size, const shm::TableView& v) noexc
 }
 
 int acquire_table(TableLease* ret) noexcept {
-    const char* dir = runtime_dir();
     // Acquire: pairs with the release store in publish(); the slot's contents are complete.
     const Slot* s = current_slot.load(std::memory_order_acquire);
-    if (s != nullptr && std::strcmp(s->dir, dir) == 0 && !shm::table_retired(s->view) &&
-        still_current(*s)) {
-        ret->borrow(&s->view);
-        return 0;
-    }
-    return refresh(dir, ret);
+    if (s == nullptr || shm::table_retired(s->view))
+        return acquire_slow(nullptr, false, ret);
+    if (recheck_due()) [[unlikely]]
+        return acquire_slow(s, true, ret);
+    ret->borrow(&s->view);
+    return 0;
 }
 
 namespace detail {

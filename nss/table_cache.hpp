@@ -2,9 +2,9 @@
 //
 // The module's process-wide mapping of the range table: the allocation-free, lock-free-on-the-
 // fast-path counterpart of shm::TableReader. A lookup borrows the current mapping through a
-// TableLease; when the cache cannot be used (another thread is remapping, every slot is taken,
-// the runtime directory path is unusually long), the lease holds a private mapping made for this
-// one call and unmaps it when it goes out of scope. Either way the lookup reads a validated
+// TableLease; when the cache cannot be used (another thread is remapping, or every slot is
+// taken), the lease holds a private mapping made for this one call and unmaps it when it goes
+// out of scope. Either way the lookup reads a validated
 // shm::TableView and never blocks.
 
 #pragma once
@@ -39,7 +39,7 @@ private:
     std::size_t owned_size_ = 0;
 };
 
-// Lets *ret read the table of runtime_dir(), mapping or remapping it as needed. Returns 0,
+// Lets *ret read the table (environment.hpp: table_path()), mapping or remapping it as needed. Returns 0,
 // -ENOENT (no table: one failed open()), -EAGAIN (the table is being replaced), -EBADMSG (not a
 // table, or corrupt), -EPROTONOSUPPORT (another version), -ENAMETOOLONG, or an -errno of
 // open()/fstat()/mmap(). Never blocks, never allocates, never unmaps a mapping another thread

@@ -5,14 +5,15 @@
 //   UID B+n of range "web" (start B)  ->  user  vu-web-n, realName "UID n of transient range web"
 //   GID B+n                           ->  group vg-web-n, description "GID n of transient range web"
 //   2147352576+N (systemd's foreign range) -> foreign-N, "Foreign System Image UID N" / "… GID N"
-// Freestanding like the reader: no heap, no exceptions.
+// The rules are written once, as templates over a writer (write_name(), write_description()):
+// Identity formats them into fixed buffers, the NSS module straight into glibc's buffer.
+// Freestanding like the reader: no heap, no exceptions, no stdio.
 
 #pragma once
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <string.h>  // memrchr (GNU)
 
@@ -72,9 +73,121 @@ inline bool parse_decimal(const char* s, std::size_t n, std::uint32_t* ret) noex
     return true;
 }
 
+// A number in decimal, formatted once for the name and the description that both show it.
+struct Decimal {
+    char digits[12];  // not NUL-terminated; readable in full (writers may copy all 12 bytes)
+    std::uint32_t length;
+
+    explicit Decimal(std::uint32_t v) noexcept : digits{}, length(1) {
+        static constexpr char kPairs[] =
+                "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                "8081828384858687888990919293949596979899";
+        for (std::uint32_t bound = 10; length < 10 && v >= bound; bound *= 10)
+            length++;
+        std::uint32_t i = length;
+        for (; v >= 100; v /= 100) {
+            i -= 2;
+            std::memcpy(digits + i, kPairs + 2 * (v % 100), 2);
+        }
+        if (v >= 10)
+            std::memcpy(digits + i - 2, kPairs + 2 * v, 2);
+        else
+            digits[i - 1] = static_cast<char>('0' + v);
+    }
+};
+
+}  // namespace detail
+
+// What an ID's name and description are made of. `range_name` points at the NUL-padded name of
+// a validated RangeRecord, which must outlive this.
+struct IdName {
+    IdKind kind = IdKind::kUser;
+    bool foreign = false;
+    detail::Decimal n{0};  // the offset in the range, or N of foreign-N
+    const char* range_name = nullptr;  // kNameWords * 8 readable bytes; unused if foreign
+    std::size_t range_name_length = 0;
+};
+
+inline IdName ranged_id_name(const RangeRecord& r, std::uint32_t n, IdKind kind) noexcept {
+    return IdName{kind, false, detail::Decimal(n), r.name, detail::padded_name_length(r.name)};
+}
+
+inline IdName foreign_id_name(std::uint32_t n, IdKind kind) noexcept {
+    return IdName{kind, true, detail::Decimal(n), nullptr, 0};
+}
+
+// The naming rules. `Out` has lit(string literal), range(padded name, length) and dec(Decimal).
+//   user/group name: vu-<range>-<n> / vg-<range>-<n>, or foreign-<N>
+template <typename Out>
+void write_name(Out&& out, const IdName& id) noexcept {
+    if (id.foreign) {
+        out.lit("foreign-").dec(id.n);
+        return;
+    }
+    out.lit(id.kind == IdKind::kUser ? "vu-" : "vg-")
+            .range(id.range_name, id.range_name_length)
+            .lit("-")
+            .dec(id.n);
+}
+
+//   realName / description: "UID <n> of transient range <range>" (GID for groups), or
+//   "Foreign System Image UID <N>" (GID for groups), exactly as systemd words it
+template <typename Out>
+void write_description(Out&& out, const IdName& id) noexcept {
+    const bool user = id.kind == IdKind::kUser;
+    if (id.foreign) {
+        out.lit("Foreign System Image ").lit(user ? "UID " : "GID ").dec(id.n);
+        return;
+    }
+    out.lit(user ? "UID " : "GID ")
+            .dec(id.n)
+            .lit(" of transient range ")
+            .range(id.range_name, id.range_name_length);
+}
+
+// An Out that only counts: the lengths write_name() and write_description() produce.
+class LengthCounter {
+public:
+    template <std::size_t N>
+    LengthCounter& lit(const char (&)[N]) noexcept {
+        n_ += N - 1;
+        return *this;
+    }
+    LengthCounter& range(const char*, std::size_t n) noexcept {
+        n_ += n;
+        return *this;
+    }
+    LengthCounter& dec(const detail::Decimal& d) noexcept {
+        n_ += d.length;
+        return *this;
+    }
+    std::size_t length() const noexcept { return n_; }
+
+private:
+    std::size_t n_ = 0;
+};
+
+template <typename Write>
+std::size_t written_length(Write&& write, const IdName& id) noexcept {
+    LengthCounter c;
+    write(c, id);
+    return c.length();
+}
+
+inline std::size_t name_length(const IdName& id) noexcept {
+    return written_length([](auto& out, const IdName& i) { write_name(out, i); }, id);
+}
+
+inline std::size_t description_length(const IdName& id) noexcept {
+    return written_length([](auto& out, const IdName& i) { write_description(out, i); }, id);
+}
+
+namespace detail {
+
 // Formats into a fixed buffer like snprintf() (truncating, always NUL-terminated once the
-// temporary dies), at a small fraction of its cost: the NSS module formats two strings on every
-// lookup, and snprintf() was more than half of the time of a getpwuid_r() call.
+// temporary dies), at a small fraction of its cost: snprintf() was more than half of the time
+// of a getpwuid_r() call through the NSS module.
 class FixedWriter {
 public:
     FixedWriter(char* buf, std::size_t size) noexcept : p_(buf), end_(buf + size - 1) {}
@@ -87,26 +200,13 @@ public:
         return append(s, N - 1);
     }
     FixedWriter& str(const char* s) noexcept { return append(s, strnlen(s, room())); }
-    FixedWriter& num(std::uint32_t v) noexcept {
-        std::size_t n = 1;
-        for (std::uint32_t t = v; t >= 10; t /= 10)
-            n++;
-        if (n > room()) {  // truncated: the leading digits, as snprintf() keeps them
-            std::uint32_t div = 1;
-            for (std::size_t i = 1; i < n; i++)
-                div *= 10;
-            for (; p_ < end_; div /= 10)
-                *p_++ = static_cast<char>('0' + v / div % 10);
-            return *this;
-        }
-        for (std::size_t i = n; i > 0; v /= 10)
-            p_[--i] = static_cast<char>('0' + v % 10);
-        p_ += n;
-        return *this;
-    }
+    FixedWriter& range(const char* s, std::size_t n) noexcept { return append(s, n); }
+    FixedWriter& dec(const Decimal& d) noexcept { return append(d.digits, d.length); }
+    FixedWriter& num(std::uint32_t v) noexcept { return dec(Decimal(v)); }
 
 private:
     std::size_t room() const noexcept { return static_cast<std::size_t>(end_ - p_); }
+    // Truncated like snprintf(): the leading bytes are kept.
     FixedWriter& append(const char* s, std::size_t n) noexcept {
         n = n < room() ? n : room();
         std::memcpy(p_, s, n);
@@ -118,35 +218,25 @@ private:
     char* end_;
 };
 
+inline void fill(const IdName& n, std::uint32_t id, std::uint32_t offset, Identity* ret) noexcept {
+    ret->id = id;
+    ret->offset = offset;
+    write_name(FixedWriter(ret->name, sizeof ret->name), n);
+    write_description(FixedWriter(ret->description, sizeof ret->description), n);
+}
+
 inline void fill_foreign(std::uint32_t n, IdKind kind, Identity* ret) noexcept {
-    ret->id = kForeignBase + n;
-    ret->offset = n;
     ret->disposition = Disposition::kForeign;
     ret->range = RangeRecord{};
-    FixedWriter(ret->name, sizeof ret->name).lit("foreign-").num(n);  // "foreign-%u"
-    FixedWriter(ret->description, sizeof ret->description)  // "Foreign System Image %s %u"
-            .lit("Foreign System Image ")
-            .lit(kind == IdKind::kUser ? "UID " : "GID ")
-            .num(n);
+    fill(foreign_id_name(n, kind), kForeignBase + n, n, ret);
 }
 
 inline void fill_ranged(const RangeRecord& r, std::uint32_t n, IdKind kind,
                         Identity* ret) noexcept {
-    const bool user = kind == IdKind::kUser;
-    ret->id = r.start + n;
-    ret->offset = n;
     ret->disposition = r.size == 1 ? Disposition::kDynamic : Disposition::kContainer;
     ret->range = r;
-    FixedWriter(ret->name, sizeof ret->name)  // "%s-%s-%u"
-            .lit(user ? "vu-" : "vg-")
-            .str(r.name)
-            .lit("-")
-            .num(n);
-    FixedWriter(ret->description, sizeof ret->description)  // "%s %u of transient range %s"
-            .lit(user ? "UID " : "GID ")
-            .num(n)
-            .lit(" of transient range ")
-            .str(r.name);
+    // Formats from the copy in *ret, which outlives the IdName.
+    fill(ranged_id_name(ret->range, n, kind), r.start + n, n, ret);
 }
 
 }  // namespace detail

@@ -147,9 +147,62 @@ int read_consistent(const TableView& v, Read&& read) noexcept {
     return -EAGAIN;
 }
 
+// Length of a NUL-padded name: the index of its first NUL, or kNameWords * 8 if it has none.
+inline std::size_t padded_name_length(const char (&name)[kNameWords * 8]) noexcept {
+    for (std::size_t w = 0; w < kNameWords; w++) {
+        std::uint64_t v;
+        std::memcpy(&v, name + w * 8, 8);
+        // The high bit of every zero byte, exactly (no borrow crosses bytes: each byte's low
+        // seven bits plus 0x7F stay below 0x100).
+        constexpr std::uint64_t kLow7 = 0x7F7F7F7F7F7F7F7FULL;
+        const std::uint64_t z = ~(((v & kLow7) + kLow7) | v | kLow7);
+        if (z != 0) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return w * 8 + static_cast<std::size_t>(__builtin_ctzll(z)) / 8;
+#else
+            return w * 8 + static_cast<std::size_t>(__builtin_clzll(z)) / 8;
+#endif
+        }
+    }
+    return kNameWords * 8;
+}
+
+// is_valid_range_name(name, n), sixteen bytes at a time (GCC vector extensions: SSE2 on
+// x86-64, NEON on arm64, plain code elsewhere). Every lookup validates the name it hands out, and
+// the per-byte loop was the most expensive part of a lookup. REQUIRES: n = padded_name_length().
+inline bool is_valid_padded_name(const char (&name)[kNameWords * 8], std::size_t n) noexcept {
+    static_assert(kNameWords * 8 == 24 && kMaxRangeNameLength < 24);
+    using Unsigned = unsigned char __attribute__((vector_size(16)));
+    using Signed = signed char __attribute__((vector_size(16)));
+    if (n == 0 || n > kMaxRangeNameLength)
+        return false;
+    // c in [lo, lo + len) <=> (c - lo) < len unsigned <=> (c - lo + 128) < len - 128 signed:
+    // SSE2 has only signed byte compares.
+    auto in_range = [](Unsigned c, unsigned char lo, signed char len) noexcept {
+        return reinterpret_cast<Signed>(c + static_cast<unsigned char>(128 - lo)) <
+               static_cast<signed char>(len - 128);
+    };
+    // Lanes [0, 16) and [8, 24): two overlapping loads cover the 24 bytes.
+    static constexpr Signed kLanes[2] = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+                                         {8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                          22, 23}};
+    Signed bad = {};
+    for (int half = 0; half < 2; half++) {
+        Unsigned c;
+        std::memcpy(&c, name + 8 * half, sizeof c);
+        // c | 0x20 maps A-Z onto a-z and nothing else into a-z.
+        const Signed valid = in_range(c, '0', 10) | in_range(c | 0x20, 'a', 26) |
+                             (c == '_') | (c == '-');
+        bad |= (kLanes[half] < static_cast<signed char>(n)) & ~valid;
+    }
+    std::uint64_t w[2];
+    std::memcpy(w, &bad, sizeof w);
+    // The first character is a letter or '_' (the rest were checked above).
+    return (w[0] | w[1]) == 0 && !(name[0] >= '0' && name[0] <= '9') && name[0] != '-';
+}
+
 inline int validate_record(const RangeRecord& r) noexcept {
-    const std::size_t n = strnlen(r.name, sizeof r.name);
-    if (n == sizeof r.name || !is_valid_range_name(r.name, n))
+    if (!is_valid_padded_name(r.name, padded_name_length(r.name)))
         return -EBADMSG;
     if (!is_valid_range_shape(r.start, r.size))
         return -EBADMSG;

@@ -135,15 +135,5 @@ TEST_F(NssGroupTest, ReturnsTryAgainWithErangeForEveryBufferShorterThanTheRecord
     }
 }
 
-TEST_F(NssGroupTest, BypassAnswersNotFound) {
-    ::setenv("TRANSIENT_NSS_BYPASS", "1", 1);
-    EXPECT_EQ(group_name(kWeb), "");
-    group gr{};
-    alignas(char*) char buf[256];
-    int err;
-    EXPECT_EQ(getgrnam("vg-web-0", &gr, buf, sizeof buf, &err), NSS_STATUS_NOTFOUND);
-    EXPECT_EQ(err, ENOENT);
-}
-
 }  // namespace
 }  // namespace transient::nss::testing

@@ -130,7 +130,9 @@ TEST_F(NssPasswdTest, ServesTheForeignRangeLikeSystemd) {
 }
 
 TEST_F(NssPasswdTest, ServesTheForeignRangeWithoutATable) {
-    ::setenv("TRANSIENT_RUNTIME_DIR", (dir_ + "/nonexistent").c_str(), 1);
+    ASSERT_EQ(user_name(kWeb), "vu-web-0");
+    writer_.reset();
+    remove_table();
     EXPECT_EQ(user_name(shm::kForeignBase + 42), "foreign-42");
     EXPECT_EQ(user_name(kWeb), "");
 }
@@ -204,20 +206,7 @@ TEST_F(NssPasswdTest, LeavesErangeInErrnoWhenErrnopIsErrno) {
     EXPECT_EQ(errno, ERANGE);
 }
 
-TEST_F(NssPasswdTest, BypassAnswersNotFoundForEverything) {
-    ::setenv("TRANSIENT_NSS_BYPASS", "1", 1);
-    passwd pw{};
-    char buf[256];
-    int err;
-    EXPECT_EQ(getpwuid(kWeb, &pw, buf, sizeof buf, &err), NSS_STATUS_NOTFOUND);
-    EXPECT_EQ(err, ENOENT);
-    EXPECT_EQ(getpwnam("vu-web-0", &pw, buf, sizeof buf, &err), NSS_STATUS_NOTFOUND);
-    EXPECT_EQ(getpwuid(shm::kForeignBase, &pw, buf, sizeof buf, &err), NSS_STATUS_NOTFOUND);
-    ::setenv("TRANSIENT_NSS_BYPASS", "0", 1);
-    EXPECT_EQ(user_name(kWeb), "vu-web-0");
-    ::unsetenv("TRANSIENT_NSS_BYPASS");
-    EXPECT_EQ(user_name(kWeb), "vu-web-0");
-}
+// TRANSIENT_NSS_BYPASS is read once per process: see nss_environment_test.cpp.
 
 }  // namespace
 }  // namespace transient::nss::testing

@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // Shared fixture of the NSS tests: dlopen()s the built libnss_transient.so.2 (as systemd's
-// test-nss-users does), resolves every entry point with dlsym(), and gives each test a private
-// runtime directory (TRANSIENT_RUNTIME_DIR) with a table written by shm::TableWriter.
+// test-nss-users does), resolves every entry point with dlsym(), and gives the test process one
+// private runtime directory (TRANSIENT_RUNTIME_DIR, set before the first lookup: the module reads
+// it once per process). Each test starts without a table there and writes its own with
+// shm::TableWriter; at its end the table is retired and removed, as the allocator would replace
+// it, so that the module lets go of its mapping at the next lookup.
 
 #pragma once
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <nss.h>
 #include <pwd.h>
@@ -15,6 +19,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -121,24 +126,71 @@ inline bool inside(const char* p, const char* buf, std::size_t len) {
     return p != nullptr && p >= buf && p + std::strlen(p) < buf + len;
 }
 
+// The process's runtime directory: created, and exported in TRANSIENT_RUNTIME_DIR, on first use,
+// which every test's SetUp() makes before its first lookup. Removed when the process exits.
+inline const std::string& runtime_dir() {
+    static const std::string dir = [] {
+        char tmpl[] = "/tmp/transient-nss-test.XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr)
+            std::abort();
+        ::setenv("TRANSIENT_RUNTIME_DIR", tmpl, 1);
+        ::unsetenv("TRANSIENT_NSS_BYPASS");
+        std::atexit([] {
+            std::error_code ec;
+            std::filesystem::remove_all(std::getenv("TRANSIENT_RUNTIME_DIR"), ec);
+        });
+        return std::string(tmpl);
+    }();
+    return dir;
+}
+
+inline std::string table_path() { return runtime_dir() + "/" + shm::kTableFileName; }
+
+// Marks the table file at `path` retired if it is a table; the allocator does that before it
+// replaces one. Anything else is left alone.
+inline void retire_table(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return;
+    std::uint64_t magic = 0;
+    if (::pread(fd, &magic, sizeof magic, 0) == sizeof magic && magic == shm::kMagic) {
+        const auto retired = static_cast<std::uint64_t>(shm::TableState::kRetired);
+        if (::pwrite(fd, &retired, sizeof retired, offsetof(shm::FileHeader, state)) !=
+            sizeof retired)
+            ADD_FAILURE() << "cannot retire " << path;
+    }
+    ::close(fd);
+}
+
+// Retires whatever is at the table's path and removes it, and everything else the test left in
+// the runtime directory.
+inline void remove_table() {
+    retire_table(table_path());
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(runtime_dir(), ec))
+        std::filesystem::remove_all(e.path(), ec);
+}
+
+// Puts the file at `from` in the table's place, the way the allocator replaces a table: the old
+// one is retired first, then the new one renamed over it.
+inline void install_table(const std::string& from) {
+    retire_table(table_path());
+    if (::rename(from.c_str(), table_path().c_str()) < 0)
+        ADD_FAILURE() << "rename " << from << ": " << std::strerror(errno);
+}
+
 class NssTest : public ::testing::Test {
 protected:
     void SetUp() override {
         ASSERT_NE(nss().handle, nullptr);
-        char tmpl[] = "/tmp/transient-nss-test.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
-        path_ = dir_ + "/" + shm::kTableFileName;
-        ::setenv("TRANSIENT_RUNTIME_DIR", dir_.c_str(), 1);
-        ::unsetenv("TRANSIENT_NSS_BYPASS");
+        dir_ = runtime_dir();
+        path_ = table_path();
+        remove_table();
     }
 
     void TearDown() override {
         writer_.reset();
-        ::unsetenv("TRANSIENT_RUNTIME_DIR");
-        ::unsetenv("TRANSIENT_NSS_BYPASS");
-        std::error_code ec;
-        std::filesystem::remove_all(dir_, ec);
+        remove_table();
     }
 
     static const Module& nss() { return Module::get(); }

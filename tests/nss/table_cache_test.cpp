@@ -3,8 +3,11 @@
 // White-box tests of nss/table_cache.cpp, linked in statically: the cached fast path, and the
 // private per-call mapping it falls back to when the remap mutex is busy (another thread, or a
 // fork() child that inherited it locked) or when every slot is taken. Tests run in declaration
-// order in one process; slot exhaustion comes last.
+// order in one process; slot exhaustion comes last. The module reads TRANSIENT_RUNTIME_DIR once,
+// so the process has one runtime directory, and a "new table" replaces the old one the way the
+// allocator does it: retire the old file, rename the new one over it.
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +20,7 @@
 
 #include "nss/table_cache.hpp"
 #include "shm/identity.hpp"
+#include "shm/layout.hpp"
 #include "shm/writer.hpp"
 
 namespace transient::nss {
@@ -24,28 +28,48 @@ namespace {
 
 constexpr std::uint32_t kWeb = 0x00080000;
 
+// Set before the first lookup of the process, which every test's SetUp() precedes.
+const std::string& runtime_dir() {
+    static const std::string dir = [] {
+        char tmpl[] = "/tmp/transient-nss-cache.XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr)
+            std::abort();
+        ::setenv("TRANSIENT_RUNTIME_DIR", tmpl, 1);
+        std::atexit([] { std::filesystem::remove_all(std::getenv("TRANSIENT_RUNTIME_DIR")); });
+        return std::string(tmpl);
+    }();
+    return dir;
+}
+
+void retire(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    const auto retired = static_cast<std::uint64_t>(shm::TableState::kRetired);
+    EXPECT_EQ(::pwrite(fd, &retired, sizeof retired, offsetof(shm::FileHeader, state)),
+              static_cast<ssize_t>(sizeof retired));
+    ::close(fd);
+}
+
 class TableCacheTest : public ::testing::Test {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/transient-nss-cache.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        root_ = tmpl;
-    }
+    void SetUp() override { path_ = runtime_dir() + "/" + shm::kTableFileName; }
     void TearDown() override {
         writers_.clear();
-        ::unsetenv("TRANSIENT_RUNTIME_DIR");
-        std::filesystem::remove_all(root_);
+        retire(path_);
+        ::unlink(path_.c_str());
     }
 
-    // A new runtime directory with a table holding range `name` at kWeb; made current.
+    // A new table holding range `name` at kWeb, put in place of the current one.
     void use_new_table(const std::string& name) {
-        const std::string d = root_ + "/" + std::to_string(writers_.size());
-        std::filesystem::create_directory(d);
-        auto w = shm::TableWriter::open(d + "/" + shm::kTableFileName, 64);
+        const std::string p = runtime_dir() + "/next.table";
+        auto w = shm::TableWriter::open(p, 64);
         ASSERT_TRUE(w);
         ASSERT_TRUE(w->publish(std::vector{shm::RangeEntry{name, kWeb, 0x10000, 0, 0, 0, 0, 0}}));
         writers_.push_back(std::move(*w));
-        ::setenv("TRANSIENT_RUNTIME_DIR", d.c_str(), 1);
+        retire(path_);
+        ASSERT_EQ(::rename(p.c_str(), path_.c_str()), 0);
+        ::unlink((p + ".lock").c_str());
     }
 
     static std::string name_of_kweb(const TableLease& lease) {
@@ -55,7 +79,7 @@ protected:
         return id.name;
     }
 
-    std::string root_;
+    std::string path_;
     std::vector<shm::TableWriter> writers_;
 };
 
@@ -70,7 +94,11 @@ TEST_F(TableCacheTest, ReusesOneMappingAcrossCalls) {
 }
 
 TEST_F(TableCacheTest, MissingTableIsEnoent) {
-    ::setenv("TRANSIENT_RUNTIME_DIR", (root_ + "/none").c_str(), 1);
+    use_new_table("gone");
+    TableLease before;
+    ASSERT_EQ(acquire_table(&before), 0);
+    retire(path_);
+    ASSERT_EQ(::unlink(path_.c_str()), 0);
     TableLease lease;
     EXPECT_EQ(acquire_table(&lease), -ENOENT);
 }

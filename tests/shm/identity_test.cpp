@@ -5,6 +5,7 @@
 // including the truncation that the fixed buffers would apply.
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -86,6 +87,40 @@ TEST(IdentityFormatTest, TruncatesLikeSnprintf) {
             std::snprintf(want, size, "vu-%s-%u", "name", v);
             EXPECT_EQ(0, std::memcmp(got, want, sizeof got)) << size << " " << v;
         }
+}
+
+// The vectorized name check every lookup runs must agree with the plain one the writer uses, for
+// every name a table can hold: all lengths, every byte value at every position.
+TEST(NameValidationTest, PaddedCheckAgreesWithThePlainOne) {
+    auto agree = [](const char (&name)[kNameWords * 8]) {
+        const std::size_t n = detail::padded_name_length(name);
+        ASSERT_EQ(n, strnlen(name, sizeof name));
+        const bool plain = n < sizeof name && is_valid_range_name(name, n);
+        ASSERT_EQ(detail::is_valid_padded_name(name, n), plain)
+                << std::string(name, n) << " (length " << n << ")";
+    };
+    char name[kNameWords * 8];
+    for (std::size_t len = 0; len <= sizeof name; len++)
+        for (int pos = 0; pos < static_cast<int>(std::max<std::size_t>(len, 1)); pos++)
+            for (int byte = 0; byte < 256; byte++) {
+                std::memset(name, 0, sizeof name);
+                std::memset(name, 'a', len);
+                if (len > 0)
+                    name[pos] = static_cast<char>(byte);
+                agree(name);
+            }
+    std::mt19937 rng(5);
+    const char alphabet[] = "abcXYZ019_-/:.\x7f\x80\xff";
+    for (int i = 0; i < 200000; i++) {
+        std::memset(name, 0, sizeof name);
+        const std::size_t len = rng() % 25;
+        for (std::size_t k = 0; k < len; k++)
+            name[k] = alphabet[rng() % (sizeof alphabet - 1)];
+        if (rng() % 4 == 0)  // garbage after the terminator must not matter
+            for (std::size_t k = len + 1; k < sizeof name; k++)
+                name[k] = static_cast<char>(rng());
+        agree(name);
+    }
 }
 
 }  // namespace
