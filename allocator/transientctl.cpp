@@ -184,7 +184,7 @@ std::string describe_transport_error(int e) {
 
 struct Context {
     std::string socket;
-    bool json = false;
+    bool json_output = false;
     std::optional<uint64_t> size;
     std::string userns;  // --userns PATH
 };
@@ -286,7 +286,7 @@ int do_allocate(const Context& ctx, std::span<const std::string> args) {
         ::close(userns_fd);
     if (!reply)
         return kExitFailure;
-    if (ctx.json) {
+    if (ctx.json_output) {
         print_json(*reply);
         return EXIT_SUCCESS;
     }
@@ -309,10 +309,11 @@ int do_allocate(const Context& ctx, std::span<const std::string> args) {
 
 int do_release(const Context& ctx, std::span<const std::string> args) {
     const std::string& name = args[0];
-    auto reply = call(ctx, "ReleaseRange", json{{"name", name}}, "release range '" + printable(name) + "'");
+    auto reply = call(ctx, "ReleaseRange", json{{"name", name}},
+                      "release range '" + printable(name) + "'");
     if (!reply)
         return kExitFailure;
-    if (ctx.json)
+    if (ctx.json_output)
         print_json(*reply);
     else
         std::printf("Released range %s.\n", printable(name).c_str());
@@ -369,7 +370,7 @@ int do_list(const Context& ctx, std::span<const std::string>) {
         ranges.push_back(std::move(*r));
     }
 
-    if (ctx.json) {
+    if (ctx.json_output) {
         print_json(raw);
         return EXIT_SUCCESS;
     }
@@ -379,7 +380,8 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     }
     std::sort(ranges.begin(), ranges.end(),
               [](const Range& a, const Range& b) { return a.start < b.start; });
-    std::vector<std::vector<std::string>> rows{{"NAME", "START", "END", "SIZE", "OWNER", "CREATED"}};
+    std::vector<std::vector<std::string>> rows{
+        {"NAME", "START", "END", "SIZE", "OWNER", "CREATED"}};
     for (const Range& r : ranges)
         rows.push_back({printable(r.name), std::to_string(r.start),
                         std::to_string(r.start + r.size - 1), std::to_string(r.size),
@@ -388,6 +390,32 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     print_table(rows, kRight);
     std::printf("\n%zu %s listed.\n", ranges.size(), ranges.size() == 1 ? "range" : "ranges");
     return EXIT_SUCCESS;
+}
+
+// "Key: value" lines with the keys aligned right, as in systemd's status output. `uid` is the
+// UID the range was looked up by, if any.
+void print_range(const Range& r, const std::optional<uint64_t>& uid) {
+    std::string owner = format_owner(r.owner);
+    if (r.owner && owner != std::to_string(*r.owner))
+        owner += " (" + std::to_string(*r.owner) + ")";
+    std::vector<std::pair<std::string, std::string>> lines{
+        {"Name", printable(r.name)},
+        {"Start", std::to_string(r.start)},
+        {"End", std::to_string(r.start + r.size - 1)},
+        {"Size", std::to_string(r.size)},
+        {"Users", format_names("vu-", r)},
+        {"Groups", format_names("vg-", r)},
+        {"Owner", owner},
+        {"Created", format_created(r.created)},
+    };
+    if (uid && *uid >= r.start && *uid - r.start < r.size)
+        lines.insert(lines.begin(), {"UID", std::to_string(*uid) + " (vu-" + printable(r.name) +
+                                                "-" + std::to_string(*uid - r.start) + ")"});
+    std::size_t width = 0;
+    for (const auto& [key, value] : lines)
+        width = std::max(width, key.size());
+    for (const auto& [key, value] : lines)
+        std::printf("%*s: %s\n", static_cast<int>(width), key.c_str(), value.c_str());
 }
 
 int do_show(const Context& ctx, std::span<const std::string> args) {
@@ -422,30 +450,10 @@ int do_show(const Context& ctx, std::span<const std::string> args) {
         log_error("Failed to %s: the daemon sent a malformed reply.", what.c_str());
         return kExitFailure;
     }
-    if (ctx.json) {
-        // The range itself, like each element of "list --json".
-        print_json(range);
-        return EXIT_SUCCESS;
-    }
-
-    std::vector<std::pair<std::string, std::string>> lines{
-        {"Name", printable(r->name)},
-        {"Start", std::to_string(r->start)},
-        {"End", std::to_string(r->start + r->size - 1)},
-        {"Size", std::to_string(r->size)},
-        {"Users", format_names("vu-", *r)},
-        {"Groups", format_names("vg-", *r)},
-        {"Owner", format_owner(r->owner) + (r->owner ? " (" + std::to_string(*r->owner) + ")" : "")},
-        {"Created", format_created(r->created)},
-    };
-    if (uid && *uid >= r->start && *uid - r->start < r->size)
-        lines.insert(lines.begin(), {"UID", key + " (vu-" + printable(r->name) + "-" +
-                                                std::to_string(*uid - r->start) + ")"});
-    std::size_t width = 0;
-    for (const auto& [k, v] : lines)
-        width = std::max(width, k.size());
-    for (const auto& [k, v] : lines)
-        std::printf("%*s: %s\n", static_cast<int>(width), k.c_str(), v.c_str());
+    if (ctx.json_output)
+        print_json(range);  // the range itself, like each element of "list --json"
+    else
+        print_range(*r, uid);
     return EXIT_SUCCESS;
 }
 
@@ -498,9 +506,9 @@ int usage_error(const std::string& message) {
     return kExitUsage;
 }
 
-int run(int argc, char** argv) {
-    std::setlocale(LC_ALL, "");
-
+// Fills `ctx` from the options. Returns an exit status if there is nothing more to do (help,
+// version, a usage error), nothing if the command is to run; optind points at its name.
+std::optional<int> parse_options(int argc, char** argv, Context& ctx) {
     enum { kArgVersion = 0x100, kArgJson, kArgSocket, kArgSize, kArgUserns };
     static const option kOptions[] = {
         {"help", no_argument, nullptr, 'h'},
@@ -511,7 +519,6 @@ int run(int argc, char** argv) {
         {"userns", required_argument, nullptr, kArgUserns},
         {},
     };
-    Context ctx;
     int c;
     while ((c = ::getopt_long(argc, argv, "h", kOptions, nullptr)) >= 0) {
         switch (c) {
@@ -522,7 +529,7 @@ int run(int argc, char** argv) {
             std::puts("transientctl " PROJECT_VERSION);
             return EXIT_SUCCESS;
         case kArgJson:
-            ctx.json = true;
+            ctx.json_output = true;
             break;
         case kArgSocket:
             if (*optarg == '\0')
@@ -532,7 +539,8 @@ int run(int argc, char** argv) {
         case kArgSize:
             ctx.size = parse_uint(optarg);
             if (!ctx.size || *ctx.size > UINT32_MAX)
-                return usage_error("Invalid size '" + printable(optarg) + "', expected 1 or 65536.");
+                return usage_error("Invalid size '" + printable(optarg) +
+                                   "', expected 1 or 65536.");
             break;
         case kArgUserns:
             if (*optarg == '\0')
@@ -543,6 +551,14 @@ int run(int argc, char** argv) {
             return usage_error("");
         }
     }
+    return std::nullopt;
+}
+
+int run(int argc, char** argv) {
+    std::setlocale(LC_ALL, "");
+    Context ctx;
+    if (auto done = parse_options(argc, argv, ctx))
+        return *done;
 
     const std::vector<std::string> operands(argv + optind, argv + argc);
     const std::string verb = operands.empty() ? "list" : operands[0];

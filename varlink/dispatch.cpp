@@ -20,7 +20,8 @@ namespace {
 constexpr char kServiceInterface[] = "org.varlink.service";
 
 // The interface description every Varlink service carries, as published on varlink.org.
-constexpr char kServiceDescription[] = R"(# The Varlink Service Interface is provided by every varlink service. It
+constexpr char kServiceDescription[] =
+    R"(# The Varlink Service Interface is provided by every varlink service. It
 # describes the service and the interfaces it implements.
 interface org.varlink.service
 

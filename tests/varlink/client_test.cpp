@@ -160,9 +160,13 @@ TEST_F(VarlinkClientTest, AcceptsARepliesWithoutParameters) {
 }
 
 TEST_F(VarlinkClientTest, ReportsMalformedRepliesAsBadMessages) {
-    for (const std::string& bad : std::vector<std::string>{"garbage", "[1]", R"({"parameters":[1]})", R"({"error":5})",
-                            R"({"error":""})", R"({"continues":"yes"})",
-                            std::string(1000, '[') + std::string(1000, ']')}) {
+    const std::vector<std::string> replies{
+        "garbage",        "[1]",
+        R"({"parameters":[1]})", R"({"error":5})",
+        R"({"error":""})",       R"({"continues":"yes"})",
+        std::string(1000, '[') + std::string(1000, ']'),
+    };
+    for (const std::string& bad : replies) {
         auto reply = call_with_response(bad + '\0');
         ASSERT_FALSE(reply) << bad.substr(0, 40);
         EXPECT_EQ(reply.error().value(), EBADMSG) << bad.substr(0, 40);

@@ -87,7 +87,8 @@ inline Interface echo_interface(EchoState& state) {
                    call.reply(json{{"uid", call.peer().uid}, {"pid", call.peer().pid}});
                }},
         Method{"Big", {{"size", Type::kInt}}, [](Call& call) {
-                   call.reply(json{{"data", std::string(call.parameters()["size"].get<std::size_t>(), 'x')}});
+                   const auto size = call.parameters()["size"].get<std::size_t>();
+                   call.reply(json{{"data", std::string(size, 'x')}});
                }},
     };
     return iface;

@@ -286,7 +286,8 @@ std::string connections_as(uid_t uid, const std::string& path, int count) {
     const pid_t pid = ::fork();
     if (pid == 0) {
         ::close(pipe_fds[0]);
-        if (uid != ::geteuid() && (::setresgid(uid, uid, uid) < 0 || ::setresuid(uid, uid, uid) < 0))
+        if (uid != ::geteuid() &&
+            (::setresgid(uid, uid, uid) < 0 || ::setresuid(uid, uid, uid) < 0))
             ::_exit(2);
         std::vector<std::unique_ptr<RawConnection>> connections;
         for (int i = 0; i < count; i++)

@@ -78,9 +78,11 @@ TEST_F(VarlinkServerTest, AnswersManyCallsOnOneConnection) {
 TEST_F(VarlinkServerTest, AnswersPipelinedRequestsInOrder) {
     RawConnection raw(path_);
     std::string batch;
-    for (int i = 0; i < 50; i++)
-        batch += json{{"method", "io.test.Echo.Echo"}, {"parameters", {{"text", std::to_string(i)}}}}
-                     .dump() + '\0';
+    for (int i = 0; i < 50; i++) {
+        const json call{{"method", "io.test.Echo.Echo"},
+                        {"parameters", {{"text", std::to_string(i)}}}};
+        batch += call.dump() + '\0';
+    }
     ASSERT_TRUE(raw.send(batch));
     for (int i = 0; i < 50; i++) {
         json reply = parse_message(raw.read_message());
@@ -102,8 +104,10 @@ TEST_F(VarlinkServerTest, StreamsRepliesWithContinuesWhenCalledWithMore) {
 
 TEST_F(VarlinkServerTest, SendsContinuesOnTheWireExactlyAsSpecified) {
     RawConnection raw(path_);
-    ASSERT_TRUE(raw.send_message(R"({"method":"io.test.Echo.Count","parameters":{"n":2},"more":true})"));
-    EXPECT_EQ(parse_message(raw.read_message()), json::parse(R"({"parameters":{"i":0},"continues":true})"));
+    ASSERT_TRUE(raw.send_message(
+        R"({"method":"io.test.Echo.Count","parameters":{"n":2},"more":true})"));
+    EXPECT_EQ(parse_message(raw.read_message()),
+              json::parse(R"({"parameters":{"i":0},"continues":true})"));
     EXPECT_EQ(parse_message(raw.read_message()), json::parse(R"({"parameters":{"i":1}})"));
 }
 

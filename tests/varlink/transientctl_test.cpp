@@ -31,7 +31,9 @@ constexpr uint64_t kUnknownUid = 3999999999;    // no passwd entry anywhere
 
 // systemd's strict user-name rule, for range names: [A-Za-z_][A-Za-z0-9_-]*, at most 22 bytes.
 bool valid_name(const std::string& name) {
-    auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; };
+    auto alpha = [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    };
     auto digit = [](char c) { return c >= '0' && c <= '9'; };
     if (name.empty() || name.size() > 22 || !alpha(name[0]))
         return false;
@@ -47,6 +49,7 @@ struct FakeAllocator {
     std::string fail_with;  // when set, every method answers this error
     json fail_parameters = json::object();
     json override_reply;  // when not null, GetRange/AllocateRange answer this instead
+    int userns_fds = 0;   // descriptors received for userNamespaceFileDescriptor
 
     void add(const std::string& name, uint64_t start, uint64_t size, uint64_t owner) {
         ranges[name] = json{{"name", name}, {"start", start}, {"size", size},
@@ -68,8 +71,13 @@ struct FakeAllocator {
     Interface interface() {
         Interface iface{kAllocator, "interface io.transient.Allocator\n", {}};
         iface.methods.push_back(Method{
-            "AllocateRange", {{"name", Type::kString}, {"size", Type::kInt}},
+            "AllocateRange",
+            {{"name", Type::kString},
+             {"size", Type::kInt},
+             {"userNamespaceFileDescriptor", Type::kInt, true}},
             method([this](Call& call) {
+                if (call.parameters().contains("userNamespaceFileDescriptor"))
+                    userns_fds += static_cast<int>(call.fd_count());
                 const std::string name = call.parameters()["name"];
                 const uint64_t size = call.parameters()["size"];
                 if (!valid_name(name))
@@ -218,7 +226,8 @@ protected:
 TEST_F(TransientctlTest, AllocatesARangeAndSaysWhichUidsAndUsersItGot) {
     auto r = ctl({"allocate", "web"});
     EXPECT_EQ(r.rc, 0) << r.err;
-    EXPECT_EQ(r.out, "Allocated range web: UIDs 524288…589823 (65536), users vu-web-0…vu-web-65535.\n");
+    EXPECT_EQ(r.out, "Allocated range web: UIDs 524288…589823 (65536), "
+                     "users vu-web-0…vu-web-65535.\n");
     EXPECT_EQ(r.err, "");
 }
 
@@ -232,6 +241,16 @@ TEST_F(TransientctlTest, PrintsTheAllocationReplyAsJson) {
     auto r = ctl({"allocate", "web", "--json"});
     EXPECT_EQ(r.rc, 0) << r.err;
     EXPECT_EQ(json::parse(r.out), json({{"name", "web"}, {"start", 524288}, {"size", 65536}}));
+}
+
+TEST_F(TransientctlTest, PassesTheUserNamespaceToBindTheRangeTo) {
+    auto r = ctl({"allocate", "web", "--userns", "/proc/self/ns/user"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(server_.run([&] { return fake_.userns_fds; }), 1);
+
+    r = ctl({"allocate", "other", "--userns", dir_.path() + "/nope"});
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_EQ(r.err.rfind("Failed to open user namespace ", 0), 0U) << r.err;
 }
 
 TEST_F(TransientctlTest, ListsRangesAsAnAlignedTableWithASummary) {
@@ -284,6 +303,13 @@ TEST_F(TransientctlTest, ShowsARangeByNameAsKeyValueLines) {
               " Groups: vg-web-0…vg-web-65535\n"
               "  Owner: root (0)\n"
               "Created: 2023-11-14 22:13:20 UTC\n");
+}
+
+TEST_F(TransientctlTest, ShowsAnOwnerWithoutAUserNameAsANumber) {
+    add("web", 524288, 65536, kUnknownUid);
+    auto r = ctl({"show", "web"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_NE(r.out.find("  Owner: 3999999999\n"), std::string::npos) << r.out;
 }
 
 TEST_F(TransientctlTest, ShowsTheRangeThatContainsAUid) {
@@ -370,7 +396,9 @@ TEST_F(TransientctlTest, FailsListingWhenTheDaemonFails) {
 }
 
 TEST_F(TransientctlTest, ReportsMalformedRepliesInsteadOfPrintingNonsense) {
-    server_.run([&] { fake_.override_reply = json{{"range", {{"name", "web"}, {"start", "524288"}}}}; });
+    server_.run([&] {
+        fake_.override_reply = json{{"range", {{"name", "web"}, {"start", "524288"}}}};
+    });
     auto r = ctl({"show", "web"});
     EXPECT_EQ(r.rc, 1);
     EXPECT_EQ(r.out, "");
