@@ -135,7 +135,10 @@ void Server::set_log_handler(LogHandler handler) {
 // ---- Server::Impl: listeners and connection bookkeeping ----------------------------------
 
 Server::Impl::Impl(sd_event* event, ServiceInfo info, Limits limits)
-    : event_(event), info_(std::move(info)), limits_(limits) {
+    : event_(event), info_(std::move(info)), limits_(limits), read_buffer_(kReadChunk),
+      // Room for one descriptor more than allowed, so that "too many" is seen as such; beyond
+      // that the kernel sets MSG_CTRUNC and closes the excess itself.
+      control_buffer_(detail::cmsg_space_for_fds(limits.max_fds_per_message + 1)) {
     add_service_interface();
 }
 
@@ -327,13 +330,9 @@ bool Connection::finished() const {
 
 bool Connection::read_once() {
     const Limits& limits = server_.limits_;
-    const std::size_t old = in_.size();
-    in_.resize(old + kReadChunk);
-
-    // Room for one descriptor more than allowed, so that "too many" is seen as such; beyond
-    // that the kernel sets MSG_CTRUNC and closes the excess itself.
-    std::vector<char> control(cmsg_space_for_fds(limits.max_fds_per_message + 1));
-    iovec iov{in_.data() + old, kReadChunk};
+    std::vector<char>& buffer = server_.read_buffer_;
+    std::vector<char>& control = server_.control_buffer_;
+    iovec iov{buffer.data(), buffer.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -341,11 +340,8 @@ bool Connection::read_once() {
     msg.msg_controllen = control.size();
 
     const ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0) {
-        in_.resize(old);
+    if (n < 0)
         return errno == EAGAIN || errno == EINTR;
-    }
-    in_.resize(old + static_cast<std::size_t>(n));
 
     std::vector<shm::UniqueFd> fds;  // owned from here on, closed on every early return
     collect_fds(msg, fds);
@@ -365,7 +361,9 @@ bool Connection::read_once() {
         }
         std::move(fds.begin(), fds.end(), std::back_inserter(slot));
     }
-    messages_received_ += static_cast<uint64_t>(std::count(in_.begin() + old, in_.end(), '\0'));
+    const std::string_view chunk(buffer.data(), static_cast<std::size_t>(n));
+    in_.append(chunk);
+    messages_received_ += static_cast<uint64_t>(std::count(chunk.begin(), chunk.end(), '\0'));
     return true;
 }
 

@@ -74,6 +74,9 @@ struct Server::Impl {
     std::vector<std::unique_ptr<detail::Listener>> listeners_;
     std::unordered_map<detail::Connection*, std::unique_ptr<detail::Connection>> connections_;
     std::unordered_map<uid_t, std::size_t> connections_per_uid_;
+    // Scratch space for recvmsg(), shared by all connections: the loop reads one at a time.
+    std::vector<char> read_buffer_;
+    std::vector<char> control_buffer_;
 };
 
 namespace detail {
