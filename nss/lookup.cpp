@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "nss/answer_cache.hpp"
 #include "nss/environment.hpp"
 #include "nss/records.hpp"
 #include "nss/table_cache.hpp"
@@ -19,23 +20,33 @@
 namespace transient::nss {
 namespace {
 
-// Resolves an ID to what its name is made of, *range receiving the range it points into.
-int resolve_id(std::uint32_t id, shm::IdKind kind, shm::RangeRecord* range,
-               shm::IdName* ret) noexcept {
+// An ID resolved: what its name is made of, and where that came from.
+struct Resolved {
+    shm::RangeRecord range;  // the IdName points into it
+    shm::IdName name;
+    // The cached table and latch value the answer was read at; null for an answer that may not
+    // be cached (the foreign range, a private mapping).
+    const shm::TableView* view = nullptr;
+    std::uint64_t seq = 0;
+};
+
+int resolve_id(std::uint32_t id, shm::IdKind kind, Resolved* ret) noexcept {
     if (nss_bypassed())
         return -ESRCH;
     // The foreign range needs no table.
     if (shm::is_foreign_id(id)) {
-        *ret = shm::foreign_id_name(id - shm::kForeignBase, kind);
+        ret->name = shm::foreign_id_name(id - shm::kForeignBase, kind);
         return 0;
     }
     TableLease lease;
     // No usable table: NOTFOUND if missing (-ENOENT), UNAVAIL if corrupt.
     if (int r = acquire_table(&lease); r < 0)
         return r;
-    if (int r = shm::find_by_id(*lease.view(), id, range); r < 0)
+    if (int r = shm::find_by_id(*lease.view(), id, &ret->range, &ret->seq); r < 0)
         return r;
-    *ret = shm::ranged_id_name(*range, id - range->start, kind);
+    ret->name = shm::ranged_id_name(ret->range, id - ret->range.start, kind);
+    if (lease.cached())
+        ret->view = lease.view();  // never unmapped: a valid cache key beyond the lease
     return 0;
 }
 
@@ -54,11 +65,17 @@ int resolve_name(const char* name, shm::IdKind kind, shm::Identity* ret) noexcep
 int get_passwd_by_uid(uid_t uid, passwd* ret, char* buffer, std::size_t buflen) noexcept {
     if (ret == nullptr)
         return -ESRCH;  // invalid input is "not found", not an error (nss-systemd)
-    shm::RangeRecord range;
-    shm::IdName name;
-    if (int r = resolve_id(uid, shm::IdKind::kUser, &range, &name); r < 0)
+    Resolved id;
+    if (int r = resolve_id(uid, shm::IdKind::kUser, &id); r < 0)
         return r;
-    return pack_passwd(name, uid, ret, buffer, buflen);
+    if (int r = pack_passwd(id.name, uid, ret, buffer, buflen); r < 0)
+        return r;
+    if (id.view != nullptr)
+        remember_answer(AnswerKind::kPasswd, uid, id.view, id.seq,
+                        PackedAnswer{buffer, static_cast<std::size_t>(ret->pw_shell - buffer) +
+                                                     sizeof kNologinShell,
+                                     static_cast<std::size_t>(ret->pw_passwd - buffer) - 1});
+    return 0;
 }
 
 int get_passwd_by_name(const char* name, passwd* ret, char* buffer, std::size_t buflen) noexcept {
@@ -73,11 +90,18 @@ int get_passwd_by_name(const char* name, passwd* ret, char* buffer, std::size_t 
 int get_group_by_gid(gid_t gid, group* ret, char* buffer, std::size_t buflen) noexcept {
     if (ret == nullptr)
         return -ESRCH;
-    shm::RangeRecord range;
-    shm::IdName name;
-    if (int r = resolve_id(gid, shm::IdKind::kGroup, &range, &name); r < 0)
+    Resolved id;
+    if (int r = resolve_id(gid, shm::IdKind::kGroup, &id); r < 0)
         return r;
-    return pack_group(name, gid, ret, buffer, buflen);
+    if (int r = pack_group(id.name, gid, ret, buffer, buflen); r < 0)
+        return r;
+    if (id.view != nullptr)
+        remember_answer(AnswerKind::kGroup, gid, id.view, id.seq,
+                        PackedAnswer{ret->gr_name,
+                                     static_cast<std::size_t>(ret->gr_passwd - ret->gr_name) +
+                                             sizeof kPasswordSeeShadow,
+                                     static_cast<std::size_t>(ret->gr_passwd - ret->gr_name) - 1});
+    return 0;
 }
 
 int get_group_by_name(const char* name, group* ret, char* buffer, std::size_t buflen) noexcept {

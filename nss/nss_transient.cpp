@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstddef>
 
+#include "nss/answer_cache.hpp"
 #include "nss/errno_guard.hpp"
 #include "nss/lookup.hpp"
 
@@ -53,6 +54,9 @@ using transient::nss::to_nss_status;
 
 TRANSIENT_EXPORT nss_status _nss_transient_getpwuid_r(uid_t uid, passwd* pwd, char* buffer,
                                                       size_t buflen, int* errnop) noexcept {
+    // A cached answer is a copy out of process memory: no errno to protect (answer_cache.hpp).
+    if (transient::nss::cached_passwd(uid, pwd, buffer, buflen))
+        return NSS_STATUS_SUCCESS;
     ErrnoGuard keep_errno;
     return to_nss_status(transient::nss::get_passwd_by_uid(uid, pwd, buffer, buflen), errnop,
                          keep_errno);
@@ -67,6 +71,8 @@ TRANSIENT_EXPORT nss_status _nss_transient_getpwnam_r(const char* name, passwd* 
 
 TRANSIENT_EXPORT nss_status _nss_transient_getgrgid_r(gid_t gid, group* grp, char* buffer,
                                                       size_t buflen, int* errnop) noexcept {
+    if (transient::nss::cached_group(gid, grp, buffer, buflen))
+        return NSS_STATUS_SUCCESS;
     ErrnoGuard keep_errno;
     return to_nss_status(transient::nss::get_group_by_gid(gid, grp, buffer, buflen), errnop,
                          keep_errno);

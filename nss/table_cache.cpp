@@ -31,8 +31,10 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "nss/environment.hpp"
+#include "nss/errno_guard.hpp"
 #include "shm/layout.hpp"
 #include "shm/unique_fd.hpp"
 
@@ -45,33 +47,27 @@ constexpr std::size_t kSlots = 16;
 // A valid table is never larger (file_size_for(kMaxCapacity) ≈ 142 MiB); we never map more, so
 // a huge or sparse file cannot eat the address space of every process that looks up a user.
 constexpr std::uint64_t kMaxMapSize = shm::file_size_for(shm::kMaxCapacity);
-// How often a thread's lookups look at the clock (a power of two).
-constexpr std::uint32_t kRecheckEvery = 64;
-// Call counters, one cache line each, spread over threads (counter_index()): one shared counter
-// would bounce its cache line between the cores of a process that resolves users on many threads.
-constexpr std::size_t kCallCounters = 16;
 
 // A mapped, validated table. Filled by the one thread holding remap_mutex *before* it is
-// published through current_slot, never written again and never unmapped.
+// published through detail::current_view (a pointer to its first member), never written again
+// and never unmapped.
 struct Slot {
     shm::TableView view;
     dev_t dev = 0;
     ino_t ino = 0;
 };
+static_assert(std::is_standard_layout_v<Slot> && offsetof(Slot, view) == 0);
 
-struct alignas(64) CallCounter {
-    std::atomic<std::uint32_t> calls{0};
-};
+const Slot* slot_of(const shm::TableView* v) noexcept {
+    return reinterpret_cast<const Slot*>(v);  // pointer-interconvertible: view is the first member
+}
 
 // Everything here is constant-initialized: the module has no static constructors.
 constinit Slot slots[kSlots];
 // How many slots are filled. Read and written only with remap_mutex held.
 constinit std::size_t slots_used = 0;
-// The slot lookups read. Release-stored after the slot was filled; acquire-loaded by readers.
-constinit std::atomic<const Slot*> current_slot{nullptr};
 // CLOCK_MONOTONIC_COARSE second at or after which the next recheck stat()s the table's path.
 constinit std::atomic<std::int64_t> next_stat_check{0};
-constinit CallCounter call_counters[kCallCounters];
 // Serializes filling and publishing slots. Only ever taken with trylock: a thread that finds it
 // busy maps privately instead of waiting, so a fork() child that inherited it locked (from a
 // thread that no longer exists there) still answers every lookup.
@@ -83,25 +79,6 @@ std::int64_t coarse_seconds() noexcept {
     // plenty for a once-a-second check.
     ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return ts.tv_sec;
-}
-
-// Which counter this thread uses: a hash of its stack address. Threads have disjoint stacks, so
-// they mostly get different counters; one thread keeps its counter while its stack depth stays
-// within the same 64 KiB. Free (no call, unlike sched_getcpu(), which would also tie the module
-// to ld.so for glibc's rseq area).
-std::size_t counter_index() noexcept {
-    const auto sp = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
-    return static_cast<std::size_t>(((sp >> 16) * 0x9E3779B97F4A7C15ULL) >> 60) % kCallCounters;
-}
-
-// True on every kRecheckEvery-th call of this thread (of the threads sharing its counter).
-bool recheck_due() noexcept {
-    CallCounter& c = call_counters[counter_index()];
-    // Relaxed load and store, not an atomic increment: threads racing on one counter
-    // lose a count at worst, and the call stays free of locked instructions.
-    const std::uint32_t n = c.calls.load(std::memory_order_relaxed) + 1;
-    c.calls.store(n, std::memory_order_relaxed);
-    return n % kRecheckEvery == 0;
 }
 
 // The stat() check: false when the path now names another file, or nothing.
@@ -167,9 +144,9 @@ int map_uncached(int fd, const struct stat& st, TableLease* ret) noexcept {
 
 void publish(const Slot* s) noexcept {
     next_stat_check.store(coarse_seconds() + 1, std::memory_order_relaxed);
-    // Release: pairs with the acquire load in acquire_table(), so a reader that sees `s` sees
-    // the slot's view, dev and ino as written before this store.
-    current_slot.store(s, std::memory_order_release);
+    // Release: pairs with the acquire load in peek_table() and acquire_table(), so a reader that
+    // sees `s` sees the slot's view, dev and ino as written before this store.
+    detail::current_view.store(&s->view, std::memory_order_release);
 }
 
 // REQUIRES: remap_mutex held.
@@ -202,11 +179,11 @@ int publish_locked(int fd, const struct stat& st, TableLease* ret) noexcept {
 // The file vanished: stop serving the current mapping, so that the next lookups fail fast with
 // -ENOENT instead of reading a table nobody updates any more.
 void forget() noexcept {
-    if (current_slot.load(std::memory_order_relaxed) == nullptr)
+    if (detail::current_view.load(std::memory_order_relaxed) == nullptr)
         return;
     if (::pthread_mutex_trylock(&remap_mutex) != 0)
         return;  // whoever holds it is about to publish a fresh slot anyway
-    current_slot.store(nullptr, std::memory_order_release);
+    detail::current_view.store(nullptr, std::memory_order_release);
     ::pthread_mutex_unlock(&remap_mutex);
 }
 
@@ -225,8 +202,10 @@ int refresh(const char* path, TableLease* ret) noexcept {
     return r;
 }
 
-// Everything but the fast path: no slot yet, a retired one, or a recheck is due.
+// Everything but the fast path: no slot yet, a retired one, or a recheck is due. The only part
+// that makes system calls, so errno is kept here: the fast paths need no guard of their own.
 [[gnu::noinline]] int acquire_slow(const Slot* s, bool recheck, TableLease* ret) noexcept {
+    ErrnoGuard keep_errno;
     char scratch[PATH_MAX];
     const char* path;
     if (int r = table_path(scratch, &path); r < 0)
@@ -254,16 +233,19 @@ void TableLease::adopt(void* p, std::size_t size, const shm::TableView& v) noexc
 
 int acquire_table(TableLease* ret) noexcept {
     // Acquire: pairs with the release store in publish(); the slot's contents are complete.
-    const Slot* s = current_slot.load(std::memory_order_acquire);
-    if (s == nullptr || shm::table_retired(s->view))
+    const shm::TableView* v = detail::current_view.load(std::memory_order_acquire);
+    if (v == nullptr || shm::table_retired(*v))
         return acquire_slow(nullptr, false, ret);
-    if (recheck_due()) [[unlikely]]
-        return acquire_slow(s, true, ret);
-    ret->borrow(&s->view);
+    if (detail::count_call(true)) [[unlikely]]
+        return acquire_slow(slot_of(v), true, ret);
+    ret->borrow(v);
     return 0;
 }
 
 namespace detail {
+
+constinit std::atomic<const shm::TableView*> current_view{nullptr};
+constinit CallCounter call_counters[kCallCounters];
 
 std::size_t cache_slots_used() noexcept {
     if (::pthread_mutex_trylock(&remap_mutex) != 0)

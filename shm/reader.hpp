@@ -129,9 +129,10 @@ inline void load_entry(const EntryWords& e, RangeRecord& r) noexcept {
 
 // Runs `read(copy)` against the copy the latch points at until a run was not overlapped by a
 // writer flip. `read` must only load from the mapping and write to private memory; its result
-// counts only once the re-check passed.
+// counts only once the re-check passed. *ret_seq (if not null) receives the latch value the
+// successful run read at.
 template <typename Read>
-int read_consistent(const TableView& v, Read&& read) noexcept {
+int read_consistent(const TableView& v, Read&& read, std::uint64_t* ret_seq = nullptr) noexcept {
     const FileHeader& h = header(v);
     for (int attempt = 0; attempt < kMaxReadAttempts; attempt++) {
         // Acquire: pairs with the writer's release fence around its counter stores, so the copy
@@ -141,8 +142,11 @@ int read_consistent(const TableView& v, Read&& read) noexcept {
         // Keeps the payload loads above the re-check: an acquire *load* of seq would not
         // (Boehm, "Can seqlocks get along with programming language memory models?", 2012).
         std::atomic_thread_fence(std::memory_order_acquire);
-        if (h.seq.load(std::memory_order_relaxed) == seq)
+        if (h.seq.load(std::memory_order_relaxed) == seq) {
+            if (ret_seq != nullptr)
+                *ret_seq = seq;
             return r;
+        }
     }
     return -EAGAIN;
 }
@@ -266,13 +270,24 @@ inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept 
     return 0;
 }
 
+// The latch counter. A record read at latch value s (find_by_id()'s *ret_seq) is still what the
+// table holds while the counter still reads s: the writer moves the counter off s before it
+// touches the copy read at s, and never gives it the same value again.
+inline std::uint64_t table_seq(const TableView& v) noexcept {
+    // Acquire: orders this load before whatever the caller does with the answer it vouches for,
+    // as read_consistent()'s first load does.
+    return detail::header(v).seq.load(std::memory_order_acquire);
+}
+
 inline bool table_retired(const TableView& v) noexcept {
     return detail::header(v).state.load(std::memory_order_relaxed) !=
            static_cast<std::uint64_t>(TableState::kLive);
 }
 
-// The range containing `id`. Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(log n).
-inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret) noexcept {
+// The range containing `id`. Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(log n). *ret_seq (if not
+// null) receives the latch value the answer was read at (see table_seq()).
+inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
+                      std::uint64_t* ret_seq = nullptr) noexcept {
     RangeRecord rec;
     int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
         // Binary search for the last entry with start <= id.
@@ -288,7 +303,7 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret) no
             return -ESRCH;
         detail::load_entry(detail::entry(copy, lo - 1), rec);
         return 0;
-    });
+    }, ret_seq);
     if (r < 0)
         return r;
     if ((r = detail::validate_record(rec)) < 0)
