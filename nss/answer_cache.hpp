@@ -21,9 +21,13 @@
 #include <grp.h>
 #include <pwd.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
+#include "nss/environment.hpp"
+#include "nss/table_cache.hpp"
 #include "shm/reader.hpp"
 
 namespace transient::nss {
@@ -43,10 +47,122 @@ struct PackedAnswer {
 void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableView* view,
                      std::uint64_t seq, const PackedAnswer& answer) noexcept;
 
+namespace detail {
+
+// Enough for the IDs a process works with at a time (the owners and groups of a directory's
+// files); 12 KiB of zero pages until used.
+inline constexpr std::size_t kAnswerEntries = 64;
+// The longest passwd answer is 111 bytes: a 31-byte name, "x", a 56-byte gecos, "/", the shell.
+inline constexpr std::size_t kAnswerWords = 14;
+inline constexpr std::size_t kAnswerBytes = kAnswerWords * 8;
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+struct alignas(64) AnswerEntry {
+    // Odd while a writer fills the entry; bumped by 2 per fill.
+    std::atomic<std::uint64_t> version{0};
+    // (kind << 32) | id; 0 (no kind) is an empty entry.
+    std::atomic<std::uint64_t> key{0};
+    // The shm::TableView the answer came from and the latch value it was read at.
+    std::atomic<std::uint64_t> view{0};
+    std::atomic<std::uint64_t> seq{0};
+    // PackedAnswer::size | name_length << 32.
+    std::atomic<std::uint64_t> sizes{0};
+    // The key of the last answer offered for this entry. An answer is stored when it is offered
+    // the second time in a row, so that lookups that never repeat (a scan over many IDs) cost
+    // one store here instead of a fill each.
+    std::atomic<std::uint64_t> candidate{0};
+    std::atomic<std::uint64_t> text[kAnswerWords] = {};
+};
+
+extern constinit AnswerEntry answer_entries[kAnswerEntries];
+
+inline std::uint64_t answer_key(AnswerKind kind, std::uint32_t id) noexcept {
+    return std::uint64_t{static_cast<std::uint32_t>(kind)} << 32 | id;
+}
+
+inline AnswerEntry& answer_entry(std::uint64_t key) noexcept {
+    // Fibonacci hashing: neighbouring IDs (one range's UIDs) land on different entries.
+    static_assert(kAnswerEntries == 64, "keeps the top 6 bits");
+    return answer_entries[(key * 0x9E3779B97F4A7C15ULL) >> 58];
+}
+
+// Copies a current answer for `key` to `dst` (kAnswerBytes writable bytes). Returns its sizes
+// word, or 0 for a miss.
+[[gnu::always_inline]] inline std::uint64_t load_answer(std::uint64_t key, char* dst) noexcept {
+    if (nss_bypassed())
+        return 0;
+    const shm::TableView* view = peek_table();
+    if (view == nullptr)
+        return 0;
+    const std::uint64_t seq = shm::table_seq(*view);
+    const AnswerEntry& e = answer_entry(key);
+    // Acquire: pairs with the release store that completed the fill (STYLE.md §2, rule 2).
+    const std::uint64_t version = e.version.load(std::memory_order_acquire);
+    if ((version & 1) != 0 || e.key.load(std::memory_order_relaxed) != key ||
+        e.view.load(std::memory_order_relaxed) != reinterpret_cast<std::uintptr_t>(view) ||
+        e.seq.load(std::memory_order_relaxed) != seq)
+        return 0;
+    const std::uint64_t sizes = e.sizes.load(std::memory_order_relaxed);
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < kAnswerWords; i++) {
+        const std::uint64_t w = e.text[i].load(std::memory_order_relaxed);
+        std::memcpy(dst + i * 8, &w, 8);
+    }
+    // Keeps the loads above before the re-check (Boehm 2012; an acquire load would not).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (e.version.load(std::memory_order_relaxed) != version)
+        return 0;
+    return sizes;
+}
+
+}  // namespace detail
+
 // The cached answer for `uid`/`gid` packed into the caller's buffer, if there is one that is
 // still current and the buffer has room; false otherwise (then do the full lookup). Touches
 // neither errno nor the caller's struct when it returns false (it may have written to `buffer`).
-bool cached_passwd(uid_t uid, passwd* ret, char* buffer, std::size_t buflen) noexcept;
-bool cached_group(gid_t gid, group* ret, char* buffer, std::size_t buflen) noexcept;
+// Inline: this is the whole of a repeated lookup.
+[[gnu::always_inline]] inline bool cached_passwd(uid_t uid, passwd* ret, char* buffer, std::size_t buflen) noexcept {
+    if (ret == nullptr || buffer == nullptr || buflen < detail::kAnswerBytes)
+        return false;
+    const std::uint64_t sizes =
+            detail::load_answer(detail::answer_key(AnswerKind::kPasswd, uid), buffer);
+    const std::size_t size = sizes & 0xFFFFFFFF, name_length = sizes >> 32;
+    // name\0 x\0 gecos\0 /\0 /usr/sbin/nologin\0: 24 bytes besides the two variable strings.
+    if (sizes == 0 || size < name_length + 24)
+        return false;
+    char* dir = buffer + size - 20;
+    ret->pw_name = buffer;
+    ret->pw_passwd = buffer + name_length + 1;
+    ret->pw_uid = uid;
+    ret->pw_gid = uid;
+    ret->pw_gecos = buffer + name_length + 3;
+    ret->pw_dir = dir;
+    ret->pw_shell = dir + 2;
+    return true;
+}
+
+[[gnu::always_inline]] inline bool cached_group(gid_t gid, group* ret, char* buffer, std::size_t buflen) noexcept {
+    if (ret == nullptr || buffer == nullptr)
+        return false;
+    const auto a = reinterpret_cast<std::uintptr_t>(buffer);
+    const std::size_t padding = (alignof(char*) - a % alignof(char*)) % alignof(char*);
+    if (buflen < padding + sizeof(char*) + detail::kAnswerBytes)
+        return false;
+    auto** members = reinterpret_cast<char**>(buffer + padding);
+    char* text = reinterpret_cast<char*>(members + 1);
+    const std::uint64_t sizes =
+            detail::load_answer(detail::answer_key(AnswerKind::kGroup, gid), text);
+    const std::size_t size = sizes & 0xFFFFFFFF, name_length = sizes >> 32;
+    // name\0 x\0
+    if (sizes == 0 || size != name_length + 3)
+        return false;
+    members[0] = nullptr;
+    ret->gr_name = text;
+    ret->gr_passwd = text + name_length + 1;
+    ret->gr_gid = gid;
+    ret->gr_mem = members;
+    return true;
+}
 
 }  // namespace transient::nss

@@ -52,14 +52,32 @@ nss_status to_nss_status(int r, int* errnop, ErrnoGuard& keep_errno) noexcept {
 using transient::nss::ErrnoGuard;
 using transient::nss::to_nss_status;
 
+namespace {
+
+// The full lookups behind the cached ones, out of line so that a cache hit runs without their
+// stack frame.
+[[gnu::noinline]] nss_status getpwuid_full(uid_t uid, passwd* pwd, char* buffer, size_t buflen,
+                                           int* errnop) noexcept {
+    ErrnoGuard keep_errno;
+    return to_nss_status(transient::nss::get_passwd_by_uid(uid, pwd, buffer, buflen), errnop,
+                         keep_errno);
+}
+
+[[gnu::noinline]] nss_status getgrgid_full(gid_t gid, group* grp, char* buffer, size_t buflen,
+                                           int* errnop) noexcept {
+    ErrnoGuard keep_errno;
+    return to_nss_status(transient::nss::get_group_by_gid(gid, grp, buffer, buflen), errnop,
+                         keep_errno);
+}
+
+}  // namespace
+
 TRANSIENT_EXPORT nss_status _nss_transient_getpwuid_r(uid_t uid, passwd* pwd, char* buffer,
                                                       size_t buflen, int* errnop) noexcept {
     // A cached answer is a copy out of process memory: no errno to protect (answer_cache.hpp).
     if (transient::nss::cached_passwd(uid, pwd, buffer, buflen))
         return NSS_STATUS_SUCCESS;
-    ErrnoGuard keep_errno;
-    return to_nss_status(transient::nss::get_passwd_by_uid(uid, pwd, buffer, buflen), errnop,
-                         keep_errno);
+    return getpwuid_full(uid, pwd, buffer, buflen, errnop);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_getpwnam_r(const char* name, passwd* pwd, char* buffer,
@@ -73,9 +91,7 @@ TRANSIENT_EXPORT nss_status _nss_transient_getgrgid_r(gid_t gid, group* grp, cha
                                                       size_t buflen, int* errnop) noexcept {
     if (transient::nss::cached_group(gid, grp, buffer, buflen))
         return NSS_STATUS_SUCCESS;
-    ErrnoGuard keep_errno;
-    return to_nss_status(transient::nss::get_group_by_gid(gid, grp, buffer, buflen), errnop,
-                         keep_errno);
+    return getgrgid_full(gid, grp, buffer, buflen, errnop);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_getgrnam_r(const char* name, group* grp, char* buffer,
