@@ -7,10 +7,7 @@
 // priority prefixes.
 
 #include <getopt.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -28,16 +25,12 @@
 #include "allocator/config.hpp"
 #include "allocator/service.hpp"
 #include "shm/table_reader.hpp"
+#include "varlink/daemon.hpp"
 #include "varlink/varlink.hpp"
 
 namespace {
 
 using namespace transient;
-
-struct EventUnref {
-    void operator()(sd_event* e) const { sd_event_unref(e); }
-};
-using EventPtr = std::unique_ptr<sd_event, EventUnref>;
 
 void help() {
     std::printf("transient-allocd [OPTIONS...]\n\n"
@@ -51,29 +44,6 @@ void help() {
                 "  TRANSIENT_RUNTIME_DIR  runtime directory (default /run/transient)\n"
                 "  TRANSIENT_CONFIG       configuration file, if --config is not given\n",
                 allocator::kDefaultConfigPath);
-}
-
-// Many clients may connect at once; the soft limit of 1024 descriptors is too low for that.
-void raise_fd_limit() {
-    rlimit rl{};
-    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        (void)::setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
-Result<void> listen(varlink::Server& server, const std::string& socket_path) {
-    const int n = sd_listen_fds(1);
-    if (n < 0)
-        return errno_error(n);
-    if (n > 1)
-        return errno_error(E2BIG);
-    if (n == 1) {
-        if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, nullptr, 0) <= 0)
-            return errno_error(ENOTSOCK);
-        return server.listen_fd(shm::UniqueFd(SD_LISTEN_FDS_START));
-    }
-    return server.listen_path(socket_path, 0666);
 }
 
 // Checks the bindings to user namespaces on every tick of a monotonic timer.
@@ -161,16 +131,8 @@ std::optional<shm::TableWriter> open_table(const std::string& dir) {
     return std::move(*writer);
 }
 
-// SIGTERM/SIGINT end the loop; the user namespace sweep runs on a timer.
-bool setup_event_loop(sd_event* event, Sweeper& sweeper) {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, nullptr);
-    // A null handler makes sd-event exit the loop on the signal.
-    sd_event_add_signal(event, nullptr, SIGTERM, nullptr, nullptr);
-    sd_event_add_signal(event, nullptr, SIGINT, nullptr, nullptr);
+// The user namespace sweep runs on a timer.
+bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
     uint64_t now = 0;
     sd_event_now(event, CLOCK_MONOTONIC, &now);
     if (int r = sd_event_add_time(event, nullptr, CLOCK_MONOTONIC, now + sweeper.interval_usec, 0,
@@ -188,7 +150,7 @@ int run(const allocator::Config& config) {
     const std::string socket_path = dir + "/io.transient.Allocator";
 
     allocator::bypass_own_sources();
-    raise_fd_limit();
+    varlink::raise_fd_limit();
     auto writer = open_table(dir);
     if (!writer)
         return EXIT_FAILURE;
@@ -203,33 +165,29 @@ int run(const allocator::Config& config) {
     if (auto r = alloc.reap_dead_bindings(); !r)
         std::fprintf(stderr, SD_ERR "%s, ignoring.\n", r.error().message.c_str());
 
-    sd_event* raw = nullptr;
-    if (int r = sd_event_default(&raw); r < 0) {
-        std::fprintf(stderr, SD_ERR "Failed to allocate event loop: %s\n", std::strerror(-r));
+    auto event = varlink::make_daemon_event_loop();
+    if (!event) {
+        std::fprintf(stderr, SD_ERR "Failed to set up the event loop: %s\n",
+                     event.error().message().c_str());
         return EXIT_FAILURE;
     }
-    EventPtr event(raw);
     Sweeper sweeper{&alloc,
                     static_cast<std::uint64_t>(config.userns_check_interval.count()) * 1000,
                     {}};
     report_probe_problem(sweeper);
-    if (!setup_event_loop(event.get(), sweeper))
+    if (!add_sweep_timer(event->get(), sweeper))
         return EXIT_FAILURE;
 
-    varlink::Server server(event.get(), {"transient", "transient-allocd", PROJECT_VERSION,
+    varlink::Server server(event->get(), {"transient", "transient-allocd", PROJECT_VERSION,
                                          "https://github.com/transient-uids/transient"});
     server.add_interface(allocator::make_interface(alloc));
-    if (auto r = listen(server, socket_path); !r) {
+    if (auto r = varlink::listen_activated_or_bind(server, socket_path, 0666); !r) {
         std::fprintf(stderr, SD_ERR "Failed to listen on '%s': %s\n", socket_path.c_str(),
                      r.error().message().c_str());
         return EXIT_FAILURE;
     }
     std::fprintf(stderr, SD_INFO "Listening on %s.\n", socket_path.c_str());
-    (void)sd_notify(0, "READY=1\nSTATUS=Serving io.transient.Allocator");
-
-    const int r = sd_event_loop(event.get());
-    (void)sd_notify(0, "STOPPING=1");
-    if (r < 0) {
+    if (const int r = varlink::serve(event->get(), "Serving io.transient.Allocator"); r < 0) {
         std::fprintf(stderr, SD_ERR "Event loop failed: %s\n", std::strerror(-r));
         return EXIT_FAILURE;
     }

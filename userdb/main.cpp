@@ -6,9 +6,6 @@
 // while the allocator is down, and needs no privilege beyond reading the table.
 
 #include <getopt.h>
-#include <signal.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -17,21 +14,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
 
 #include "shm/table_reader.hpp"
 #include "userdb/records.hpp"
 #include "userdb/service.hpp"
+#include "varlink/daemon.hpp"
 #include "varlink/varlink.hpp"
 
 namespace {
 
 using namespace transient;
-
-struct EventUnref {
-    void operator()(sd_event* e) const { sd_event_unref(e); }
-};
 
 void help() {
     std::printf("transient-userdbd [OPTIONS...]\n\n"
@@ -50,48 +43,21 @@ int run() {
     const std::string socket_path = dir + "/" + userdb::kServiceName;
     shm::TableReader table(shm::table_path());
 
-    rlimit rl{};
-    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        (void)::setrlimit(RLIMIT_NOFILE, &rl);
-    }
-
-    sd_event* raw = nullptr;
-    if (int r = sd_event_default(&raw); r < 0) {
-        std::fprintf(stderr, SD_ERR "Failed to allocate event loop: %s\n", std::strerror(-r));
+    varlink::raise_fd_limit();
+    auto event = varlink::make_daemon_event_loop();
+    if (!event) {
+        std::fprintf(stderr, SD_ERR "Failed to set up the event loop: %s\n",
+                     event.error().message().c_str());
         return EXIT_FAILURE;
     }
-    std::unique_ptr<sd_event, EventUnref> event(raw);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, nullptr);
-    sd_event_add_signal(event.get(), nullptr, SIGTERM, nullptr, nullptr);
-    sd_event_add_signal(event.get(), nullptr, SIGINT, nullptr, nullptr);
 
-    varlink::Server server(event.get(), {"transient", "transient-userdbd", PROJECT_VERSION,
+    varlink::Server server(event->get(), {"transient", "transient-userdbd", PROJECT_VERSION,
                                          "https://github.com/transient-uids/transient"});
     server.add_interface(userdb::make_interface(table));
 
-    const int n = sd_listen_fds(1);
-    Result<void> listening;
-    if (n > 1) {
-        std::fprintf(stderr, SD_ERR "Expected at most one socket from systemd, got %d.\n", n);
-        return EXIT_FAILURE;
-    } else if (n == 1) {
-        listening = server.listen_fd(shm::UniqueFd(SD_LISTEN_FDS_START));
-    } else {
-        if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) {
-            std::fprintf(stderr, SD_ERR "Failed to create '%s': %s\n", dir.c_str(),
-                         std::strerror(errno));
-            return EXIT_FAILURE;
-        }
-        listening = server.listen_path(socket_path, 0666);
-    }
-    if (!listening) {
+    if (auto r = varlink::listen_activated_or_bind(server, socket_path, 0666); !r) {
         std::fprintf(stderr, SD_ERR "Failed to listen on '%s': %s\n", socket_path.c_str(),
-                     listening.error().message().c_str());
+                     r.error().message().c_str());
         return EXIT_FAILURE;
     }
     if (auto v = table.view(); !v && v.error().value() != ENOENT)
@@ -99,11 +65,7 @@ int run() {
                      table.path().c_str(), v.error().message().c_str());
     std::fprintf(stderr, SD_INFO "Serving %s from '%s'.\n", socket_path.c_str(),
                  table.path().c_str());
-    (void)sd_notify(0, "READY=1\nSTATUS=Serving io.systemd.UserDatabase");
-
-    const int r = sd_event_loop(event.get());
-    (void)sd_notify(0, "STOPPING=1");
-    if (r < 0) {
+    if (const int r = varlink::serve(event->get(), "Serving io.systemd.UserDatabase"); r < 0) {
         std::fprintf(stderr, SD_ERR "Event loop failed: %s\n", std::strerror(-r));
         return EXIT_FAILURE;
     }
