@@ -96,6 +96,9 @@ struct Range {
     uint64_t size = 0;
     std::optional<uint64_t> owner;
     std::optional<int64_t> created;  // µs since the epoch
+    // The user namespace the range is bound to (shown to its owner and root only).
+    std::optional<uint64_t> userns_inode;
+    std::optional<uint64_t> userns_id;
 };
 
 std::optional<uint64_t> get_uint(const json& object, const char* key) {
@@ -119,6 +122,8 @@ std::optional<Range> parse_range(const json& j) {
     r.owner = get_uint(j, "owner");
     if (auto it = j.find("created"); it != j.end() && it->is_number_integer())
         r.created = it->get<int64_t>();
+    r.userns_inode = get_uint(j, "userNamespaceInode");
+    r.userns_id = get_uint(j, "userNamespaceId");
     return r;
 }
 
@@ -148,6 +153,9 @@ std::string describe_error(const varlink::Client::Reply& reply,
         what = "you have reached your quota of ranges";
     else if (name == "io.transient.Allocator.NotUserNamespace")
         what = "--userns must name a user namespace other than the daemon's own";
+    else if (name == "io.transient.Allocator.CannotWatchUserNamespace")
+        what = "the daemon cannot tell when that user namespace is gone (it lacks the "
+               "privileges to watch it), so it will not bind a range to it";
     else if (name == varlink::kErrorInterfaceNotFound)
         what = "the service does not implement io.transient.Allocator";
     else if (name == varlink::kErrorMethodNotFound || name == varlink::kErrorMethodNotImplemented)
@@ -408,6 +416,14 @@ void print_range(const Range& r, const std::optional<uint64_t>& uid) {
         {"Owner", owner},
         {"Created", format_created(r.created)},
     };
+    if (r.userns_inode || r.userns_id) {
+        std::string ns = "user namespace";
+        if (r.userns_inode)
+            ns += " inode " + std::to_string(*r.userns_inode);
+        if (r.userns_id)
+            ns += ", id " + std::to_string(*r.userns_id);
+        lines.push_back({"Bound to", ns + " (released when it is gone)"});
+    }
     if (uid && *uid >= r.start && *uid - r.start < r.size)
         lines.insert(lines.begin(), {"UID", std::to_string(*uid) + " (vu-" + printable(r.name) +
                                                 "-" + std::to_string(*uid - r.start) + ")"});
