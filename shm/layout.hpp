@@ -35,7 +35,10 @@ static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && sizeof(std::atomic<std:
 
 // "TRNSRNG1" read as a little-endian word.
 inline constexpr std::uint64_t kMagic = 0x31474e52534e5254ULL;
-inline constexpr std::uint32_t kVersion = 1;
+// Version 2 added the block index to each copy. Readers still read version 1 (searching without
+// the index), and the writer migrates a version-1 table to a new file.
+inline constexpr std::uint32_t kVersion = 2;
+inline constexpr std::uint32_t kVersionWithoutBlockIndex = 1;
 
 // The file name inside the runtime directory.
 inline constexpr char kTableFileName[] = "ranges.table";
@@ -85,7 +88,12 @@ static_assert(sizeof(EntryWords) == 64);
 inline constexpr std::uint32_t kEntryFlagUserns = 1U << 0;
 
 // A copy of the table: a count, `capacity` entries sorted by start, then `capacity` indexes into
-// the entries, sorted by name (bytewise).
+// the entries, sorted by name (bytewise), then (version 2) the block index: kBlockIndexSize
+// 32-bit entry indexes, where block_index[b] is the index of the first entry whose start is at
+// or above b << 16. The entries that start in 64K block b are [block_index[b],
+// block_index[b + 1]), and a range containing ID x starts in block x >> 16 (a 64K range is
+// 64K-aligned, a single ID is its own start), so a lookup by ID reads two index words and, but
+// for the single IDs of block 0, one entry: O(1).
 struct CopyHeader {
     std::atomic<std::uint64_t> count;
     std::atomic<std::uint64_t> reserved[7];
@@ -122,12 +130,22 @@ constexpr std::uint64_t name_index_offset(std::uint32_t capacity) noexcept {
     return entries_offset() + std::uint64_t{capacity} * sizeof(EntryWords);
 }
 
-constexpr std::uint64_t copy_size_for(std::uint32_t capacity) noexcept {
-    return round_up(name_index_offset(capacity) + std::uint64_t{capacity} * 4, kCacheLine);
+// 65536 blocks of 64K IDs, plus the end of the last one.
+inline constexpr std::uint32_t kBlockIndexSize = 0x10000 + 1;
+
+constexpr std::uint64_t block_index_offset(std::uint32_t capacity) noexcept {
+    return name_index_offset(capacity) + std::uint64_t{capacity} * 4;
 }
 
-constexpr std::uint64_t file_size_for(std::uint32_t capacity) noexcept {
-    return sizeof(FileHeader) + 2 * copy_size_for(capacity);
+constexpr std::uint64_t copy_size_for(std::uint32_t capacity,
+                                      std::uint32_t version = kVersion) noexcept {
+    const std::uint64_t index = version >= 2 ? std::uint64_t{kBlockIndexSize} * 4 : 0;
+    return round_up(block_index_offset(capacity) + index, kCacheLine);
+}
+
+constexpr std::uint64_t file_size_for(std::uint32_t capacity,
+                                      std::uint32_t version = kVersion) noexcept {
+    return sizeof(FileHeader) + 2 * copy_size_for(capacity, version);
 }
 
 }  // namespace transient::shm

@@ -46,6 +46,7 @@ struct TableView {
     const std::byte* base = nullptr;
     std::size_t size = 0;
     std::uint32_t capacity = 0;
+    std::uint32_t version = 0;  // kVersion, or kVersionWithoutBlockIndex
     std::uint64_t copy_offset[2] = {0, 0};
 };
 
@@ -95,6 +96,14 @@ inline std::uint32_t name_index(const std::byte* copy, std::uint32_t capacity,
     const auto* idx =
             reinterpret_cast<const std::atomic<std::uint32_t>*>(copy + name_index_offset(capacity));
     return idx[i].load(std::memory_order_relaxed);  // validated by the latch re-check
+}
+
+// REQUIRES: b < kBlockIndexSize, a version-2 copy.
+inline std::uint32_t block_index(const std::byte* copy, std::uint32_t capacity,
+                                 std::uint32_t b) noexcept {
+    const auto* idx = reinterpret_cast<const std::atomic<std::uint32_t>*>(
+            copy + block_index_offset(capacity));
+    return idx[b].load(std::memory_order_relaxed);  // validated by the latch re-check, clamped
 }
 
 inline std::uint64_t entry_count(const std::byte* copy, std::uint32_t capacity) noexcept {
@@ -228,6 +237,7 @@ inline int compare_name(const EntryWords& e, const NameKey& key) noexcept {
 
 // Validates the geometry of a mapping of `size` bytes at `p` and fills `*ret`. Returns 0,
 // -EBADMSG (not a table, or corrupt), -EPROTONOSUPPORT (another version), or -ESTALE (retired).
+// Tables of version kVersion and kVersionWithoutBlockIndex are read.
 inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept {
     if (p == nullptr || size < sizeof(FileHeader))
         return -EBADMSG;
@@ -237,7 +247,8 @@ inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept 
     if (h.state.load(std::memory_order_relaxed) != static_cast<std::uint64_t>(TableState::kLive))
         return -ESTALE;
     const std::uint64_t vh = h.version_header_size.load(std::memory_order_relaxed);
-    if (static_cast<std::uint32_t>(vh) != kVersion)
+    const auto version = static_cast<std::uint32_t>(vh);
+    if (version != kVersion && version != kVersionWithoutBlockIndex)
         return -EPROTONOSUPPORT;
     if ((vh >> 32) != sizeof(FileHeader))
         return -EBADMSG;
@@ -245,13 +256,14 @@ inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept 
     const auto capacity = static_cast<std::uint32_t>(ce);
     if ((ce >> 32) != sizeof(EntryWords) || capacity == 0 || capacity > kMaxCapacity)
         return -EBADMSG;
-    const std::uint64_t copy_size = copy_size_for(capacity);
+    const std::uint64_t copy_size = copy_size_for(capacity, version);
     if (h.copy_size.load(std::memory_order_relaxed) != copy_size)
         return -EBADMSG;
     TableView v;
     v.base = static_cast<const std::byte*>(p);
     v.size = size;
     v.capacity = capacity;
+    v.version = version;
     for (int i = 0; i < 2; i++) {
         const std::uint64_t off = h.copy_offset[i].load(std::memory_order_relaxed);
         // Both terms are bounded (off checked first, copy_size < 2^37), so no overflow.
@@ -284,14 +296,24 @@ inline bool table_retired(const TableView& v) noexcept {
            static_cast<std::uint64_t>(TableState::kLive);
 }
 
-// The range containing `id`. Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(log n). *ret_seq (if not
-// null) receives the latch value the answer was read at (see table_seq()).
+// The range containing `id`. Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(1) (the block index), or
+// O(log n) in a version-1 table or among the single IDs of one 64K block. *ret_seq (if not null)
+// receives the latch value the answer was read at (see table_seq()).
 inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
                       std::uint64_t* ret_seq = nullptr) noexcept {
     RangeRecord rec;
     int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
+        const std::uint64_t count = detail::entry_count(copy, v.capacity);
+        // The entries to search: those starting in id's 64K block, or all of them. Index words
+        // are clamped to the count, so a corrupt index can only make a range unfindable, and
+        // the containment check below rejects whatever else it points at.
+        std::uint64_t first = 0, lo = 0, hi = count;
+        if (v.version >= 2) {
+            const std::uint32_t b = id >> 16;
+            first = lo = std::min<std::uint64_t>(detail::block_index(copy, v.capacity, b), count);
+            hi = std::min<std::uint64_t>(detail::block_index(copy, v.capacity, b + 1), count);
+        }
         // Binary search for the last entry with start <= id.
-        std::uint64_t lo = 0, hi = detail::entry_count(copy, v.capacity);
         while (lo < hi) {
             const std::uint64_t mid = lo + (hi - lo) / 2;
             if (detail::entry_start(detail::entry(copy, mid)) <= id)
@@ -299,7 +321,7 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
             else
                 hi = mid;
         }
-        if (lo == 0)
+        if (lo == first)
             return -ESRCH;
         detail::load_entry(detail::entry(copy, lo - 1), rec);
         return 0;

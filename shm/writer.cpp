@@ -34,6 +34,10 @@ PaddedName pad_name(const std::string& name) {
     return p;
 }
 
+void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEntry> ranges,
+                const std::vector<std::uint32_t>& by_name);
+std::vector<std::uint32_t> sorted_by_name(std::span<const RangeEntry> ranges);
+
 Result<Mapping> map_rw(int fd, std::size_t size) {
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
@@ -41,9 +45,10 @@ Result<Mapping> map_rw(int fd, std::size_t size) {
     return Mapping(p, size);
 }
 
-// Creates a fresh, empty table next to `path` and renames it into place, so that readers see
-// either the old file or the complete new one.
-Result<void> create_table(const std::string& path, std::uint32_t capacity) {
+// Creates a fresh table holding `ranges` (valid, sorted: recovered ones) next to `path` and
+// renames it into place, so that readers see either the old file or the complete new one.
+Result<void> create_table(const std::string& path, std::uint32_t capacity,
+                          std::span<const RangeEntry> ranges = {}) {
     const std::string tmp = path + ".new";
     ::unlink(tmp.c_str());
     UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
@@ -74,6 +79,11 @@ Result<void> create_table(const std::string& path, std::uint32_t capacity) {
     h.copy_size.store(copy_size_for(capacity), std::memory_order_relaxed);
     h.file_size.store(size, std::memory_order_relaxed);
     h.seq.store(0, std::memory_order_relaxed);
+    if (!ranges.empty()) {
+        const std::vector<std::uint32_t> by_name = sorted_by_name(ranges);
+        for (int i = 0; i < 2; i++)
+            write_copy(copy_of(m->get(), i), capacity, ranges, by_name);
+    }
     if (::rename(tmp.c_str(), path.c_str()) < 0) {
         const int e = errno;
         ::unlink(tmp.c_str());
@@ -141,7 +151,29 @@ void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEn
     auto* idx = reinterpret_cast<std::atomic<std::uint32_t>*>(copy + name_index_offset(capacity));
     for (std::size_t i = 0; i < by_name.size(); i++)
         idx[i].store(by_name[i], std::memory_order_relaxed);  // ordered by the latch, as above
+    // block[b]: the first entry starting at or above b << 16 (ranges are sorted by start).
+    auto* block = reinterpret_cast<std::atomic<std::uint32_t>*>(copy + block_index_offset(capacity));
+    std::size_t e = 0;
+    for (std::uint32_t b = 0; b < kBlockIndexSize; b++) {
+        while (e < ranges.size() && (ranges[e].start >> 16) < b)
+            e++;
+        block[b].store(static_cast<std::uint32_t>(e), std::memory_order_relaxed);  // as above
+    }
     reinterpret_cast<CopyHeader*>(copy)->count.store(ranges.size(), std::memory_order_relaxed);
+}
+
+// The name index of `ranges`: their positions, sorted by padded name.
+std::vector<std::uint32_t> sorted_by_name(std::span<const RangeEntry> ranges) {
+    std::vector<std::uint32_t> by_name(ranges.size());
+    std::iota(by_name.begin(), by_name.end(), 0U);
+    std::vector<PaddedName> names;
+    names.reserve(ranges.size());
+    for (const auto& r : ranges)
+        names.push_back(pad_name(r.name));
+    std::sort(by_name.begin(), by_name.end(), [&](std::uint32_t a, std::uint32_t b) {
+        return std::memcmp(names[a].data(), names[b].data(), names[a].size()) < 0;
+    });
+    return by_name;
 }
 
 // Stores a new latch value. The release fence before it orders the preceding copy's writes
@@ -224,11 +256,27 @@ Result<TableWriter> TableWriter::open(const std::string& path, std::uint32_t cap
         }
         TableView v;
         (void)view_table(m.get(), m.size(), &v);
+        if (v.version != kVersion) {
+            // A table of an older layout: write its ranges into a new file of this one, rename
+            // that over it and retire it, so that readers move over. Nothing is lost at any
+            // instant: until the rename the old file is the table, afterwards the new one.
+            if (auto r = create_table(path, v.capacity, rec->ranges); !r)
+                return std::unexpected(r.error());
+            header_of(m.get()).state.store(static_cast<std::uint64_t>(TableState::kRetired),
+                                           std::memory_order_release);
+            w.recovery_.migrated = true;
+            w.recovery_.dropped = rec->dropped;
+            continue;
+        }
         w.capacity_ = v.capacity;
-        const bool created = w.recovery_.created, replaced = w.recovery_.replaced;
+        const bool created = w.recovery_.created, replaced = w.recovery_.replaced,
+                   migrated = w.recovery_.migrated;
+        const std::size_t dropped = w.recovery_.dropped;
         w.recovery_ = std::move(*rec);
         w.recovery_.created = created;
         w.recovery_.replaced = replaced;
+        w.recovery_.migrated = migrated;
+        w.recovery_.dropped += dropped;
         w.fd_ = std::move(fd);
         w.mapping_ = std::move(m);
         // Both copies consistent again, whatever instant the previous writer died at.
@@ -243,15 +291,7 @@ Result<TableWriter> TableWriter::open(const std::string& path, std::uint32_t cap
 Result<void> TableWriter::publish(std::span<const RangeEntry> ranges) {
     if (auto r = check(ranges, capacity_); !r)
         return r;
-    std::vector<std::uint32_t> by_name(ranges.size());
-    std::iota(by_name.begin(), by_name.end(), 0U);
-    std::vector<PaddedName> names;
-    names.reserve(ranges.size());
-    for (const auto& r : ranges)
-        names.push_back(pad_name(r.name));
-    std::sort(by_name.begin(), by_name.end(), [&](std::uint32_t a, std::uint32_t b) {
-        return std::memcmp(names[a].data(), names[b].data(), names[a].size()) < 0;
-    });
+    const std::vector<std::uint32_t> by_name = sorted_by_name(ranges);
 
     FileHeader& h = header_of(mapping_.get());
     std::uint64_t seq = h.seq.load(std::memory_order_relaxed);  // we are the only writer

@@ -37,13 +37,16 @@ struct Recovery {
     std::size_t dropped = 0;         // entries that were invalid, overlapping or duplicated
     bool created = false;            // no usable table existed: a new, empty one was created
     bool replaced = false;           // an incompatible or corrupt file was retired and replaced
+    bool migrated = false;           // a table of an older layout was rewritten, ranges kept
 };
 
 class TableWriter {
 public:
-    // Opens the table at `path`, creating it (mode 0644) if it does not exist. A file that is not
-    // a table of this version is retired (if it is one of another version) and replaced by an
-    // empty table; `recovery().replaced` says so. Fails with EBUSY if another writer holds it.
+    // Opens the table at `path`, creating it (mode 0644) if it does not exist. A table of an
+    // older layout that readers still read (version 1) is rewritten in this one with its ranges
+    // (`recovery().migrated`). Any other file that is not a usable table is retired (if it is a
+    // table) and replaced by an empty table; `recovery().replaced` says so. Fails with EBUSY if
+    // another writer holds it.
     static Result<TableWriter> open(const std::string& path,
                                     std::uint32_t capacity = kDefaultCapacity);
 

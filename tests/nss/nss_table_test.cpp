@@ -282,7 +282,7 @@ TEST_F(NssCorruptTableTest, BadHeadersAreUnavailable) {
     expect_unavail(EBADMSG);
     damaged([](std::byte* b, std::size_t) { header(b).copy_size.store(1); });
     expect_unavail(EBADMSG);
-    damaged([](std::byte* b, std::size_t) { header(b).version_header_size.store(2 | (128ULL << 32)); });
+    damaged([](std::byte* b, std::size_t) { header(b).version_header_size.store((shm::kVersion + 1) | (128ULL << 32)); });
     expect_unavail(EPROTONOSUPPORT);
     damaged([](std::byte* b, std::size_t) { header(b).magic.store(0); });
     expect_unavail(EBADMSG);

@@ -6,6 +6,7 @@
 // loop forever or crash, and every record handed out passes validation. The mappings used here
 // are read-only and followed by a PROT_NONE page, so an out-of-bounds read or a store faults.
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <random>
 #include <set>
@@ -171,6 +173,28 @@ protected:
     std::size_t name_index_at(int c, std::size_t i) const {
         return copy_offset_[c] + name_index_offset(kSmallCapacity) + i * 4;
     }
+    // Offset of block index word `b` of copy `c`.
+    std::size_t block_index_at(int c, std::uint32_t b) const {
+        return copy_offset_[c] + block_index_offset(kSmallCapacity) + std::size_t{b} * 4;
+    }
+
+    // The same table in the version-1 layout: no block index, so smaller copies. Entries and
+    // name index sit at the same offsets in both versions.
+    std::vector<std::byte> version1_image() const {
+        const std::uint64_t copy1 = copy_size_for(kSmallCapacity, kVersionWithoutBlockIndex);
+        std::vector<std::byte> image(sizeof(FileHeader) + 2 * copy1);
+        std::memcpy(image.data(), image_.data(), sizeof(FileHeader));
+        for (int c = 0; c < 2; c++)
+            std::memcpy(image.data() + sizeof(FileHeader) + c * copy1,
+                        image_.data() + copy_offset_[c], copy1);
+        const std::uint64_t vh = get_word(image_, kVersionAt);
+        set_word(image, kVersionAt, (vh & ~0xFFFFFFFFULL) | kVersionWithoutBlockIndex);
+        set_word(image, kCopyOffsetAt[0], sizeof(FileHeader));
+        set_word(image, kCopyOffsetAt[1], sizeof(FileHeader) + copy1);
+        set_word(image, kCopySizeAt, copy1);
+        set_word(image, kFileSizeAt, image.size());
+        return image;
+    }
 
     // Applies `patch(image, copy_offset)` to both copies, so the active one is corrupt whatever
     // the latch says, then checks every reader on the result.
@@ -226,7 +250,10 @@ TEST_F(TableValidationTest, RejectsEveryCorruptedHeaderField) {
             {"state retired", kStateAt, 1, -ESTALE},
             {"state garbage", kStateAt, 0xDEADBEEF, -ESTALE},
             {"version 0", kVersionAt, vh & ~0xFFFFFFFFULL, -EPROTONOSUPPORT},
-            {"version 2", kVersionAt, (vh & ~0xFFFFFFFFULL) | 2, -EPROTONOSUPPORT},
+            {"version 3", kVersionAt, (vh & ~0xFFFFFFFFULL) | (kVersion + 1), -EPROTONOSUPPORT},
+            // Version 1 is read, but its copies are smaller: the geometry no longer fits.
+            {"version 1", kVersionAt, (vh & ~0xFFFFFFFFULL) | kVersionWithoutBlockIndex,
+             -EBADMSG},
             {"version max", kVersionAt, vh | 0xFFFFFFFFULL, -EPROTONOSUPPORT},
             {"header size 0", kVersionAt, kVersion, -EBADMSG},
             {"header size 64", kVersionAt, kVersion | (64ULL << 32), -EBADMSG},
@@ -313,8 +340,19 @@ TEST_F(TableValidationTest, RejectsFilesTruncatedAtEveryLength) {
     testing::write_file(path, image_);
     const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     ASSERT_GE(fd, 0);
+    // Every length near the start, the end and the copy boundaries, and every 61st length in
+    // between (most of a copy is its 256 KiB block index, where one length is like the next).
+    auto tested = [&](std::size_t len) {
+        auto near = [&](std::uint64_t at) { return len + 8192 > at && len < at + 8192; };
+        return len % 61 == 0 || near(0) || near(image_.size()) || near(copy_offset_[0]) ||
+               near(copy_offset_[1]) ||
+               near(copy_offset_[0] + block_index_offset(kSmallCapacity)) ||
+               near(copy_offset_[1] + block_index_offset(kSmallCapacity));
+    };
     // Shrinking keeps the prefix, so walk down from the full size.
     for (std::size_t len = image_.size(); len-- > 0;) {
+        if (!tested(len))
+            continue;
         ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(len)), 0);
         const GuardedMapping m = GuardedMapping::of_file(fd, len);
         TableView v;
@@ -414,6 +452,107 @@ TEST_F(TableValidationTest, RejectsNameIndexEntriesOutOfRange) {
     ASSERT_EQ(view(image, &v), 0);
     RangeRecord r;
     EXPECT_EQ(find_by_name(v, known_[5].name.c_str(), &r), -EBADMSG);
+}
+
+// find_by_id() reads only the entries the block index names for the ID's 64K block: proven by
+// emptying one container's block, which then no longer resolves while everything else does.
+TEST_F(TableValidationTest, LookupsByIdGoThroughTheBlockIndex) {
+    const RangeEntry& target = known_.back();
+    ASSERT_EQ(target.size, kContainerRangeSize);
+    const std::uint32_t b = target.start >> 16;
+    std::vector<std::byte> image = image_;
+    for (int c = 0; c < 2; c++) {
+        ASSERT_EQ(get_word(image, block_index_at(c, b)) & 0xFFFFFFFF, known_.size() - 1);
+        ASSERT_EQ(get_word(image, block_index_at(c, b + 1)) & 0xFFFFFFFF, known_.size());
+        set_u32(image, block_index_at(c, b + 1), static_cast<std::uint32_t>(known_.size() - 1));
+    }
+    TableView v;
+    ASSERT_EQ(view(image, &v), 0);
+    ASSERT_EQ(v.version, kVersion);
+    RangeRecord r;
+    EXPECT_EQ(find_by_id(v, target.start + 5, &r), -ESRCH);
+    for (std::size_t i = 0; i + 1 < known_.size(); i++) {
+        ASSERT_EQ(find_by_id(v, known_[i].start + known_[i].size - 1, &r), 0) << i;
+        EXPECT_EQ(testing::to_entry(r), known_[i]);
+    }
+}
+
+// Index words that point past the entries, beyond the capacity, backwards or at the wrong
+// entries: no read outside the mapping (guarded), no record that does not contain the ID asked
+// for (check_readers()).
+TEST_F(TableValidationTest, SurvivesBlockIndexWordsOutOfRangeOrOrder) {
+    std::vector<std::uint32_t> blocks{0, 1, 0xFFFF, 0x10000};
+    for (const auto& e : known_) {
+        blocks.push_back(e.start >> 16);
+        blocks.push_back((e.start >> 16) + 1);
+    }
+    for (const std::uint32_t bad : {0U, 1U, 19U, 39U, 40U, kSmallCapacity, kSmallCapacity + 1,
+                                    0x7FFFFFFFU, ~0U}) {
+        SCOPED_TRACE(bad);
+        expect_safe_with_both_copies([&](auto& image, int c) {
+            for (std::size_t i = 0; i < blocks.size(); i += 2)
+                set_u32(image, block_index_at(c, blocks[i]), bad);
+        });
+        expect_safe_with_both_copies([&](auto& image, int c) {
+            for (const std::uint32_t b : blocks)
+                set_u32(image, block_index_at(c, b), bad);
+        });
+    }
+    std::mt19937_64 rng(11);
+    for (int round = 0; round < 20; round++)
+        expect_safe_with_both_copies([&](auto& image, int c) {
+            for (const std::uint32_t b : blocks)
+                set_u32(image, block_index_at(c, b), static_cast<std::uint32_t>(rng() % 80));
+        });
+}
+
+TEST_F(TableValidationTest, ReadsVersion1TablesWithoutTheBlockIndex) {
+    const std::vector<std::byte> image = version1_image();
+    TableView v;
+    ASSERT_EQ(view(image, &v), 0);
+    EXPECT_EQ(v.version, kVersionWithoutBlockIndex);
+    std::mt19937_64 rng(3);
+    check_readers(v, known_, rng);
+    RangeRecord r;
+    for (const auto& e : known_) {
+        ASSERT_EQ(find_by_id(v, e.start + e.size - 1, &r), 0) << e.name;
+        EXPECT_EQ(testing::to_entry(r), e);
+    }
+}
+
+// The writer rewrites a version-1 table in the current layout with every range, renames the new
+// file over it and retires it, so that readers holding the old mapping move over.
+TEST_F(TableValidationTest, WriterMigratesAVersion1TableKeepingEveryRange) {
+    TempDir dir;
+    const std::vector<std::byte> v1 = version1_image();
+    testing::write_file(dir.table(), v1);
+    // A reader's mapping of the old file, as the NSS module would hold it.
+    const std::size_t old_size = v1.size();
+    const int old_fd = ::open(dir.table().c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(old_fd, 0);
+    void* old_map = ::mmap(nullptr, old_size, PROT_READ, MAP_SHARED, old_fd, 0);
+    ::close(old_fd);
+    ASSERT_NE(old_map, MAP_FAILED);
+    TableView old_view;
+    ASSERT_EQ(view_table(old_map, old_size, &old_view), 0);
+
+    auto w = TableWriter::open(dir.table(), kSmallCapacity);
+    ASSERT_TRUE(w) << w.error().message();
+    EXPECT_TRUE(w->recovery().migrated);
+    EXPECT_FALSE(w->recovery().replaced);
+    EXPECT_EQ(w->recovery().ranges, known_);
+    EXPECT_TRUE(table_retired(old_view)) << "readers of the old file must move over";
+    ::munmap(old_map, old_size);
+
+    EXPECT_EQ(std::filesystem::file_size(dir.table()), file_size_for(kSmallCapacity));
+    TableReader reader(dir.table());
+    auto v = reader.view();
+    ASSERT_TRUE(v) << v.error().message();
+    EXPECT_EQ((*v)->version, kVersion);
+    EXPECT_EQ(testing::read_entries(**v), known_);
+    RangeRecord r;
+    ASSERT_EQ(find_by_id(**v, known_.back().start + 17, &r), 0);
+    EXPECT_EQ(testing::to_entry(r), known_.back());
 }
 
 TEST_F(TableValidationTest, SurvivesEntriesOutOfOrder) {
