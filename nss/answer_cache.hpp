@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // The module's answer cache: the packed strings of recent getpwuid_r()/getgrgid_r() answers,
-// process-wide, so that asking for the same ID again (`ls -l` asks for the owner of every file)
-// costs a copy instead of a search, a validation and formatting.
+// process-wide, so that asking for the same ID again (a process that keeps resolving the owners
+// of its files or processes) costs a copy instead of a search, a validation and formatting.
 //
 // An answer is served only while the table it came from says nothing changed: it is stored with
 // the table's view and the latch value it was read at (shm::find_by_id()'s ret_seq), and a hit
@@ -14,7 +14,8 @@
 // The cache is process memory: a direct-mapped array of entries, each a seqlock of its own
 // (STYLE.md §2; a writer claims an entry with a compare-and-swap, which the PROT_READ table
 // could not allow but private memory does). Readers never wait: an entry being written is a
-// miss. Nothing is allocated; the array is constant-initialized.
+// miss. Nothing is allocated; the array is constant-initialized. A fork() child of a process
+// that was filling an entry at that instant finds it odd for good: one entry less, no harm.
 
 #pragma once
 

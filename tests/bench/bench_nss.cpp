@@ -7,7 +7,7 @@
 // glibc's __nss_configure_lookup(), and reports the median ns/call as a Markdown table. Our
 // module is timed on two access patterns:
 //   same UID     one UID of a live range, again and again: what the trivial module gets, and
-//                what `ls -l` in one container does;
+//                what a process that keeps resolving one owner does (`ps` redrawing, a daemon);
 //   random UIDs  a random UID of a random live range each call: the worst case for caches.
 // Target (the issue): transient <= 1.15 x trivial at every size; judged for both patterns.
 //
