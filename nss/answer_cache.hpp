@@ -123,7 +123,8 @@ inline AnswerEntry& answer_entry(std::uint64_t key) noexcept {
 // still current and the buffer has room; false otherwise (then do the full lookup). Touches
 // neither errno nor the caller's struct when it returns false (it may have written to `buffer`).
 // Inline: this is the whole of a repeated lookup.
-[[gnu::always_inline]] inline bool cached_passwd(uid_t uid, passwd* ret, char* buffer, std::size_t buflen) noexcept {
+[[gnu::always_inline]] inline bool cached_passwd(uid_t uid, passwd* ret, char* buffer,
+                                                 std::size_t buflen) noexcept {
     if (ret == nullptr || buffer == nullptr || buflen < detail::kAnswerBytes)
         return false;
     const std::uint64_t sizes =
@@ -143,7 +144,8 @@ inline AnswerEntry& answer_entry(std::uint64_t key) noexcept {
     return true;
 }
 
-[[gnu::always_inline]] inline bool cached_group(gid_t gid, group* ret, char* buffer, std::size_t buflen) noexcept {
+[[gnu::always_inline]] inline bool cached_group(gid_t gid, group* ret, char* buffer,
+                                                std::size_t buflen) noexcept {
     if (ret == nullptr || buffer == nullptr)
         return false;
     const auto a = reinterpret_cast<std::uintptr_t>(buffer);

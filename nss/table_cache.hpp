@@ -41,11 +41,11 @@ private:
     std::size_t owned_size_ = 0;
 };
 
-// Lets *ret read the table (environment.hpp: table_path()), mapping or remapping it as needed. Returns 0,
-// -ENOENT (no table: one failed open()), -EAGAIN (the table is being replaced), -EBADMSG (not a
-// table, or corrupt), -EPROTONOSUPPORT (another version), -ENAMETOOLONG, or an -errno of
-// open()/fstat()/mmap(). Never blocks, never allocates, never unmaps a mapping another thread
-// may read. Async-signal-safety is not a goal (neither is it glibc's for NSS).
+// Lets *ret read the table (environment.hpp: table_path()), mapping or remapping it as needed.
+// Returns 0, -ENOENT (no table: one failed open()), -EAGAIN (the table is being replaced),
+// -EBADMSG (not a table, or corrupt), -EPROTONOSUPPORT (another version), -ENAMETOOLONG, or an
+// -errno of open()/fstat()/mmap(). Never blocks, never allocates, never unmaps a mapping another
+// thread may read, keeps errno. Async-signal-safety is not a goal (neither is it glibc's for NSS).
 int acquire_table(TableLease* ret) noexcept;
 
 namespace detail {

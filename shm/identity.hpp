@@ -3,7 +3,7 @@
 // The synthetic users and groups the table stands for, shared by the NSS module and the userdb
 // endpoint so that both give byte-identical answers:
 //   UID B+n of range "web" (start B)  ->  user  vu-web-n, realName "UID n of transient range web"
-//   GID B+n                           ->  group vg-web-n, description "GID n of transient range web"
+//   GID B+n                           ->  group vg-web-n, "GID n of transient range web"
 //   2147352576+N (systemd's foreign range) -> foreign-N, "Foreign System Image UID N" / "… GID N"
 // The rules are written once, as templates over a writer (write_name(), write_description()):
 // Identity formats them into fixed buffers, the NSS module straight into glibc's buffer.

@@ -152,7 +152,8 @@ void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEn
     for (std::size_t i = 0; i < by_name.size(); i++)
         idx[i].store(by_name[i], std::memory_order_relaxed);  // ordered by the latch, as above
     // block[b]: the first entry starting at or above b << 16 (ranges are sorted by start).
-    auto* block = reinterpret_cast<std::atomic<std::uint32_t>*>(copy + block_index_offset(capacity));
+    auto* block =
+            reinterpret_cast<std::atomic<std::uint32_t>*>(copy + block_index_offset(capacity));
     std::size_t e = 0;
     for (std::uint32_t b = 0; b < kBlockIndexSize; b++) {
         while (e < ranges.size() && (ranges[e].start >> 16) < b)

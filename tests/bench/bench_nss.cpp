@@ -138,10 +138,12 @@ std::string range_name(std::uint32_t i, std::mt19937& rng, std::set<std::string>
             std::snprintf(s, sizeof s, "ctr-%08x%02x", unsigned(rng()), unsigned(rng() & 0xFF));
             break;
         case 1:
-            std::snprintf(s, sizeof s, "nspawn-%s-%u", kWords[rng() % 10], unsigned(rng() % 100000));
+            std::snprintf(s, sizeof s, "nspawn-%s-%u", kWords[rng() % 10],
+                          unsigned(rng() % 100000));
             break;
         case 2:
-            std::snprintf(s, sizeof s, "pod-%06x-%u", unsigned(rng() & 0xFFFFFF), unsigned(rng() % 1000));
+            std::snprintf(s, sizeof s, "pod-%06x-%u", unsigned(rng() & 0xFFFFFF),
+                          unsigned(rng() % 1000));
             break;
         default:
             std::snprintf(s, sizeof s, "ci-runner_%u", unsigned(rng() % 10000000));

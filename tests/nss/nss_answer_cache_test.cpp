@@ -61,7 +61,7 @@ TEST_F(NssAnswerCacheTest, ServesTheSameAnswerAsTheFullLookup) {
         EXPECT_STREQ(pw.pw_passwd, "x");
         EXPECT_EQ(pw.pw_uid, kLong + 65535);
         EXPECT_EQ(pw.pw_gid, kLong + 65535);
-        EXPECT_STREQ(pw.pw_gecos, (std::string("UID 65535 of transient range ") + kLongName).c_str());
+        EXPECT_EQ(pw.pw_gecos, std::string("UID 65535 of transient range ") + kLongName);
         EXPECT_STREQ(pw.pw_dir, "/");
         EXPECT_STREQ(pw.pw_shell, "/usr/sbin/nologin");
         EXPECT_EQ(err, -1) << "*errnop is left alone on success";

@@ -155,7 +155,8 @@ TEST_F(NssEnvironmentTest, ARuntimeDirectoryTooLongForAPathIsUnavailable) {
 
 TEST_F(NssEnvironmentTest, BypassAnswersNotFoundForEverything) {
     for (const char* value : {"1", "yes", "true", "on"}) {
-        EXPECT_EQ(probe({"TRANSIENT_RUNTIME_DIR=" + a_, std::string("TRANSIENT_NSS_BYPASS=") + value},
+        const std::string bypass = std::string("TRANSIENT_NSS_BYPASS=") + value;
+        EXPECT_EQ(probe({"TRANSIENT_RUNTIME_DIR=" + a_, bypass},
                         {"getpwuid", kWebUid, "getpwnam", "vu-alpha-0", "getgrgid", kWebUid,
                          "getgrnam", "vg-alpha-0", "getpwuid", kForeignUid, "getpwent",
                          "initgroups", "vu-alpha-3", "100"}),
@@ -167,7 +168,8 @@ TEST_F(NssEnvironmentTest, BypassAnswersNotFoundForEverything) {
 
 TEST_F(NssEnvironmentTest, OtherBypassValuesDoNotBypass) {
     for (const char* value : {"0", "no", "", "2"}) {
-        EXPECT_EQ(probe({"TRANSIENT_RUNTIME_DIR=" + a_, std::string("TRANSIENT_NSS_BYPASS=") + value},
+        const std::string bypass = std::string("TRANSIENT_NSS_BYPASS=") + value;
+        EXPECT_EQ(probe({"TRANSIENT_RUNTIME_DIR=" + a_, bypass},
                         {"getpwuid", kWebUid, "getpwent"}),
                   (std::vector<std::string>{found("vu-alpha-0"), "SUCCESS vu-alpha-0"}))
                 << value;
