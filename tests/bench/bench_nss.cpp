@@ -280,7 +280,9 @@ int main(int argc, char** argv) {
     char tmpl[] = "/tmp/transient-bench-nss.XXXXXX";
     if (::mkdtemp(tmpl) == nullptr)
         die("mkdtemp failed");
-    const std::string root = tmpl;
+    static std::string root;  // removed at exit, die() included
+    root = tmpl;
+    std::atexit([] { std::filesystem::remove_all(root); });
     // Before the first lookup: the module reads it once per process.
     ::setenv("TRANSIENT_RUNTIME_DIR", root.c_str(), 1);
     auto writer = shm::TableWriter::open(root + "/" + shm::kTableFileName);
@@ -321,7 +323,6 @@ int main(int argc, char** argv) {
             }
         }
     }
-    std::filesystem::remove_all(root);  // the writer's mapping outlives the names; harmless
 
     std::printf("getpwuid_r() through glibc %s, median of %d rounds x %d calls, %s, %ld CPUs, "
                 "load average %s before, %s after\n\n",
