@@ -122,6 +122,9 @@ std::optional<shm::TableWriter> open_table(const std::string& dir) {
     if (rec.replaced)
         std::fprintf(stderr, SD_WARNING "Range table '%s' was unusable; replaced it with an "
                                         "empty one.\n", table.c_str());
+    if (rec.migrated)
+        std::fprintf(stderr, SD_NOTICE "Migrated range table '%s' to format version %u.\n",
+                     table.c_str(), shm::kVersion);
     if (rec.dropped > 0)
         std::fprintf(stderr, SD_WARNING "Dropped %zu invalid or conflicting entries from '%s'.\n",
                      rec.dropped, table.c_str());
