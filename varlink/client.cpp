@@ -101,13 +101,9 @@ int Client::fd() const {
 }
 
 Result<Client> Client::connect(const std::string& path, std::chrono::milliseconds timeout) {
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    if (path.empty() || path.find('\0') != std::string::npos)
-        return errno_error(EINVAL);
-    if (path.size() >= sizeof(sa.sun_path))
-        return errno_error(ENAMETOOLONG);
-    std::memcpy(sa.sun_path, path.data(), path.size());
+    auto addr = detail::unix_address(path);
+    if (!addr)
+        return std::unexpected(addr.error());
 
     shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd)
@@ -119,8 +115,7 @@ Result<Client> Client::connect(const std::string& path, std::chrono::millisecond
     timeval tv{static_cast<time_t>(usec / 1000000), static_cast<suseconds_t>(usec % 1000000)};
     if (usec > 0 && ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
         return errno_error(errno);
-    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sa), len) < 0)
+    if (::connect(fd.get(), addr->get(), addr->len) < 0)
         return errno_error(errno == EAGAIN ? ETIMEDOUT : errno);
 
     // From here on every wait is a poll() with its own deadline.

@@ -89,13 +89,9 @@ Result<void> Server::listen_fd(shm::UniqueFd fd) {
 }
 
 Result<void> Server::listen_path(const std::string& path, mode_t mode) {
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    if (path.empty() || path.find('\0') != std::string::npos)
-        return errno_error(EINVAL);
-    if (path.size() >= sizeof(sa.sun_path))
-        return errno_error(ENAMETOOLONG);
-    std::memcpy(sa.sun_path, path.data(), path.size());
+    auto addr = detail::unix_address(path);
+    if (!addr)
+        return std::unexpected(addr.error());
 
     shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd)
@@ -107,8 +103,7 @@ Result<void> Server::listen_path(const std::string& path, mode_t mode) {
     if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
         ::unlink(path.c_str());
 
-    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
-    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&sa), len) < 0)
+    if (::bind(fd.get(), addr->get(), addr->len) < 0)
         return errno_error(errno);
     // bind() honours the umask, which is process-wide and cannot be changed safely with
     // threads around; set the mode explicitly before anyone can be accepted.

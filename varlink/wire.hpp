@@ -7,6 +7,7 @@
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <cstddef>
 #include <memory>
@@ -18,11 +19,23 @@
 #include <nlohmann/json.hpp>
 #include <systemd/sd-event.h>
 
+#include "shm/result.hpp"
 #include "shm/unique_fd.hpp"
 
 namespace transient::varlink::detail {
 
 using json = nlohmann::json;
+
+// An AF_UNIX address for a file-system socket path, with the length bind() and connect() take.
+struct UnixAddress {
+    sockaddr_un sa{};
+    socklen_t len = 0;
+
+    const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&sa); }
+};
+
+// EINVAL for an empty path or one with a NUL in it, ENAMETOOLONG if it does not fit sun_path.
+Result<UnixAddress> unix_address(const std::string& path);
 
 // The size of a control buffer that holds `n` descriptors in one SCM_RIGHTS message.
 constexpr std::size_t cmsg_space_for_fds(std::size_t n) noexcept {
