@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# test.sh - installs what is missing, builds, and runs the tests with ctest: labels unit, abi,
-# integration and stress in ./build; when the tests define a "tsan" label, those tests (and the
-# stress ones) also in a ThreadSanitizer build in ./build-tsan. Exits non-zero if any test fails.
+# test.sh - installs what is missing (scripts/deps.sh), builds, and runs the tests with ctest:
+# labels unit, abi, integration, stress, system and bench (benchmarks as short smoke runs) in
+# ./build; then the stress tests in a ThreadSanitizer build (./build-tsan) and the unit tests in
+# an AddressSanitizer + UBSan build (./build-asan). Exits non-zero if any test fails.
 #
-# Environment: BUILD_DIR, TSAN_BUILD_DIR, JOBS (build and ctest parallelism, default: CPUs),
-# TRANSIENT_TEST_TSAN=0 to skip the TSan build, CTEST_ARGS (extra ctest arguments, word-split).
+# Environment: BUILD_DIR, TSAN_BUILD_DIR, ASAN_BUILD_DIR, JOBS (build and ctest parallelism,
+# default: CPUs), TRANSIENT_TEST_SANITIZERS=0 to skip the sanitized builds, CTEST_ARGS (extra
+# ctest arguments, word-split).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 TSAN_BUILD_DIR=${TSAN_BUILD_DIR:-$ROOT/build-tsan}
+ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-$ROOT/build-asan}
 JOBS=${JOBS:-$(nproc)}
 read -r -a extra <<<"${CTEST_ARGS:-}"
-export BUILD_DIR TSAN_BUILD_DIR JOBS
+export BUILD_DIR TSAN_BUILD_DIR ASAN_BUILD_DIR JOBS
 
 t_start=$SECONDS
 "$ROOT/scripts/deps.sh"
@@ -39,18 +42,22 @@ ctest_run() {
 }
 
 rc=0
-ctest_run "$BUILD_DIR" '^(unit|abi|integration|stress|system)$' || rc=1
+ctest_run "$BUILD_DIR" '^(unit|abi|integration|stress|system|bench)$' || rc=1
 echo "== $((SECONDS - t_start)) s so far"
 
-tsan_tests=$(ctest --test-dir "$BUILD_DIR" -N -L '^tsan$' | sed -n 's/^Total Tests: //p')
-if [ "${TRANSIENT_TEST_TSAN:-1}" != 0 ] && [ "${tsan_tests:-0}" -gt 0 ]; then
-    t_tsan=$SECONDS
+# The sanitizers, as whole builds (TRANSIENT_SANITIZE): the concurrency tests under
+# ThreadSanitizer, the unit tests (hostile tables, parsers, limits) under AddressSanitizer and
+# UBSan. Both abort on the first report, so a report is a failed test.
+if [ "${TRANSIENT_TEST_SANITIZERS:-1}" != 0 ]; then
+    t_san=$SECONDS
     echo
-    "$ROOT/scripts/build.sh" --no-deps --tsan-only
-    echo "== TSan build in $((SECONDS - t_tsan)) s; $((SECONDS - t_start)) s so far"
-    # TSan aborts on the first report by default; halt_on_error makes a race a failed test.
+    "$ROOT/scripts/build.sh" --no-deps --only --tsan --asan
+    echo "== sanitized builds in $((SECONDS - t_san)) s; $((SECONDS - t_start)) s so far"
     TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1} \
-        ctest_run "$TSAN_BUILD_DIR" '^(stress|tsan)$' || rc=1
+        ctest_run "$TSAN_BUILD_DIR" '^stress$' || rc=1
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} \
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1 print_stacktrace=1} \
+        ctest_run "$ASAN_BUILD_DIR" '^unit$' || rc=1
 fi
 
 # Nothing after this: ctest's summary lines are the last words.
