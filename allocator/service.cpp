@@ -63,7 +63,8 @@ method AllocateRange(
 # Releases a range: its UIDs no longer resolve and may be handed out again.
 method ReleaseRange(name: string) -> ()
 
-# The range with that name, or containing that UID.
+# The range with that name, or containing that UID. A name is looked for in the caller's scope
+# first ("web" from UID 1000: u1000-web), then as given (root's "web").
 method GetRange(name: ?string, uid: ?int) -> (range: Range)
 
 # One reply per live range, in UID order. Requires "more".
@@ -80,6 +81,12 @@ error QuotaExceeded ()
 error NotUserNamespace ()
 # The allocator lacks the privileges to tell when this user namespace is gone.
 error CannotWatchUserNamespace ()
+# Another allocator (lckpwdf(), PID 1 for DynamicUser=, systemd-nsresourced) held lockFile for
+# the whole time the call waited for it (seconds); holderPid where known. Try again later.
+error TemporarilyUnavailable (lockFile: string, holderPid: ?int)
+# The allocator failed in a way the caller cannot fix (e.g. writing the range table); nothing
+# was changed. message says what for the administrator.
+error SystemError (message: string)
 )";
 
 namespace {
@@ -104,9 +111,16 @@ void audit(const char* message_id, const char* verb, const RangeEntry& r, uid_t 
                     static_cast<unsigned long long>(is_bound(r) ? r.userns_ino : 0), nullptr);
 }
 
-void reply_failure(Call& call, const Failure& f, const json& params = json::object()) {
-    if (f.kind == ErrorKind::kInternal)
+void reply_failure(Call& call, const Failure& f, json params = json::object()) {
+    if (f.kind == ErrorKind::kInternal) {
         std::fprintf(stderr, SD_ERR "%s\n", f.message.c_str());
+        params["message"] = f.message;
+    } else if (f.kind == ErrorKind::kBusy) {
+        std::fprintf(stderr, SD_WARNING "%s, giving up on this call.\n", f.message.c_str());
+        params["lockFile"] = f.lock_file;
+        if (f.holder > 0)
+            params["holderPid"] = f.holder;
+    }
     call.error(error_name(f.kind), params);
 }
 
@@ -248,8 +262,12 @@ std::string error_name(ErrorKind kind) {
     case ErrorKind::kQuotaExceeded:
         n = "QuotaExceeded";
         break;
+    case ErrorKind::kBusy:
+        n = "TemporarilyUnavailable";
+        break;
     case ErrorKind::kInternal:
-        return "org.varlink.service.InternalError";
+        n = "SystemError";
+        break;
     }
     return std::string(kInterfaceName) + "." + n;
 }
