@@ -137,6 +137,10 @@ public:
     // `spacing`, shared by all callers: a sweep may walk all of /proc, and a flood of
     // over-quota requests must not walk it once each. Zero: every time (the default).
     void set_sweep_spacing(std::chrono::milliseconds spacing) { sweep_spacing_ = spacing; }
+    // Where a sweep is too slow for the event loop (the /proc scan), allocations do not sweep
+    // themselves but ask `runner` to start one elsewhere (a worker thread) and answer from what
+    // is known now; a retry after that sweep sees its result.
+    void set_sweep_runner(std::function<void()> runner) { sweep_runner_ = std::move(runner); }
     std::size_t bound_count() const;
     void set_release_observer(ReleaseObserver observer) { observer_ = std::move(observer); }
     const UsernsProbe* probe() const { return probe_.get(); }
@@ -168,6 +172,7 @@ private:
     ReleaseObserver observer_;
     std::vector<RangeEntry> ranges_;
     std::chrono::milliseconds sweep_spacing_{0};
+    std::function<void()> sweep_runner_;
     std::optional<std::chrono::steady_clock::time_point> last_sweep_;
 };
 

@@ -57,6 +57,10 @@ Outcome<std::vector<RangeEntry>> Allocator::reap_if_due(std::optional<uid_t> own
     // then is not found dead again by a sweep a moment later, only much more slowly.
     if (last_sweep_ && std::chrono::steady_clock::now() - *last_sweep_ < sweep_spacing_)
         return std::vector<RangeEntry>{};
+    if (sweep_runner_) {
+        sweep_runner_();
+        return std::vector<RangeEntry>{};
+    }
     return reap_dead_bindings(owner);
 }
 

@@ -213,13 +213,21 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
     }
     uint64_t now = 0;
     sd_event_now(event, CLOCK_MONOTONIC, &now);
-    if (int r = sd_event_add_time(event, nullptr, CLOCK_MONOTONIC, now + sweeper.interval_usec, 0,
-                                  on_sweep_timer, &sweeper);
+    if (int r = sd_event_add_time(event, &sweeper.timer, CLOCK_MONOTONIC,
+                                  now + sweeper.interval_usec, 0, on_sweep_timer, &sweeper);
         r < 0) {
         std::fprintf(stderr, SD_ERR "Failed to add the user namespace timer: %s\n",
                      std::strerror(-r));
         return false;
     }
+    (void)sd_event_source_set_floating(sweeper.timer, 1);  // the loop owns it
+    if (sweeper.done_fd)
+        // Allocations short of quota or room start the worker's sweep now instead of walking
+        // /proc on the loop; the timer waits for it.
+        sweeper.allocator->set_sweep_runner([&sweeper] {
+            if (!sweeper.worker.joinable() && start_worker_sweep(sweeper))
+                (void)sd_event_source_set_enabled(sweeper.timer, SD_EVENT_OFF);
+        });
     return true;
 }
 
@@ -261,7 +269,7 @@ int run(const allocator::Config& config) {
 
     varlink::Server server(event->get(), {"transient", "transient-allocd", PROJECT_VERSION,
                                          "https://github.com/transient-uids/transient"});
-    server.add_interface(allocator::make_interface(alloc));
+    server.add_interface(allocator::make_interface(alloc, event->get()));
     if (auto r = varlink::listen_activated_or_bind(server, socket_path, 0666); !r) {
         std::fprintf(stderr, SD_ERR "Failed to listen on '%s': %s\n", socket_path.c_str(),
                      r.error().message().c_str());
