@@ -53,15 +53,18 @@ Outcome<std::vector<RangeEntry>> Allocator::reap_swept(UsernsProbe& swept, bool 
 }
 
 Outcome<std::vector<RangeEntry>> Allocator::reap_if_due(std::optional<uid_t> owner) {
-    // One sweep serves every request until the spacing is over: what it did not find dead
-    // then is not found dead again by a sweep a moment later, only much more slowly.
-    if (last_sweep_ && std::chrono::steady_clock::now() - *last_sweep_ < sweep_spacing_)
-        return std::vector<RangeEntry>{};
-    if (sweep_runner_) {
+    // A probe that answers on the loop (file handles: one open_by_handle_at() per binding) is
+    // asked every time, so a namespace that just died frees its range for this very request.
+    if (!sweep_runner_)
+        return reap_dead_bindings(owner);
+    // A slow probe (the /proc scan) sweeps on the worker: one sweep serves every request until
+    // the spacing is over, and this request is answered from what is known now.
+    const auto now = std::chrono::steady_clock::now();
+    if (!last_sweep_ || now - *last_sweep_ >= sweep_spacing_) {
+        last_sweep_ = now;
         sweep_runner_();
-        return std::vector<RangeEntry>{};
     }
-    return reap_dead_bindings(owner);
+    return std::vector<RangeEntry>{};
 }
 
 Outcome<std::vector<RangeEntry>> Allocator::judge(

@@ -365,20 +365,34 @@ TEST_F(AllocatorTest, ReclaimsTheCallersDeadBindingsWhenItsQuotaIsReached) {
     EXPECT_TRUE(a->allocate("new", 1, 1000));
 }
 
-TEST_F(AllocatorTest, SweepsForAFloodOfOverQuotaRequestsAtMostOncePerSpacing) {
+TEST_F(AllocatorTest, StartsOneWorkerSweepPerSpacingForAFloodOfOverQuotaRequests) {
     Policy p;
     p.max_ranges_per_user = 1;
     auto a = make(p);
+    int runs = 0;
+    a->set_sweep_runner([&runs] { runs++; });  // a slow probe: the sweep runs on a worker
     a->set_sweep_spacing(std::chrono::hours(1));
     ASSERT_TRUE(a->allocate({"old", 1, 1000, ns_of(7, 1000)}));
-    probe_->state = {{7, Liveness::kAlive}};
+    probe_->state = {{7, Liveness::kDead}};
     for (int i = 0; i < 200; i++)
         ASSERT_EQ(a->allocate("new" + std::to_string(i), 1, 1000).error().kind,
-                  ErrorKind::kQuotaExceeded);
-    EXPECT_EQ(probe_->sweeps, 1) << "one sweep (a walk of /proc) serves the whole flood";
-    a->set_sweep_spacing(std::chrono::milliseconds(0));
+                  ErrorKind::kQuotaExceeded)
+                << "answered from what is known, not after a walk of /proc on the loop";
+    EXPECT_EQ(runs, 1) << "one worker sweep serves the whole flood";
+    EXPECT_EQ(probe_->sweeps, 0) << "no sweep on the loop";
+}
+
+TEST_F(AllocatorTest, AsksACheapProbeOnEveryOverQuotaRequest) {
+    Policy p;
+    p.max_ranges_per_user = 1;
+    auto a = make(p);
+    a->set_sweep_spacing(std::chrono::hours(1));  // applies to worker sweeps only
+    ASSERT_TRUE(a->allocate({"old", 1, 1000, ns_of(7, 1000)}));
+    probe_->state = {{7, Liveness::kAlive}};
+    EXPECT_EQ(a->allocate("new", 1, 1000).error().kind, ErrorKind::kQuotaExceeded);
     probe_->state = {{7, Liveness::kDead}};
-    EXPECT_TRUE(a->allocate("new", 1, 1000)) << "once the spacing is over, a sweep runs again";
+    EXPECT_TRUE(a->allocate("new", 1, 1000))
+            << "a namespace that died a moment ago frees its range for the next request";
     EXPECT_EQ(probe_->sweeps, 2);
 }
 
