@@ -127,7 +127,7 @@ Outcome<void> Allocator::check_quota(uid_t caller) {
     if (caller == 0 || owned_by(caller) < policy_.max_ranges_per_user)
         return {};
     // Ranges whose namespaces died since the last sweep do not count against anyone.
-    if (auto r = reap_dead_bindings(caller); !r)
+    if (auto r = reap_if_due(caller); !r)
         return std::unexpected(r.error());
     if (owned_by(caller) < policy_.max_ranges_per_user)
         return {};
@@ -142,13 +142,13 @@ Outcome<std::uint32_t> Allocator::choose(std::uint32_t size) {
     // released yet are reclaimed first: one dead namespace must not starve an allocation
     // (systemd PR #42534).
     if (ranges_.size() >= writer_.capacity())
-        if (auto r = reap_dead_bindings(); !r)
+        if (auto r = reap_if_due(); !r)
             return std::unexpected(r.error());
     if (ranges_.size() >= writer_.capacity())
         return fail(ErrorKind::kPoolExhausted, "The range table is full");
     auto start = pick(size);
     if (!start) {
-        auto reaped = reap_dead_bindings();
+        auto reaped = reap_if_due();
         if (!reaped)
             return std::unexpected(reaped.error());
         if (!reaped->empty())
@@ -184,7 +184,7 @@ Outcome<RangeEntry> Allocator::allocate(const AllocateRequest& req) {
     if (auto r = check_quota(req.caller); !r)
         return std::unexpected(r.error());
     if (auto why = checker_->begin_choice())
-        return fail(ErrorKind::kInternal, *why);
+        return std::unexpected(*why);
     ChoiceScope scope(*checker_);
     const auto size = static_cast<std::uint32_t>(req.size);
     auto start = choose(size);
@@ -227,11 +227,22 @@ Outcome<RangeEntry> Allocator::find(const std::optional<std::string>& given,
                                     const std::optional<std::int64_t>& id, uid_t caller) const {
     const RangeEntry* by_name = nullptr;
     const RangeEntry* by_id = nullptr;
-    const std::optional<std::string> name =
+    std::optional<std::string> name =
             given ? std::optional(scoped_name(*given, caller)) : std::nullopt;
     if (name) {
-        auto it = std::find_if(ranges_.begin(), ranges_.end(),
-                               [&](const RangeEntry& r) { return r.name == *name; });
+        auto named = [&](const std::string& n) {
+            return std::find_if(ranges_.begin(), ranges_.end(),
+                                [&](const RangeEntry& r) { return r.name == n; });
+        };
+        // Everyone may look at every range: a name is the caller's own first ("web" from UID
+        // 1000 is u1000-web), then, if the caller has none of that name, the name as given
+        // (root's "web"), so that what `list` shows can also be shown.
+        auto it = named(*name);
+        if (it == ranges_.end() && *name != *given) {
+            it = named(*given);
+            if (it != ranges_.end())
+                name = *given;
+        }
         if (it == ranges_.end())
             return fail(ErrorKind::kNoSuchRange, "No range named '" + *name + "'");
         by_name = &*it;

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <expected>
 #include <functional>
@@ -36,12 +37,18 @@ enum class ErrorKind {
     kPoolExhausted,
     kPermissionDenied,
     kQuotaExceeded,
+    // Another allocator holds a lock we must take to choose (/etc/.pwd.lock, nsresourced's
+    // registry lock); try again later.
+    kBusy,
     kInternal,
 };
 
 struct Failure {
     ErrorKind kind;
     std::string message;  // for logs and for the human reading transientctl's output
+    // kBusy: the lock file, and its holder's PID where known (else 0).
+    std::string lock_file = {};
+    pid_t holder = 0;
 };
 
 template <typename T>
@@ -53,10 +60,11 @@ using Outcome = std::expected<T, Failure>;
 class CollisionChecker {
 public:
     virtual ~CollisionChecker() = default;
-    // Takes the locks other allocators take while they choose. They stay held until
-    // end_choice(), which the allocator calls only after it published its choice, so that the
-    // others, once they may go on, find the range taken. Returns a reason on failure.
-    virtual std::optional<std::string> begin_choice() { return std::nullopt; }
+    // Takes the locks other allocators take while they choose, without waiting (kBusy when one
+    // is held: the caller retries later, never sleeping on the event loop). They stay held
+    // until end_choice(), which the allocator calls only after it published its choice, so
+    // that the others, once they may go on, find the range taken.
+    virtual std::optional<Failure> begin_choice() { return std::nullopt; }
     virtual void end_choice() {}
     // Whether some other source claims any ID of [start, start + size) that it must not.
     // Returns a short reason ("UID 524288 has a passwd entry") or nothing. For a free
@@ -110,14 +118,29 @@ public:
     // Releases the caller's range `name` (scoped as for allocate); root may release any.
     // Returns the released entry.
     Outcome<RangeEntry> release(std::string_view name, uid_t caller);
-    // The range called `name` (scoped for `caller`), or containing `id`; both given must name
-    // the same range.
+    // The range called `name` (scoped for `caller` first, then as given), or containing `id`;
+    // both given must name the same range.
     Outcome<RangeEntry> find(const std::optional<std::string>& name,
                              const std::optional<std::int64_t>& id, uid_t caller = 0) const;
 
     // Lifetimes (lifetimes.cpp). Releases every bound range (of `owner` only, if given) whose
     // user namespace the probe reports gone, in one publish. Returns what it released.
     Outcome<std::vector<RangeEntry>> reap_dead_bindings(std::optional<uid_t> owner = {});
+    // The same with a sweep `swept` took elsewhere (begin_sweep() returned `usable`), e.g. on a
+    // worker thread. Judges only the ranges of `before`, the bound ranges as they were before
+    // that sweep began (bound_ranges()): one bound since may be to a namespace the sweep could
+    // not have seen.
+    Outcome<std::vector<RangeEntry>> reap_swept(UsernsProbe& swept, bool usable,
+                                                const std::vector<RangeEntry>& before);
+    std::vector<RangeEntry> bound_ranges() const;
+    // Sweeps asked for by allocations (quota or pool exhausted) run at most once per
+    // `spacing`, shared by all callers: a sweep may walk all of /proc, and a flood of
+    // over-quota requests must not walk it once each. Zero: every time (the default).
+    void set_sweep_spacing(std::chrono::milliseconds spacing) { sweep_spacing_ = spacing; }
+    // Where a sweep is too slow for the event loop (the /proc scan), allocations do not sweep
+    // themselves but ask `runner` to start one elsewhere (a worker thread) and answer from what
+    // is known now; a retry after that sweep sees its result.
+    void set_sweep_runner(std::function<void()> runner) { sweep_runner_ = std::move(runner); }
     std::size_t bound_count() const;
     void set_release_observer(ReleaseObserver observer) { observer_ = std::move(observer); }
     const UsernsProbe* probe() const { return probe_.get(); }
@@ -136,6 +159,11 @@ private:
     std::optional<std::uint32_t> pick_dynamic_id();
     bool candidate_free(std::uint32_t start, std::uint32_t size);
     Outcome<void> publish(std::vector<RangeEntry> next);
+    // Releases the bound ranges `judged` accepts that `swept` reports gone.
+    Outcome<std::vector<RangeEntry>> judge(UsernsProbe& swept,
+                                           const std::function<bool(const RangeEntry&)>& judged);
+    // reap_dead_bindings() for an allocation, unless one ran less than the spacing ago.
+    Outcome<std::vector<RangeEntry>> reap_if_due(std::optional<uid_t> owner = {});
 
     shm::TableWriter writer_;
     std::unique_ptr<CollisionChecker> checker_;
@@ -143,6 +171,9 @@ private:
     std::unique_ptr<UsernsProbe> probe_;
     ReleaseObserver observer_;
     std::vector<RangeEntry> ranges_;
+    std::chrono::milliseconds sweep_spacing_{0};
+    std::function<void()> sweep_runner_;
+    std::optional<std::chrono::steady_clock::time_point> last_sweep_;
 };
 
 bool is_valid_range_name(std::string_view name);

@@ -96,24 +96,34 @@ bool SystemCollisionChecker::have_systemd() const {
     return ::stat(sources_.systemd_run.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-std::optional<std::string> SystemCollisionChecker::begin_choice() {
+std::optional<Failure> SystemCollisionChecker::begin_choice() {
     end_choice();
     // The order other allocators use: the passwd lock first (PID 1 takes it before its UID
-    // lock files), then nsresourced's registry lock, then per-candidate lock files, which are
-    // only ever tried without waiting. Nobody takes them the other way round, so no deadlock.
-    auto pw = take_passwd_lock(sources_.passwd_lock, sources_.lock_timeout);
+    // lock files), then nsresourced's registry lock, then per-candidate lock files. We only
+    // ever try, never wait, so there is no deadlock, and the event loop never sleeps here.
+    auto failed = [](const std::string& path, const std::error_code& err, pid_t holder) {
+        if (err.value() != EBUSY)
+            return Failure{ErrorKind::kInternal, "Failed to lock " + path + ": " + err.message()};
+        return Failure{ErrorKind::kBusy,
+                       "Failed to lock " + path + ": held by " +
+                               (holder > 0 ? "PID " + std::to_string(holder)
+                                           : std::string("another process")),
+                       path, holder};
+    };
+    pid_t holder = 0;
+    auto pw = try_passwd_lock(sources_.passwd_lock, &holder);
     if (!pw)
-        return "Failed to lock " + sources_.passwd_lock + ": " + pw.error().message();
+        return failed(sources_.passwd_lock, pw.error(), holder);
     passwd_lock_ = std::move(*pw);
     if (!have_systemd())
         return std::nullopt;
     const std::string registry = sources_.systemd_run + "/nsresource/registry";
     auto made = make_directories(registry);
-    auto reg = made ? take_flock(registry + "/lock", sources_.lock_timeout)
+    auto reg = made ? try_flock(registry + "/lock")
                     : Result<shm::UniqueFd>(std::unexpected(made.error()));
     if (!reg) {
         end_choice();
-        return "Failed to lock " + registry + "/lock: " + reg.error().message();
+        return failed(registry + "/lock", reg.error(), 0);
     }
     registry_lock_ = std::move(*reg);
     return std::nullopt;
@@ -137,7 +147,9 @@ std::optional<std::string> SystemCollisionChecker::lock_candidate(std::uint32_t 
             sources_.systemd_run + (size == 1 ? "/dynamic-uid" : "/nspawn-uid");
     const std::string path = dir + "/" + std::to_string(start);
     auto made = make_directories(dir);
-    auto lock = made ? LockFile::try_take(path)
+    // nspawn locks its files with make_lock_file() (an OFD lock), PID 1 its dynamic-uid files
+    // with flock(): the kinds do not exclude each other, so each is taken its owner's way.
+    auto lock = made ? LockFile::try_take(path, size == 1 ? LockKind::kBsd : LockKind::kOfd)
                      : Result<LockFile>(std::unexpected(made.error()));
     if (!lock) {
         if (lock.error().value() == EBUSY)

@@ -10,7 +10,6 @@
 
 #pragma once
 
-#include <chrono>
 #include <string>
 
 #include "allocator/allocator.hpp"
@@ -24,14 +23,13 @@ struct CollisionSources {
     std::string passwd_lock = "/etc/.pwd.lock";
     // Holds nspawn-uid/, dynamic-uid/ and nsresource/registry/.
     std::string systemd_run = "/run/systemd";
-    std::chrono::milliseconds lock_timeout{5000};
 };
 
 class SystemCollisionChecker : public CollisionChecker {
 public:
     explicit SystemCollisionChecker(CollisionSources sources = {});
 
-    std::optional<std::string> begin_choice() override;
+    std::optional<Failure> begin_choice() override;
     void end_choice() override;
     std::optional<std::string> range_taken(std::uint32_t start, std::uint32_t size) override;
     std::optional<std::string> name_taken(std::string_view name) override;

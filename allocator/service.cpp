@@ -63,7 +63,8 @@ method AllocateRange(
 # Releases a range: its UIDs no longer resolve and may be handed out again.
 method ReleaseRange(name: string) -> ()
 
-# The range with that name, or containing that UID.
+# The range with that name, or containing that UID. A name is looked for in the caller's scope
+# first ("web" from UID 1000: u1000-web), then as given (root's "web").
 method GetRange(name: ?string, uid: ?int) -> (range: Range)
 
 # One reply per live range, in UID order. Requires "more".
@@ -80,6 +81,12 @@ error QuotaExceeded ()
 error NotUserNamespace ()
 # The allocator lacks the privileges to tell when this user namespace is gone.
 error CannotWatchUserNamespace ()
+# Another allocator (lckpwdf(), PID 1 for DynamicUser=, systemd-nsresourced) held lockFile for
+# the whole time the call waited for it (seconds); holderPid where known. Try again later.
+error TemporarilyUnavailable (lockFile: string, holderPid: ?int)
+# The allocator failed in a way the caller cannot fix (e.g. writing the range table); nothing
+# was changed. message says what for the administrator.
+error SystemError (message: string)
 )";
 
 namespace {
@@ -104,9 +111,16 @@ void audit(const char* message_id, const char* verb, const RangeEntry& r, uid_t 
                     static_cast<unsigned long long>(is_bound(r) ? r.userns_ino : 0), nullptr);
 }
 
-void reply_failure(Call& call, const Failure& f, const json& params = json::object()) {
-    if (f.kind == ErrorKind::kInternal)
+void reply_failure(Call& call, const Failure& f, json params = json::object()) {
+    if (f.kind == ErrorKind::kInternal) {
         std::fprintf(stderr, SD_ERR "%s\n", f.message.c_str());
+        params["message"] = f.message;
+    } else if (f.kind == ErrorKind::kBusy) {
+        std::fprintf(stderr, SD_WARNING "%s, giving up on this call.\n", f.message.c_str());
+        params["lockFile"] = f.lock_file;
+        if (f.holder > 0)
+            params["holderPid"] = f.holder;
+    }
     call.error(error_name(f.kind), params);
 }
 
@@ -150,7 +164,54 @@ bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& 
     return true;
 }
 
-void vl_allocate_range(Allocator& a, Call& call) {
+// Answers an AllocateRange call with the outcome of the allocation.
+void answer_allocation(Call& call, const Outcome<RangeEntry>& r, const AllocateRequest& req,
+                       const json& size_json) {
+    if (!r) {
+        json params = json::object();
+        if (r.error().kind == ErrorKind::kNameInUse || r.error().kind == ErrorKind::kInvalidName)
+            params["name"] = scoped_name(req.name, req.caller);
+        else if (r.error().kind == ErrorKind::kInvalidSize)
+            params["size"] = size_json;
+        return reply_failure(call, r.error(), params);
+    }
+    audit(kMessageIdAllocated, "Allocated", *r, req.caller);
+    call.reply(json{{"name", r->name}, {"start", r->start}, {"size", r->size}});
+}
+
+// An allocation waiting, deferred, for another allocator to let go of its lock. It retries
+// from a timer, so the loop serves other clients meanwhile (this client's connection waits).
+struct BusyRetry {
+    Allocator& allocator;
+    std::unique_ptr<Call> call;
+    std::string name;  // AllocateRequest::name points here
+    AllocateRequest request;
+    json size_json;
+    std::uint64_t deadline_usec = 0;
+};
+
+constexpr std::uint64_t kBusyRetryUsec = 20000;
+
+int on_busy_retry(sd_event_source* source, uint64_t now, void* userdata) noexcept {
+    auto* retry = static_cast<BusyRetry*>(userdata);
+    try {
+        auto r = retry->allocator.allocate(retry->request);
+        if (!r && r.error().kind == ErrorKind::kBusy && now < retry->deadline_usec) {
+            (void)sd_event_source_set_time(source, now + kBusyRetryUsec);
+            return sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+        }
+        answer_allocation(*retry->call, r, retry->request, retry->size_json);
+    } catch (const std::exception& e) {
+        retry->call->error(std::string(kInterfaceName) + ".SystemError",
+                           json{{"message", e.what()}});
+    }
+    delete retry;
+    sd_event_source_disable_unref(source);
+    return 0;
+}
+
+void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds busy_timeout,
+                       Call& call) {
     const json& p = call.parameters();
     const std::string name = p.at("name").get<std::string>();
     const json& size_json = p.at("size");
@@ -163,17 +224,24 @@ void vl_allocate_range(Allocator& a, Call& call) {
     std::optional<UsernsIdentity> userns;
     if (!take_userns(a, call, userns))
         return;
-    auto r = a.allocate(AllocateRequest{name, size, call.peer().uid, userns});
-    if (!r) {
-        json params = json::object();
-        if (r.error().kind == ErrorKind::kNameInUse || r.error().kind == ErrorKind::kInvalidName)
-            params["name"] = scoped_name(name, call.peer().uid);
-        else if (r.error().kind == ErrorKind::kInvalidSize)
-            params["size"] = size_json;
-        return reply_failure(call, r.error(), params);
+    const AllocateRequest req{name, size, call.peer().uid, userns};
+    auto r = a.allocate(req);
+    if (!r && r.error().kind == ErrorKind::kBusy && event != nullptr && !call.oneway()) {
+        uint64_t now = 0;
+        (void)sd_event_now(event, CLOCK_MONOTONIC, &now);
+        auto retry = std::make_unique<BusyRetry>(
+                BusyRetry{a, nullptr, name, req, size_json,
+                          now + static_cast<std::uint64_t>(busy_timeout.count()) * 1000});
+        retry->request.name = retry->name;
+        sd_event_source* timer = nullptr;  // unreferenced by on_busy_retry() when done
+        if (sd_event_add_time(event, &timer, CLOCK_MONOTONIC, now + kBusyRetryUsec, 0,
+                              on_busy_retry, retry.get()) >= 0) {
+            retry->call = call.defer();
+            (void)retry.release();  // on_busy_retry() deletes it
+            return;
+        }
     }
-    audit(kMessageIdAllocated, "Allocated", *r, call.peer().uid);
-    call.reply(json{{"name", r->name}, {"start", r->start}, {"size", r->size}});
+    answer_allocation(call, r, req, size_json);
 }
 
 void vl_release_range(Allocator& a, Call& call) {
@@ -248,8 +316,12 @@ std::string error_name(ErrorKind kind) {
     case ErrorKind::kQuotaExceeded:
         n = "QuotaExceeded";
         break;
+    case ErrorKind::kBusy:
+        n = "TemporarilyUnavailable";
+        break;
     case ErrorKind::kInternal:
-        return "org.varlink.service.InternalError";
+        n = "SystemError";
+        break;
     }
     return std::string(kInterfaceName) + "." + n;
 }
@@ -270,7 +342,8 @@ void log_automatic_release(const RangeEntry& r) {
     audit(kMessageIdReleased, "Released", r, r.owner, ": the namespace is gone");
 }
 
-varlink::Interface make_interface(Allocator& a) {
+varlink::Interface make_interface(Allocator& a, sd_event* event,
+                                  std::chrono::milliseconds busy_timeout) {
     auto bind = [&a](void (*fn)(Allocator&, Call&)) {
         return [&a, fn](Call& call) { fn(a, call); };
     };
@@ -282,7 +355,9 @@ varlink::Interface make_interface(Allocator& a) {
                      {{"name", Type::kString},
                       {"size", Type::kInt},
                       {kUsernsParam, Type::kInt, true}},
-                     bind(vl_allocate_range)},
+                     [&a, event, busy_timeout](Call& call) {
+                         vl_allocate_range(a, event, busy_timeout, call);
+                     }},
                     {"ReleaseRange", {{"name", Type::kString}}, bind(vl_release_range)},
                     {"GetRange",
                      {{"name", Type::kString, true}, {"uid", Type::kInt, true}},

@@ -5,6 +5,10 @@
 
 #pragma once
 
+#include <systemd/sd-event.h>
+
+#include <chrono>
+
 #include "allocator/allocator.hpp"
 #include "varlink/varlink.hpp"
 
@@ -12,11 +16,19 @@ namespace transient::allocator {
 
 inline constexpr char kInterfaceName[] = "io.transient.Allocator";
 
+// How long an allocation waits, deferred, for another allocator's lock: systemd's allocators
+// hold theirs for milliseconds, lckpwdf() callers (useradd, passwd) for a moment.
+inline constexpr std::chrono::milliseconds kBusyTimeout{5000};
+
 // The interface description served by org.varlink.service.GetInterfaceDescription.
 extern const char kInterfaceDescription[];
 
-// REQUIRES: `allocator` outlives the returned interface's handlers.
-varlink::Interface make_interface(Allocator& allocator);
+// REQUIRES: `allocator` (and `event`) outlive the returned interface's handlers. With an
+// event loop, an allocation that finds another allocator's lock held is deferred and retried
+// from a timer for up to `busy_timeout` before it answers TemporarilyUnavailable; the loop never
+// waits for the lock. Without one, it answers TemporarilyUnavailable at once.
+varlink::Interface make_interface(Allocator& allocator, sd_event* event = nullptr,
+                                  std::chrono::milliseconds busy_timeout = kBusyTimeout);
 
 // The error name of a failure, e.g. "io.transient.Allocator.NameInUse".
 std::string error_name(ErrorKind kind);

@@ -5,21 +5,11 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <thread>
 
 namespace transient::allocator {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// Short sleeps: the other allocators hold these locks for milliseconds.
-constexpr auto kRetryDelay = std::chrono::milliseconds(5);
-
-}  // namespace
 
 LockFile::LockFile(LockFile&& o) noexcept : path_(std::move(o.path_)), fd_(std::move(o.fd_)) {}
 
@@ -32,16 +22,36 @@ LockFile& LockFile::operator=(LockFile&& o) noexcept {
     return *this;
 }
 
-Result<LockFile> LockFile::try_take(const std::string& path) {
-    // The holder unlinks the file when done; if that happened between our open() and flock(),
+namespace {
+
+// 0, or errno (EWOULDBLOCK/EAGAIN when someone else holds it).
+int lock_without_waiting(int fd, LockKind kind) {
+    if (kind == LockKind::kOfd) {
+        struct flock fl {};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        if (::fcntl(fd, F_OFD_SETLK, &fl) == 0)
+            return 0;
+        // make_lock_file() uses flock() where the kernel has no OFD locks; so do we.
+        if (errno != EINVAL)
+            return errno;
+    }
+    return ::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
+}
+
+}  // namespace
+
+Result<LockFile> LockFile::try_take(const std::string& path, LockKind kind) {
+    // The holder unlinks the file when done; if that happened between our open() and lock,
     // we hold a lock on a file nobody else can find, so try again on the new one.
     for (int attempt = 0; attempt < 8; attempt++) {
         shm::UniqueFd fd(::open(path.c_str(),
                                 O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600));
         if (!fd)
             return errno_error(errno);
-        if (::flock(fd.get(), LOCK_EX | LOCK_NB) < 0)
-            return errno_error(errno == EWOULDBLOCK ? EBUSY : errno);
+        if (const int err = lock_without_waiting(fd.get(), kind); err != 0)
+            return errno_error(err == EWOULDBLOCK || err == EAGAIN || err == EACCES ? EBUSY
+                                                                                    : err);
         struct stat st {};
         if (::fstat(fd.get(), &st) < 0)
             return errno_error(errno);
@@ -63,42 +73,46 @@ void LockFile::release() {
     fd_.reset();
 }
 
-Result<shm::UniqueFd> take_passwd_lock(const std::string& path,
-                                       std::chrono::milliseconds timeout) {
+Result<shm::UniqueFd> try_passwd_lock(const std::string& path, pid_t* holder) {
     // lckpwdf() opens O_WRONLY|O_CREAT with mode 0600. A POSIX lock, not flock(): that is what
     // shadow's tools and systemd take, and the two kinds do not exclude each other.
+    if (holder != nullptr)
+        *holder = 0;
     shm::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd)
         return errno_error(errno);
-    const auto deadline = Clock::now() + timeout;
     struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
     for (;;) {
         if (::fcntl(fd.get(), F_SETLK, &fl) == 0)
             return fd;
-        if (errno != EAGAIN && errno != EACCES && errno != EINTR)
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EACCES)
             return errno_error(errno);
-        if (Clock::now() >= deadline)
-            return errno_error(ETIMEDOUT);
-        std::this_thread::sleep_for(kRetryDelay);
+        // Who holds it, for the message (-1 for an OFD lock, which has no owning process).
+        struct flock who {};
+        who.l_type = F_WRLCK;
+        who.l_whence = SEEK_SET;
+        if (holder != nullptr && ::fcntl(fd.get(), F_GETLK, &who) == 0 && who.l_type != F_UNLCK &&
+            who.l_pid > 0)
+            *holder = who.l_pid;
+        return errno_error(EBUSY);
     }
 }
 
-Result<shm::UniqueFd> take_flock(const std::string& path, std::chrono::milliseconds timeout) {
+Result<shm::UniqueFd> try_flock(const std::string& path) {
     shm::UniqueFd fd(
             ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600));
     if (!fd)
         return errno_error(errno);
-    const auto deadline = Clock::now() + timeout;
     for (;;) {
         if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0)
             return fd;
-        if (errno != EWOULDBLOCK && errno != EINTR)
-            return errno_error(errno);
-        if (Clock::now() >= deadline)
-            return errno_error(ETIMEDOUT);
-        std::this_thread::sleep_for(kRetryDelay);
+        if (errno == EINTR)
+            continue;
+        return errno_error(errno == EWOULDBLOCK ? EBUSY : errno);
     }
 }
 

@@ -156,6 +156,14 @@ std::string describe_error(const varlink::Client::Reply& reply,
     else if (name == "io.transient.Allocator.CannotWatchUserNamespace")
         what = "the daemon cannot tell when that user namespace is gone (it lacks the "
                "privileges to watch it), so it will not bind a range to it";
+    else if (name == "io.transient.Allocator.TemporarilyUnavailable") {
+        what = "another allocator kept " + printable(p.value("lockFile", std::string("a lock"))) +
+               " locked";
+        if (p.contains("holderPid") && p["holderPid"].is_number_integer())
+            what += " (PID " + std::to_string(p["holderPid"].get<std::int64_t>()) + ")";
+        what += "; try again later";
+    } else if (name == "io.transient.Allocator.SystemError")
+        what = "the daemon failed: " + printable(p.value("message", std::string("?")));
     else if (name == varlink::kErrorInterfaceNotFound)
         what = "the service does not implement io.transient.Allocator";
     else if (name == varlink::kErrorMethodNotFound || name == varlink::kErrorMethodNotImplemented)

@@ -97,6 +97,9 @@ public:
     }
     // Why the last sweep could not judge everything, or empty.
     virtual std::string problem() const { return {}; }
+    // A new probe of the same kind, for a sweep on another thread (begin_sweep() there, then
+    // check() on the event loop), when a sweep takes too long for the loop; else null.
+    virtual std::unique_ptr<UsernsProbe> for_worker_thread() const { return nullptr; }
 };
 
 class FileHandleProbe : public UsernsProbe {
@@ -123,6 +126,10 @@ public:
     bool begin_sweep() override;
     Liveness check(const shm::RangeEntry& e) override;
     std::string problem() const override { return problem_; }
+    // A sweep walks all of /proc: tens of milliseconds and more on a busy system.
+    std::unique_ptr<UsernsProbe> for_worker_thread() const override {
+        return std::make_unique<ScanProbe>(proc_);
+    }
 
     // The live user namespaces found by the last sweep, by inode. Exposed for tests.
     const std::unordered_map<std::uint64_t, std::vector<UsernsIdentity>>& live() const {

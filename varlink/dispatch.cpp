@@ -110,19 +110,38 @@ bool read_flag(const json& message, const char* key, bool& ret) {
 
 class CallImpl final : public Call {
 public:
-    CallImpl(const Server::Impl& server, detail::Connection& connection, std::string method,
-             bool more, bool oneway, std::vector<shm::UniqueFd> fds)
-        : server_(server), connection_(connection), method_(std::move(method)), more_(more),
-          oneway_(oneway), fds_(std::move(fds)) {}
+    CallImpl(detail::Connection& connection, std::string method, bool more, bool oneway,
+             std::vector<shm::UniqueFd> fds)
+        : connection_(&connection), peer_(connection.peer()), method_(std::move(method)),
+          more_(more), oneway_(oneway), fds_(std::move(fds)) {}
+
+    // A deferred call that was dropped without its final answer still owes the client one.
+    ~CallImpl() override {
+        if (slot_ && !answered_)
+            error(kErrorSystem, json{{"errno", ECANCELED}});
+    }
 
     const std::string& method() const override { return method_; }
     const json& parameters() const override { return parameters_; }
     bool more() const override { return more_; }
     bool oneway() const override { return oneway_; }
-    const ucred& peer() const override { return connection_.peer(); }
+    const ucred& peer() const override { return peer_; }
     std::size_t fd_count() const override { return fds_.size(); }
     shm::UniqueFd take_fd(std::size_t index) override {
         return index < fds_.size() ? std::move(fds_[index]) : shm::UniqueFd();
+    }
+
+    std::unique_ptr<Call> defer() override {
+        auto deferred = std::unique_ptr<CallImpl>(new CallImpl(*this));
+        if (answered_ || slot_ || connection_ == nullptr) {
+            deferred->answered_ = true;  // too late: its answers go nowhere
+            deferred->slot_ = std::make_shared<detail::DeferredSlot>();
+            return deferred;
+        }
+        deferred->slot_ = connection_->begin_deferred();
+        deferred->connection_ = nullptr;
+        answered_ = true;  // this one is spent; the handler answers through `deferred`
+        return deferred;
     }
 
     void reply(json parameters) override { answer(std::move(parameters), /*continues=*/false); }
@@ -147,6 +166,18 @@ public:
     void set_parameters(json parameters) { parameters_ = std::move(parameters); }
 
 private:
+    // The deferred copy: everything but the answers, which only the copy gives from now on.
+    CallImpl(CallImpl& other)
+        : connection_(other.connection_), peer_(other.peer_), method_(other.method_),
+          parameters_(std::move(other.parameters_)), more_(other.more_), oneway_(other.oneway_),
+          fds_(std::move(other.fds_)) {}
+
+    // Where answers go: the connection for a call being handled, the slot's for a deferred
+    // one (nullptr once the connection is gone).
+    detail::Connection* connection() const {
+        return slot_ ? slot_->connection : connection_;
+    }
+
     void answer(json parameters, bool continues) {
         if (answered_)
             return;  // the call is over: anything more would be read as the next call's answer
@@ -163,20 +194,32 @@ private:
     }
 
     void emit(const json& message) {
-        if (oneway_)
-            return;
-        std::string text = detail::dump(message);
-        if (text.size() > server_.limits_.max_message_size) {
-            // The client would drop the connection over it; tell it what happened instead.
-            answered_ = true;
-            text = detail::dump(
-                json{{"error", kErrorSystem}, {"parameters", json{{"errno", EMSGSIZE}}}});
+        detail::Connection* connection = this->connection();
+        if (connection == nullptr)
+            return;  // a deferred call whose client is gone
+        if (!oneway_) {
+            std::string text = detail::dump(message);
+            if (text.size() > connection->server().limits_.max_message_size) {
+                // The client would drop the connection over it; tell it what happened instead.
+                answered_ = true;
+                text = detail::dump(
+                    json{{"error", kErrorSystem}, {"parameters", json{{"errno", EMSGSIZE}}}});
+            }
+            connection->queue(text);
         }
-        connection_.queue(text);
+        if (slot_) {
+            // Answered from outside the connection's own callback: it has to flush by itself,
+            // and after the final answer go on with the requests that waited.
+            if (answered_)
+                connection->end_deferred();
+            else
+                connection->wake();
+        }
     }
 
-    const Server::Impl& server_;
-    detail::Connection& connection_;
+    detail::Connection* connection_;  // nullptr in a deferred call
+    std::shared_ptr<detail::DeferredSlot> slot_;  // set in a deferred call
+    ucred peer_;
     std::string method_;
     json parameters_ = json::object();
     bool more_;
@@ -275,7 +318,7 @@ bool Server::Impl::dispatch(detail::Connection& connection, std::string_view tex
         return false;
     }
 
-    CallImpl call(*this, connection, method_it->get<std::string>(), more, oneway, std::move(fds));
+    CallImpl call(connection, method_it->get<std::string>(), more, oneway, std::move(fds));
     const std::string& method = call.method();
 
     json parameters = json::object();

@@ -248,17 +248,46 @@ Connection::Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer
     : server_(server), fd_(std::move(fd)), peer_(peer) {}
 
 // source_ is declared after fd_, so it is released (and leaves epoll) before the fd closes.
-Connection::~Connection() = default;
+Connection::~Connection() {
+    if (deferred_)
+        deferred_->connection = nullptr;  // its answer is dropped
+}
 
 Result<void> Connection::start() {
     sd_event_source* source = nullptr;
-    const int r = sd_event_add_io(server_.event_, &source, fd_.get(), EPOLLIN, on_io, this);
+    int r = sd_event_add_io(server_.event_, &source, fd_.get(), EPOLLIN, on_io, this);
     if (r < 0)
         return errno_error(r);
     source_.reset(source);
     sd_event_source_set_description(source, "varlink-connection");
     events_ = EPOLLIN;
+
+    r = sd_event_add_defer(server_.event_, &source, on_wake, this);
+    if (r < 0)
+        return errno_error(r);
+    wake_source_.reset(source);
+    sd_event_source_set_description(source, "varlink-connection-wake");
+    sd_event_source_set_enabled(source, SD_EVENT_OFF);
     return {};
+}
+
+std::shared_ptr<DeferredSlot> Connection::begin_deferred() {
+    deferred_ = std::make_shared<DeferredSlot>();
+    deferred_->connection = this;
+    return deferred_;
+}
+
+void Connection::end_deferred() {
+    if (deferred_)
+        deferred_->connection = nullptr;
+    deferred_.reset();
+    wake();
+}
+
+void Connection::wake() {
+    // A pending defer source runs after the sources already pending in this iteration, so a
+    // connection that is woken again and again cannot starve the others.
+    sd_event_source_set_enabled(wake_source_.get(), SD_EVENT_ONESHOT);
 }
 
 void Connection::queue(std::string_view message) {
@@ -269,7 +298,14 @@ void Connection::queue(std::string_view message) {
 }
 
 int Connection::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
-    auto* connection = static_cast<Connection*>(userdata);
+    return on_event(static_cast<Connection*>(userdata), revents);
+}
+
+int Connection::on_wake(sd_event_source*, void* userdata) noexcept {
+    return on_event(static_cast<Connection*>(userdata), 0);
+}
+
+int Connection::on_event(Connection* connection, uint32_t revents) noexcept {
     Server::Impl& server = connection->server_;
     bool keep = false;
     try {
@@ -294,10 +330,14 @@ bool Connection::handle_io(uint32_t revents) {
         hung_up_ = true;
         out_.clear();
         out_pos_ = 0;
+        // Requests behind a deferred call would have to wait for it, for nobody: the deferred
+        // answer is dropped, and what the client sent after that call with it.
+        if (deferred_)
+            return false;
     }
     if ((revents & EPOLLOUT) && !flush())
         return false;
-    if ((revents & (EPOLLIN | EPOLLHUP)) && !eof_ && !throttled() && !read_once())
+    if ((revents & (EPOLLIN | EPOLLHUP)) && !eof_ && !held() && !read_once())
         return false;
 
     // Writing may have made room for requests that were held back, which may fill the queue
@@ -306,7 +346,7 @@ bool Connection::handle_io(uint32_t revents) {
     for (;;) {
         if (!process_buffered() || !flush())
             return false;
-        if (throttled() || !has_complete_message())
+        if (held() || !has_complete_message())
             break;
     }
     if (finished())
@@ -320,7 +360,7 @@ bool Connection::has_complete_message() const {
 
 // A client that shut down its sending side still gets the answers to what it sent.
 bool Connection::finished() const {
-    return eof_ && pending_output() == 0 && !has_complete_message();
+    return eof_ && pending_output() == 0 && !has_complete_message() && deferred_ == nullptr;
 }
 
 bool Connection::read_once() {
@@ -364,7 +404,7 @@ bool Connection::read_once() {
 
 bool Connection::process_buffered() {
     const Limits& limits = server_.limits_;
-    while (!throttled()) {
+    while (!held()) {
         const char* begin = in_.data() + in_pos_;
         const auto* nul = static_cast<const char*>(std::memchr(begin, '\0', in_.size() - in_pos_));
         if (nul == nullptr)
@@ -396,7 +436,7 @@ bool Connection::process_buffered() {
     }
     // Unless held back, everything complete was consumed: what is left is the start of one
     // message, which may not grow past the limit while we wait for its NUL.
-    if (!throttled() && in_.size() > limits.max_message_size) {
+    if (!held() && in_.size() > limits.max_message_size) {
         server_.log(LOG_DEBUG, "Varlink message too long, disconnecting");
         return false;
     }
@@ -429,8 +469,16 @@ bool Connection::flush() {
 }
 
 bool Connection::update_events() {
+    // epoll reports a hang-up whether asked for or not: while requests are held back, a hung-up
+    // connection would wake the loop for nothing, over and over. It sleeps until wake().
+    const bool enable = !(hung_up_ && held());
+    if (enable != enabled_) {
+        if (sd_event_source_set_enabled(source_.get(), enable ? SD_EVENT_ON : SD_EVENT_OFF) < 0)
+            return false;
+        enabled_ = enable;
+    }
     uint32_t want = 0;
-    if (!eof_ && !throttled())
+    if (!eof_ && !held())
         want |= EPOLLIN;
     if (pending_output() > 0)
         want |= EPOLLOUT;

@@ -28,6 +28,12 @@ namespace detail {
 
 class Connection;
 
+// Shared by a connection and the call deferred on it (Call::defer()): the call answers through
+// it, and finds it empty once the connection is gone.
+struct DeferredSlot {
+    Connection* connection = nullptr;
+};
+
 // One listening socket and its sd-event source. A timer re-arms it after accept() ran out of
 // file descriptors, instead of letting a level-triggered source spin.
 struct Listener {
@@ -94,13 +100,24 @@ public:
 
     Result<void> start();
 
+    Server::Impl& server() const { return server_; }
     const ucred& peer() const { return peer_; }
     // Queues one message; the terminating NUL is added here.
     void queue(std::string_view message);
     std::size_t pending_output() const { return out_.size() - out_pos_; }
 
+    // A call on this connection was deferred: no further request is handled until
+    // end_deferred().
+    std::shared_ptr<DeferredSlot> begin_deferred();
+    void end_deferred();
+    // Asks the loop to come back to this connection soon (flush output queued from outside its
+    // own callback, resume requests held back) without waiting for the socket.
+    void wake();
+
 private:
     static int on_io(sd_event_source* s, int fd, uint32_t revents, void* userdata) noexcept;
+    static int on_wake(sd_event_source* s, void* userdata) noexcept;
+    static int on_event(Connection* connection, uint32_t revents) noexcept;
     // Each returns false when the connection has to be closed.
     bool handle_io(uint32_t revents);
     bool read_once();
@@ -109,13 +126,17 @@ private:
     bool update_events();
     bool has_complete_message() const;
     bool throttled() const { return pending_output() > server_.limits_.max_output_buffer; }
+    // True while requests must wait: too much unread output, or a deferred call outstanding.
+    bool held() const { return throttled() || deferred_ != nullptr; }
     bool finished() const;
 
     Server::Impl& server_;
     shm::UniqueFd fd_;
     ucred peer_;
     SourcePtr source_;
+    SourcePtr wake_source_;  // a defer source, fired once per wake()
     uint32_t events_ = 0;
+    bool enabled_ = true;  // source_ is on; off while a hung-up connection is held
 
     std::string in_;
     std::size_t in_pos_ = 0;  // start of the first unprocessed message in in_
@@ -131,6 +152,8 @@ private:
 
     std::string out_;
     std::size_t out_pos_ = 0;  // first byte not yet written
+
+    std::shared_ptr<DeferredSlot> deferred_;  // the call being answered later, if any
 };
 
 }  // namespace detail

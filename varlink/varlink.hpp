@@ -88,12 +88,26 @@ struct ServiceInfo {
     std::string url;
 };
 
-// One request being answered. Handlers run synchronously on the event loop and must answer
-// before they return: reply(), error(), or one or more reply_continues() followed by reply().
-// For oneway calls the answers are discarded.
+// One request being answered. Handlers run synchronously on the event loop and answer before
+// they return: reply(), error(), or one or more reply_continues() followed by reply(); or they
+// defer() the call and answer later. For oneway calls the answers are discarded.
 class Call {
 public:
     virtual ~Call() = default;
+
+    // Takes the call over so that it can be answered after the handler returned, e.g. from a
+    // timer, without blocking the event loop. Call it inside the handler, before answering; the
+    // Call the handler got is spent and the returned one (owned by the caller, used only on the
+    // event loop's thread) answers instead, with the same methods. Meanwhile:
+    //  - the connection handles no further request: requests sent after this one wait, so
+    //    replies stay in order, and a client has at most one deferred call per connection;
+    //  - its idle timeout does not run (the client is waiting for us, not the other way round),
+    //    but its other limits do.
+    // If the connection is gone by the time the answer comes, the answer is dropped silently.
+    // Destroying the returned call without a final answer answers it with the interface's
+    // internal error. Calling defer() twice or after an answer returns a call whose answers
+    // go nowhere.
+    virtual std::unique_ptr<Call> defer() = 0;
 
     virtual const std::string& method() const = 0;  // fully qualified: "iface.Method"
     virtual const json& parameters() const = 0;     // always an object, already type-checked

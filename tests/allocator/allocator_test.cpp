@@ -28,11 +28,11 @@ public:
     int range_calls = 0;
     bool in_choice = false;
     int choices = 0;
-    std::optional<std::string> refuse_lock;
+    std::optional<Failure> refuse_lock;
     std::string table_path;
     std::vector<std::string> names_at_end;  // the table's names when end_choice() ran
 
-    std::optional<std::string> begin_choice() override {
+    std::optional<Failure> begin_choice() override {
         if (refuse_lock)
             return refuse_lock;
         in_choice = true;
@@ -233,6 +233,12 @@ TEST_F(AllocatorTest, FindsNamesInTheCallersScope) {
     EXPECT_EQ(a->find("web", std::nullopt, 0)->name, "web");
     EXPECT_EQ(a->find("u1000-web", std::nullopt, 1001)->owner, 1000U)
             << "a scoped name is looked up as it is, by anyone";
+    ASSERT_TRUE(a->allocate("db", 1, 0));
+    auto db = a->find("db", std::nullopt, 1000);
+    ASSERT_TRUE(db) << "without a u1000-db, UID 1000's \"db\" is root's db, as listed";
+    EXPECT_EQ(db->name, "db");
+    EXPECT_EQ(a->find("nothing", std::nullopt, 1000).error().message,
+              "No range named 'u1000-nothing'");
 }
 
 TEST_F(AllocatorTest, EnforcesTheQuotaPerOwnerButNotForRoot) {
@@ -275,10 +281,12 @@ TEST_F(AllocatorTest, ReleasesTheChoiceLocksOnlyAfterPublishing) {
     EXPECT_EQ(checker_->names_at_end, std::vector<std::string>{"web"})
             << "when the other allocators may go on, the range must already be in the table";
     EXPECT_FALSE(checker_->in_choice);
-    checker_->refuse_lock = "Failed to lock /etc/.pwd.lock: Connection timed out";
+    checker_->refuse_lock =
+            Failure{ErrorKind::kBusy, "Failed to lock /etc/.pwd.lock", "/etc/.pwd.lock", 42};
     auto r = a->allocate("db", 65536, 0);
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, ErrorKind::kInternal);
+    EXPECT_EQ(r.error().kind, ErrorKind::kBusy);
+    EXPECT_EQ(r.error().holder, 42);
     EXPECT_EQ(a->ranges().size(), 1U);
 }
 
@@ -355,6 +363,54 @@ TEST_F(AllocatorTest, ReclaimsTheCallersDeadBindingsWhenItsQuotaIsReached) {
     EXPECT_EQ(a->allocate("new", 1, 1000).error().kind, ErrorKind::kQuotaExceeded);
     probe_->state = {{7, Liveness::kDead}};
     EXPECT_TRUE(a->allocate("new", 1, 1000));
+}
+
+TEST_F(AllocatorTest, StartsOneWorkerSweepPerSpacingForAFloodOfOverQuotaRequests) {
+    Policy p;
+    p.max_ranges_per_user = 1;
+    auto a = make(p);
+    int runs = 0;
+    a->set_sweep_runner([&runs] { runs++; });  // a slow probe: the sweep runs on a worker
+    a->set_sweep_spacing(std::chrono::hours(1));
+    ASSERT_TRUE(a->allocate({"old", 1, 1000, ns_of(7, 1000)}));
+    probe_->state = {{7, Liveness::kDead}};
+    for (int i = 0; i < 200; i++)
+        ASSERT_EQ(a->allocate("new" + std::to_string(i), 1, 1000).error().kind,
+                  ErrorKind::kQuotaExceeded)
+                << "answered from what is known, not after a walk of /proc on the loop";
+    EXPECT_EQ(runs, 1) << "one worker sweep serves the whole flood";
+    EXPECT_EQ(probe_->sweeps, 0) << "no sweep on the loop";
+}
+
+TEST_F(AllocatorTest, AsksACheapProbeOnEveryOverQuotaRequest) {
+    Policy p;
+    p.max_ranges_per_user = 1;
+    auto a = make(p);
+    a->set_sweep_spacing(std::chrono::hours(1));  // applies to worker sweeps only
+    ASSERT_TRUE(a->allocate({"old", 1, 1000, ns_of(7, 1000)}));
+    probe_->state = {{7, Liveness::kAlive}};
+    EXPECT_EQ(a->allocate("new", 1, 1000).error().kind, ErrorKind::kQuotaExceeded);
+    probe_->state = {{7, Liveness::kDead}};
+    EXPECT_TRUE(a->allocate("new", 1, 1000))
+            << "a namespace that died a moment ago frees its range for the next request";
+    EXPECT_EQ(probe_->sweeps, 2);
+}
+
+TEST_F(AllocatorTest, JudgesAWorkerSweepOnlyByTheRangesBoundBeforeItBegan) {
+    auto a = make();
+    ASSERT_TRUE(a->allocate({"old", 1, 0, ns_of(7)}));
+    const auto before = a->bound_ranges();
+    ASSERT_EQ(before.size(), 1U);
+    ASSERT_TRUE(a->allocate({"new", 1, 0, ns_of(8)}));  // while the worker walks /proc
+    FakeProbe swept;  // saw neither namespace
+    swept.state = {{7, Liveness::kDead}, {8, Liveness::kDead}};
+    auto r = a->reap_swept(swept, true, before);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->size(), 1U);
+    EXPECT_EQ(r->front().name, "old");
+    EXPECT_TRUE(a->find("new", std::nullopt)) << "bound after the sweep began: not judged by it";
+    EXPECT_TRUE(a->reap_swept(swept, false, a->bound_ranges())->empty())
+            << "an unusable sweep releases nothing";
 }
 
 TEST_F(AllocatorTest, KeepsBindingsAcrossARestart) {

@@ -3,8 +3,13 @@
 // Coexistence with systemd's allocators: their locks (taken from other processes, as they
 // would take them), nsresourced's registry, and subuid files — all in temporary directories.
 
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <glob.h>
+#include <sched.h>
+#include <shadow.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -57,6 +62,7 @@ public:
         ::kill(pid_, SIGKILL);
         ::waitpid(pid_, nullptr, 0);
     }
+    pid_t pid() const { return pid_; }
 
 private:
     pid_t pid_ = -1;
@@ -65,6 +71,45 @@ private:
 int hold_flock(const std::string& path) {
     const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
     return fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 1;
+}
+
+// systemd's own make_lock_file() (libsystemd-shared, systemd 252 as in Debian 12), the way
+// systemd-nspawn --private-users=pick locks /run/systemd/nspawn-uid/<base>; null if that
+// library is not installed.
+using MakeLockFile = int (*)(const char* path, int operation, void* ret);
+MakeLockFile systemd_make_lock_file() {
+    glob_t g{};
+    MakeLockFile fn = nullptr;
+    if (::glob("/usr/lib/*/systemd/libsystemd-shared-*.so", 0, nullptr, &g) == 0 &&
+        g.gl_pathc > 0)
+        if (void* lib = ::dlopen(g.gl_pathv[0], RTLD_NOW | RTLD_LOCAL))
+            fn = reinterpret_cast<MakeLockFile>(::dlsym(lib, "make_lock_file"));
+    ::globfree(&g);
+    return fn;
+}
+
+// 0 once make_lock_file(path, LOCK_EX|LOCK_NB) holds `path`, else its negative errno's value.
+int hold_like_nspawn(const std::string& path) {
+    MakeLockFile make_lock_file = systemd_make_lock_file();
+    // struct LockFile { char *path; int fd; int operation; }, with room to spare.
+    alignas(16) static char lock_file[64];
+    const int r = make_lock_file != nullptr ? make_lock_file(path.c_str(), LOCK_EX | LOCK_NB,
+                                                             lock_file)
+                                            : -ENOSYS;
+    return r == 0 ? 0 : 100 + (-r == EBUSY ? 1 : 2);
+}
+
+// 0 once glibc's lckpwdf() holds /etc/.pwd.lock — which is, in this process's own mount
+// namespace only, `path` bind-mounted over it (the host's lock is never touched).
+int hold_like_lckpwdf(const std::string& path) {
+    if (::unshare(CLONE_NEWNS) < 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
+        return 1;
+    (void)::close(::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    if (::access("/etc/.pwd.lock", F_OK) < 0 ||
+        ::mount(path.c_str(), "/etc/.pwd.lock", nullptr, MS_BIND, nullptr) < 0)
+        return 2;
+    return ::lckpwdf() == 0 ? 0 : 3;
 }
 
 int hold_posix_lock(const std::string& path) {
@@ -100,7 +145,6 @@ protected:
         sources_.subgid = dir_ + "/subgid";
         sources_.passwd_lock = dir_ + "/.pwd.lock";
         sources_.systemd_run = run_;
-        sources_.lock_timeout = 200ms;
     }
     void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -108,25 +152,35 @@ protected:
     CollisionSources sources_;
 };
 
-TEST_F(CollisionTest, WaitsForThePasswdLockAndGivesUp) {
+TEST_F(CollisionTest, TriesThePasswdLockWithoutWaitingAndNamesItsHolder) {
     {
         Holder h([&] { return hold_posix_lock(sources_.passwd_lock); });
-        auto r = take_passwd_lock(sources_.passwd_lock, 100ms);
+        pid_t holder = 0;
+        const auto t0 = std::chrono::steady_clock::now();
+        auto r = try_passwd_lock(sources_.passwd_lock, &holder);
         ASSERT_FALSE(r);
-        EXPECT_EQ(r.error().value(), ETIMEDOUT);
+        EXPECT_EQ(r.error().value(), EBUSY);
+        EXPECT_EQ(holder, h.pid());
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "no waiting on the event loop";
+        SystemCollisionChecker c(sources_);
+        auto why = c.begin_choice();
+        ASSERT_TRUE(why);
+        EXPECT_EQ(why->kind, ErrorKind::kBusy);
+        EXPECT_EQ(why->lock_file, sources_.passwd_lock);
+        EXPECT_EQ(why->holder, h.pid());
     }
-    EXPECT_TRUE(take_passwd_lock(sources_.passwd_lock, 100ms));
+    EXPECT_TRUE(try_passwd_lock(sources_.passwd_lock));
 }
 
 TEST_F(CollisionTest, LockFilesAreBusyWhileHeldAndUnlinkedOnRelease) {
     const std::string path = run_ + "/lockfile";
     {
         Holder h([&] { return hold_flock(path); });
-        auto r = LockFile::try_take(path);
+        auto r = LockFile::try_take(path, LockKind::kBsd);
         ASSERT_FALSE(r);
         EXPECT_EQ(r.error().value(), EBUSY);
     }
-    auto l = LockFile::try_take(path);
+    auto l = LockFile::try_take(path, LockKind::kBsd);
     ASSERT_TRUE(l);
     EXPECT_NE(can_flock(path), 0) << "we hold it now";
     l->release();
@@ -151,24 +205,43 @@ TEST_F(CollisionTest, FailsTheChoiceWhileSomeoneHoldsTheRegistryLock) {
     SystemCollisionChecker c(sources_);
     auto why = c.begin_choice();
     ASSERT_TRUE(why);
-    EXPECT_NE(why->find("registry/lock"), std::string::npos) << *why;
+    EXPECT_EQ(why->kind, ErrorKind::kBusy);
+    EXPECT_EQ(why->lock_file, run_ + "/nsresource/registry/lock");
+    EXPECT_NE(why->message.find("registry/lock"), std::string::npos) << why->message;
     EXPECT_EQ(can_posix_lock(sources_.passwd_lock), 0) << "the passwd lock was let go again";
 }
 
+TEST_F(CollisionTest, FindsThePasswdLockBusyWhileLckpwdfHoldsIt) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root for a private mount namespace";
+    {
+        Holder h([&] { return hold_like_lckpwdf(sources_.passwd_lock); });
+        pid_t holder = 0;
+        auto r = try_passwd_lock(sources_.passwd_lock, &holder);
+        ASSERT_FALSE(r) << "glibc's lckpwdf() holds it";
+        EXPECT_EQ(r.error().value(), EBUSY);
+        EXPECT_EQ(holder, h.pid());
+    }
+    EXPECT_TRUE(try_passwd_lock(sources_.passwd_lock)) << "free once lckpwdf() let go";
+}
+
 TEST_F(CollisionTest, SkipsARangeNspawnHoldsAndKeepsTheLockOfAFreeOne) {
+    if (systemd_make_lock_file() == nullptr)
+        GTEST_SKIP() << "libsystemd-shared (systemd's make_lock_file()) is not installed";
     SystemCollisionChecker c(sources_);
     ASSERT_EQ(c.begin_choice(), std::nullopt);
     const std::string held = run_ + "/nspawn-uid/524288";
     ASSERT_TRUE(make_directories(run_ + "/nspawn-uid"));
-    Holder h([&] { return hold_flock(held); });
+    Holder h([&] { return hold_like_nspawn(held); });
     auto why = c.range_taken(524288, 65536);
-    ASSERT_TRUE(why);
+    ASSERT_TRUE(why) << "systemd's make_lock_file() holds it";
     EXPECT_NE(why->find("nspawn-uid/524288 is locked"), std::string::npos) << *why;
     EXPECT_TRUE(exists(held)) << "someone else's lock file stays";
 
     const std::string ours = run_ + "/nspawn-uid/589824";
     EXPECT_EQ(c.range_taken(589824, 65536), std::nullopt);
-    EXPECT_NE(can_flock(ours), 0) << "nspawn must not pick it while we publish";
+    EXPECT_EQ(in_other_process([&] { return hold_like_nspawn(ours); }), 101)
+            << "nspawn's make_lock_file() must find it busy while we publish";
     c.end_choice();
     EXPECT_FALSE(exists(ours));
 }

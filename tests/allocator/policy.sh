@@ -46,6 +46,12 @@ it_expect_fail "releasing web again as UID 1000 does not reach root's web" \
     "${AS_1000[@]}" "$CTL" release web
 it_expect_match "... NoSuchRange" "NoSuchRange" "$IT_ERR"
 it_expect_ok "root's web is still there" "$CTL" show web
+it_run "${AS_1000[@]}" "$CTL" show web --json
+it_expect_eq "UID 1000, with no web of its own, shows root's web (as list does)" "0 web 0" \
+    "$IT_RC $(jq -r '"\(.name) \(.owner)"' <<<"$IT_OUT")"
+it_run "${AS_1001[@]}" "$CTL" show web --json
+it_expect_eq "UID 1001 still gets its own web first" "0 u1001-web 1001" \
+    "$IT_RC $(jq -r '"\(.name) \(.owner)"' <<<"$IT_OUT")"
 it_expect_ok "root releases UID 1001's range" "$CTL" release u1001-web
 
 it_section "quota"

@@ -8,8 +8,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include <systemd/sd-event.h>
 
 #include "varlink/varlink.hpp"
 
@@ -30,12 +34,31 @@ method ContinuesWithoutMore() -> (x: int)
 method ReadFd() -> (data: string)
 method Peer() -> (uid: int, pid: int)
 method Big(size: int) -> (data: string)
+method Defer(text: string) -> (text: string)
+method DeferAndDrop() -> ()
+method Later(text: string, usec: int) -> (text: string)
 error NoFd ()
 )";
 
 // Shared between the handlers (on the loop thread) and the test body.
 struct EchoState {
     std::atomic<int> touches{0};
+    // Calls of Defer, for the test to answer (on the loop thread, through ServerThread::run()).
+    std::vector<std::unique_ptr<Call>> deferred;
+    sd_event* event = nullptr;  // where Later arms its timers
+};
+
+// Answers a deferred call from a timer: Later's way of taking its time.
+struct LaterReply {
+    std::unique_ptr<Call> call;
+    std::string text;
+
+    static int on_timer(sd_event_source* source, uint64_t, void* userdata) {
+        std::unique_ptr<LaterReply> self(static_cast<LaterReply*>(userdata));
+        self->call->reply(json{{"text", self->text}});
+        sd_event_source_unref(source);
+        return 0;
+    }
 };
 
 inline Interface echo_interface(EchoState& state) {
@@ -89,6 +112,22 @@ inline Interface echo_interface(EchoState& state) {
         Method{"Big", {{"size", Type::kInt}}, [](Call& call) {
                    const auto size = call.parameters()["size"].get<std::size_t>();
                    call.reply(json{{"data", std::string(size, 'x')}});
+               }},
+        Method{"Defer", {{"text", Type::kString}}, [&state](Call& call) {
+                   state.deferred.push_back(call.defer());
+               }},
+        Method{"DeferAndDrop", {}, [](Call& call) { call.defer(); }},
+        Method{"Later", {{"text", Type::kString}, {"usec", Type::kInt}}, [&state](Call& call) {
+                   auto later = std::make_unique<LaterReply>();
+                   later->text = call.parameters()["text"].get<std::string>();
+                   sd_event_source* timer = nullptr;
+                   if (state.event == nullptr ||
+                       sd_event_add_time_relative(state.event, &timer, CLOCK_MONOTONIC,
+                                                  call.parameters()["usec"].get<uint64_t>(), 0,
+                                                  LaterReply::on_timer, later.get()) < 0)
+                       return call.reply(json{{"text", "no timer"}});
+                   later->call = call.defer();
+                   later.release();  // the timer owns it now
                }},
     };
     return iface;

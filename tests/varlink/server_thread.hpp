@@ -88,6 +88,12 @@ public:
         thread_.join();
     }
 
+    // Stops the loop and destroys the server (and its connections) before the object goes.
+    void destroy_server() {
+        stop();
+        server_.reset();
+    }
+
     // Runs `fn` on the event loop thread and returns its result.
     template <typename F>
     auto run(F&& fn) -> std::invoke_result_t<F> {
