@@ -15,8 +15,9 @@ BUILD_PKGS=(cmake g++ make pkg-config libsystemd-dev nlohmann-json3-dev libboost
             googletest libgtest-dev libgmock-dev libbenchmark-dev)
 # Run and test: unshare/setpriv/mount (util-linux, mount), getent/id (libc-bin), ls/stat
 # (coreutils), jq for --json output, python3 for the raw Varlink clients and the crash checker,
-# procps for pgrep/ps in diagnostics, dpkg-dev (dpkg-shlibdeps) for the package test.
-RUN_PKGS=(util-linux mount libc-bin coreutils jq python3 procps dpkg-dev)
+# procps for pgrep/ps in diagnostics, dpkg-dev (dpkg-shlibdeps) for the package test, uidmap
+# (getsubids, setuid newuidmap/newgidmap) for the subid provider's test.
+RUN_PKGS=(util-linux mount libc-bin coreutils jq python3 procps dpkg-dev uidmap)
 
 check_only=0
 [ "${1:-}" = --check ] && check_only=1

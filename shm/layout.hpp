@@ -86,6 +86,15 @@ struct EntryWords {
 static_assert(sizeof(EntryWords) == 64);
 
 inline constexpr std::uint32_t kEntryFlagUserns = 1U << 0;
+// Bit 1 is taken: allocator/userns.hpp's kEntryFlagUsernsNoId.
+// Imported from /etc/subuid or /etc/subgid: read-only, and its start and size are whatever the
+// file said (not necessarily 64K-aligned).
+inline constexpr std::uint32_t kEntryFlagImported = 1U << 2;
+// Not a subordinate UID range (only in /etc/subgid) or not a subordinate GID range (only in
+// /etc/subuid): the subid provider leaves the entry out of answers for that ID type.
+inline constexpr std::uint32_t kEntryFlagNoUid = 1U << 3;
+inline constexpr std::uint32_t kEntryFlagNoGid = 1U << 4;
+// Readers ignore flags they do not know, so that a newer writer can add some.
 
 // A copy of the table: a count, `capacity` entries sorted by start, then `capacity` indexes into
 // the entries, sorted by name (bytewise), then (version 2) the block index: kBlockIndexSize
