@@ -80,6 +80,8 @@ error QuotaExceeded ()
 error NotUserNamespace ()
 # The allocator lacks the privileges to tell when this user namespace is gone.
 error CannotWatchUserNamespace ()
+# The daemon failed; its journal says why.
+error InternalError ()
 )";
 
 namespace {
@@ -288,7 +290,8 @@ varlink::Interface make_interface(Allocator& a) {
                      {{"name", Type::kString, true}, {"uid", Type::kInt, true}},
                      bind(vl_get_range)},
                     {"ListRanges", {}, bind(vl_list_ranges)},
-            }};
+            },
+            "io.transient.Allocator.InternalError"};
 }
 
 }  // namespace transient::allocator

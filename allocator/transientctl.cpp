@@ -156,6 +156,8 @@ std::string describe_error(const varlink::Client::Reply& reply,
     else if (name == "io.transient.Allocator.CannotWatchUserNamespace")
         what = "the daemon cannot tell when that user namespace is gone (it lacks the "
                "privileges to watch it), so it will not bind a range to it";
+    else if (name == "io.transient.Allocator.InternalError")
+        what = "the daemon failed (its journal says why)";
     else if (name == varlink::kErrorInterfaceNotFound)
         what = "the service does not implement io.transient.Allocator";
     else if (name == varlink::kErrorMethodNotFound || name == varlink::kErrorMethodNotImplemented)
