@@ -85,8 +85,8 @@ error CannotWatchUserNamespace ()
 # the whole time the call waited for it (seconds); holderPid where known. Try again later.
 error TemporarilyUnavailable (lockFile: string, holderPid: ?int)
 # The allocator failed in a way the caller cannot fix (e.g. writing the range table); nothing
-# was changed. message says what for the administrator.
-error SystemError (message: string)
+# was changed. message, where present, says what for the administrator; the journal says more.
+error SystemError (message: ?string)
 )";
 
 namespace {
@@ -363,7 +363,8 @@ varlink::Interface make_interface(Allocator& a, sd_event* event,
                      {{"name", Type::kString, true}, {"uid", Type::kInt, true}},
                      bind(vl_get_range)},
                     {"ListRanges", {}, bind(vl_list_ranges)},
-            }};
+            },
+            "io.transient.Allocator.SystemError"};
 }
 
 }  // namespace transient::allocator

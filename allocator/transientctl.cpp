@@ -163,7 +163,8 @@ std::string describe_error(const varlink::Client::Reply& reply,
             what += " (PID " + std::to_string(p["holderPid"].get<std::int64_t>()) + ")";
         what += "; try again later";
     } else if (name == "io.transient.Allocator.SystemError")
-        what = "the daemon failed: " + printable(p.value("message", std::string("?")));
+        what = "the daemon failed: " +
+               printable(p.value("message", std::string("its journal says why")));
     else if (name == varlink::kErrorInterfaceNotFound)
         what = "the service does not implement io.transient.Allocator";
     else if (name == varlink::kErrorMethodNotFound || name == varlink::kErrorMethodNotImplemented)

@@ -259,7 +259,9 @@ varlink::Interface make_interface(shm::TableReader& table) {
                       {"groupName", Type::kString, true},
                       {"service", Type::kAny, true}},
                      vl_get_memberships},
-            }};
+            },
+            // What clients (nss-systemd, userdbctl) take for "try the next source".
+            kErrorServiceNotAvailable};
 }
 
 }  // namespace transient::userdb

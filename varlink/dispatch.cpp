@@ -118,7 +118,7 @@ public:
     // A deferred call that was dropped without its final answer still owes the client one.
     ~CallImpl() override {
         if (slot_ && !answered_)
-            error(kErrorSystem, json{{"errno", ECANCELED}});
+            fail(ECANCELED);
     }
 
     const std::string& method() const override { return method_; }
@@ -164,13 +164,27 @@ public:
 
     bool answered() const { return answered_; }
     void set_parameters(json parameters) { parameters_ = std::move(parameters); }
+    void set_internal_error(const std::string& name) { internal_error_ = name; }
+
+    // A failure of the server's or the handler's making: the interface's declared internal
+    // error, or io.systemd.System with `errno_value` if it declares none.
+    void fail(int errno_value) {
+        error(internal_error_name(), internal_error_parameters(errno_value));
+    }
 
 private:
     // The deferred copy: everything but the answers, which only the copy gives from now on.
     CallImpl(CallImpl& other)
         : connection_(other.connection_), peer_(other.peer_), method_(other.method_),
-          parameters_(std::move(other.parameters_)), more_(other.more_), oneway_(other.oneway_),
-          fds_(std::move(other.fds_)) {}
+          parameters_(std::move(other.parameters_)), internal_error_(other.internal_error_),
+          more_(other.more_), oneway_(other.oneway_), fds_(std::move(other.fds_)) {}
+
+    std::string_view internal_error_name() const {
+        return internal_error_.empty() ? std::string_view(kErrorSystem) : internal_error_;
+    }
+    json internal_error_parameters(int errno_value) const {
+        return internal_error_.empty() ? json{{"errno", errno_value}} : json::object();
+    }
 
     // Where answers go: the connection for a call being handled, the slot's for a deferred
     // one (nullptr once the connection is gone).
@@ -182,7 +196,7 @@ private:
         if (answered_)
             return;  // the call is over: anything more would be read as the next call's answer
         if (!parameters.is_object()) {
-            error(kErrorSystem, json{{"errno", EINVAL}});
+            fail(EINVAL);
             return;
         }
         json message{{"parameters", std::move(parameters)}};
@@ -202,8 +216,8 @@ private:
             if (text.size() > connection->server().limits_.max_message_size) {
                 // The client would drop the connection over it; tell it what happened instead.
                 answered_ = true;
-                text = detail::dump(
-                    json{{"error", kErrorSystem}, {"parameters", json{{"errno", EMSGSIZE}}}});
+                text = detail::dump(json{{"error", internal_error_name()},
+                                         {"parameters", internal_error_parameters(EMSGSIZE)}});
             }
             connection->queue(text);
         }
@@ -222,6 +236,7 @@ private:
     ucred peer_;
     std::string method_;
     json parameters_ = json::object();
+    std::string internal_error_;  // empty until the interface is known, or if it has none
     bool more_;
     bool oneway_;
     std::vector<shm::UniqueFd> fds_;
@@ -233,13 +248,13 @@ void run_handler(const Server::Impl& server, const Handler& handler, CallImpl& c
         handler(call);
     } catch (const std::bad_alloc&) {
         server.log(LOG_ERR, "Out of memory in Varlink method " + call.method());
-        call.error(kErrorSystem, json{{"errno", ENOMEM}});
+        call.fail(ENOMEM);
     } catch (const std::exception& e) {
         server.log(LOG_ERR, "Varlink method " + call.method() + " failed: " + e.what());
-        call.error(kErrorSystem, json{{"errno", EIO}});
+        call.fail(EIO);
     } catch (...) {
         server.log(LOG_ERR, "Varlink method " + call.method() + " failed");
-        call.error(kErrorSystem, json{{"errno", EIO}});
+        call.fail(EIO);
     }
     // A client waits for an answer to every call that is not oneway: never leave it hanging.
     if (!call.answered())
@@ -277,7 +292,7 @@ void Server::Impl::add_service_interface() {
     add_interface(std::move(service));
 }
 
-const Method* Server::Impl::find_method(Call& call) const {
+const Method* Server::Impl::find_method(Call& call, const Interface** ret_iface) const {
     const std::string& method = call.method();
     const std::size_t dot = method.rfind('.');
     if (dot == std::string::npos || dot == 0) {
@@ -298,6 +313,7 @@ const Method* Server::Impl::find_method(Call& call) const {
         call.error(kErrorMethodNotFound, json{{"method", method}});
         return nullptr;
     }
+    *ret_iface = &iface->second;
     return &*entry;
 }
 
@@ -330,9 +346,11 @@ bool Server::Impl::dispatch(detail::Connection& connection, std::string_view tex
         parameters = std::move(*it);
     }
 
-    const Method* entry = find_method(call);
+    const Interface* iface = nullptr;
+    const Method* entry = find_method(call, &iface);
     if (entry == nullptr)
         return true;
+    call.set_internal_error(iface->internal_error);
     if (auto bad = find_invalid_parameter(entry->params, parameters)) {
         call.invalid_parameter(*bad);
         return true;

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 #include <utility>
@@ -36,6 +37,20 @@ constexpr int kMaxAcceptsPerWakeup = 64;
 constexpr uint64_t kAcceptRetryUsec = 100'000;
 // An idle output buffer larger than this gives its memory back.
 constexpr std::size_t kKeepCapacity = 256 * 1024;
+// The log's rate limit: a burst of this many messages per window.
+constexpr unsigned kLogBurst = 20;
+constexpr uint64_t kLogWindowUsec = 5'000'000;
+
+uint64_t to_usec(std::chrono::milliseconds ms) {
+    return ms.count() <= 0 ? 0 : static_cast<uint64_t>(ms.count()) * 1000;
+}
+
+// The default log handler. Under systemd stderr goes to the journal, which reads the priority
+// from the sd-daemon(3) prefix.
+void log_to_stderr(int priority, std::string_view message) {
+    std::fprintf(stderr, "<%d>%.*s\n", priority, static_cast<int>(message.size()),
+                 message.data());
+}
 
 std::string errno_string(int e) {
     return std::error_code(e, std::system_category()).message();
@@ -119,6 +134,10 @@ std::size_t Server::connection_count() const {
     return impl_->connections_.size();
 }
 
+std::size_t Server::buffered_output() const {
+    return impl_->total_output_;
+}
+
 const Limits& Server::limits() const {
     return impl_->limits_;
 }
@@ -130,16 +149,50 @@ void Server::set_log_handler(LogHandler handler) {
 // ---- Server::Impl: listeners and connection bookkeeping ----------------------------------
 
 Server::Impl::Impl(sd_event* event, ServiceInfo info, Limits limits)
-    : event_(event), info_(std::move(info)), limits_(limits), read_buffer_(kReadChunk),
+    : event_(event), info_(std::move(info)), limits_(limits), log_handler_(log_to_stderr),
+      read_buffer_(kReadChunk),
       // Room for one descriptor more than allowed, so that "too many" is seen as such; beyond
       // that the kernel sets MSG_CTRUNC and closes the excess itself.
       control_buffer_(detail::cmsg_space_for_fds(limits.max_fds_per_message + 1)) {
     add_service_interface();
+    // Below the sockets' priority: a connection with requests left after its turn waits until
+    // every socket with news had its turn too. One source for all, run in a batch, because a
+    // defer source that is re-enabled keeps its place at the front of sd-event's queue.
+    sd_event_source* source = nullptr;
+    if (sd_event_add_defer(event_, &source, on_wake, this) >= 0) {
+        wake_source_.reset(source);
+        sd_event_source_set_priority(source, SD_EVENT_PRIORITY_NORMAL + 1);
+        sd_event_source_set_enabled(source, SD_EVENT_OFF);
+        sd_event_source_set_description(source, "varlink-wake");
+    }
+}
+
+void Server::Impl::queue_wake(detail::Connection& connection) {
+    wake_queue_.push_back(&connection);
+    sd_event_source_set_enabled(wake_source_.get(), SD_EVENT_ON);
+}
+
+void Server::Impl::forget_wake(detail::Connection& connection) {
+    std::erase(wake_queue_, &connection);
+}
+
+int Server::Impl::on_wake(sd_event_source* source, void* userdata) noexcept {
+    auto* self = static_cast<Server::Impl*>(userdata);
+    // Those queued before this turn; who asks again now waits for the next one.
+    for (std::size_t n = self->wake_queue_.size(); n > 0 && !self->wake_queue_.empty(); n--) {
+        detail::Connection* connection = self->wake_queue_.front();
+        self->wake_queue_.pop_front();
+        connection->run_woken();  // may close it, which takes it out of the queue
+    }
+    if (self->wake_queue_.empty())
+        sd_event_source_set_enabled(source, SD_EVENT_OFF);
+    return 0;
 }
 
 Server::Impl::~Impl() {
     // Connections first: their handlers may refer to interfaces, never the other way round.
     connections_.clear();
+    wake_source_.reset();
     listeners_.clear();
 }
 
@@ -147,9 +200,53 @@ void Server::Impl::log(int priority, std::string_view message) const noexcept {
     if (!log_handler_)
         return;
     try {
+        // Clients decide how often most of these happen: keep them from flooding the journal.
+        const uint64_t now = now_usec();
+        if (now - log_window_start_ >= kLogWindowUsec) {
+            if (log_suppressed_ > 0)
+                log_handler_(LOG_WARNING, "Suppressed " + std::to_string(log_suppressed_) +
+                                              " Varlink server messages");
+            log_window_start_ = now;
+            log_in_window_ = 0;
+            log_suppressed_ = 0;
+        }
+        if (log_in_window_ >= kLogBurst) {
+            log_suppressed_++;
+            return;
+        }
+        log_in_window_++;
         log_handler_(priority, message);
     } catch (...) {
         // A logger that fails must not take a connection (or the loop) down with it.
+    }
+}
+
+uint64_t Server::Impl::now_usec() const {
+    uint64_t usec = 0;
+    sd_event_now(event_, CLOCK_MONOTONIC, &usec);
+    return usec;
+}
+
+void Server::Impl::add_output(detail::UidState& uid, std::size_t n) {
+    uid.output += n;
+    total_output_ += n;
+}
+
+void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
+    const bool uid_was_over = uid.output > limits_.max_output_per_uid;
+    const bool total_was_over = total_output_ > limits_.max_output_total;
+    uid.output -= n;
+    total_output_ -= n;
+    auto wake_all = [](detail::UidState& state) {
+        for (detail::Connection* c : state.waiting)
+            c->stop_waiting_and_wake();
+        state.waiting.clear();
+    };
+    if (total_was_over && total_output_ <= limits_.max_output_total) {
+        for (auto& [id, state] : uids_)
+            wake_all(state);
+    } else if (uid_was_over && uid.output <= limits_.max_output_per_uid) {
+        wake_all(uid);
     }
 }
 
@@ -208,49 +305,67 @@ void Server::Impl::accept_connections(detail::Listener& listener) {
             continue;
 
         // Over a limit the connection is accepted and closed at once: the client sees EOF
-        // instead of hanging in the backlog, and the backlog does not fill up.
-        if (connections_.size() >= limits_.max_connections) {
-            log(LOG_DEBUG, "Too many Varlink connections, refusing connection");
+        // instead of hanging in the backlog, and the backlog does not fill up. Root has
+        // connections in reserve that nobody else can take.
+        const std::size_t cap =
+            peer.uid == 0 ? limits_.max_connections
+                          : limits_.max_connections -
+                                std::min(limits_.root_reserved_connections,
+                                         limits_.max_connections);
+        if (connections_.size() >= cap) {
+            log(LOG_WARNING, "Too many Varlink connections, refusing one of UID " +
+                                 std::to_string(peer.uid));
             continue;
         }
         if (peer.uid != 0) {
-            auto it = connections_per_uid_.find(peer.uid);
-            if (it != connections_per_uid_.end() && it->second >= limits_.max_connections_per_uid) {
-                log(LOG_DEBUG, "Too many Varlink connections of UID " + std::to_string(peer.uid) +
-                                   ", refusing connection");
+            auto it = uids_.find(peer.uid);
+            if (it != uids_.end() && it->second.connections >= limits_.max_connections_per_uid) {
+                log(LOG_NOTICE, "Too many Varlink connections of UID " +
+                                    std::to_string(peer.uid) + ", refusing connection");
                 continue;
             }
         }
 
-        auto connection = std::make_unique<detail::Connection>(*this, std::move(fd), peer);
+        detail::UidState& uid = uids_[peer.uid];
+        uid.connections++;
+        auto connection = std::make_unique<detail::Connection>(*this, std::move(fd), peer, uid);
         if (auto r = connection->start(); !r) {
             log(LOG_WARNING, "Failed to watch Varlink connection: " + r.error().message());
+            connection.reset();
+            if (--uid.connections == 0)
+                uids_.erase(peer.uid);
             continue;
         }
-        connections_per_uid_[peer.uid]++;
         detail::Connection* key = connection.get();
         connections_.emplace(key, std::move(connection));
     }
 }
 
 void Server::Impl::close_connection(detail::Connection& connection) {
-    auto it = connections_per_uid_.find(connection.peer().uid);
-    if (it != connections_per_uid_.end() && --it->second == 0)
-        connections_per_uid_.erase(it);
-    connections_.erase(&connection);
+    const uid_t uid = connection.peer().uid;
+    connections_.erase(&connection);  // gives its output budget back to its UID entry first
+    auto it = uids_.find(uid);
+    if (it != uids_.end() && --it->second.connections == 0)
+        uids_.erase(it);
 }
 
 // ---- Connection --------------------------------------------------------------------------
 
 namespace detail {
 
-Connection::Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer)
-    : server_(server), fd_(std::move(fd)), peer_(peer) {}
+Connection::Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer, UidState& uid)
+    : server_(server), fd_(std::move(fd)), peer_(peer), uid_(uid),
+      last_progress_usec_(server.now_usec()) {}
 
 // source_ is declared after fd_, so it is released (and leaves epoll) before the fd closes.
 Connection::~Connection() {
     if (deferred_)
         deferred_->connection = nullptr;  // its answer is dropped
+    if (waiting_)
+        std::erase(uid_.waiting, this);
+    if (wake_queued_)
+        server_.forget_wake(*this);
+    discard_output();
 }
 
 Result<void> Connection::start() {
@@ -262,12 +377,15 @@ Result<void> Connection::start() {
     sd_event_source_set_description(source, "varlink-connection");
     events_ = EPOLLIN;
 
-    r = sd_event_add_defer(server_.event_, &source, on_wake, this);
+
+    r = sd_event_add_time(server_.event_, &source, CLOCK_MONOTONIC, 0, 0, on_timer, this);
     if (r < 0)
         return errno_error(r);
-    wake_source_.reset(source);
-    sd_event_source_set_description(source, "varlink-connection-wake");
+    timer_.reset(source);
+    sd_event_source_set_description(source, "varlink-connection-timeout");
     sd_event_source_set_enabled(source, SD_EVENT_OFF);
+    if (!arm_timer())
+        return errno_error(ENOMEM);
     return {};
 }
 
@@ -281,13 +399,20 @@ void Connection::end_deferred() {
     if (deferred_)
         deferred_->connection = nullptr;
     deferred_.reset();
+    last_progress_usec_ = server_.now_usec();  // the idle clock starts again
     wake();
 }
 
 void Connection::wake() {
-    // A pending defer source runs after the sources already pending in this iteration, so a
-    // connection that is woken again and again cannot starve the others.
-    sd_event_source_set_enabled(wake_source_.get(), SD_EVENT_ONESHOT);
+    if (wake_queued_)
+        return;
+    wake_queued_ = true;
+    server_.queue_wake(*this);
+}
+
+void Connection::stop_waiting_and_wake() {
+    waiting_ = false;
+    wake();
 }
 
 void Connection::queue(std::string_view message) {
@@ -295,14 +420,24 @@ void Connection::queue(std::string_view message) {
         return;  // nobody left to read it
     out_.append(message);
     out_.push_back('\0');
+    server_.add_output(uid_, message.size() + 1);
+}
+
+void Connection::discard_output() {
+    server_.remove_output(uid_, pending_output());
+    out_.clear();
+    out_.shrink_to_fit();
+    out_pos_ = 0;
+}
+
+bool Connection::over_budget() const {
+    const Limits& limits = server_.limits_;
+    return peer_.uid != 0 && (uid_.output > limits.max_output_per_uid ||
+                              server_.total_output_ > limits.max_output_total);
 }
 
 int Connection::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
     return on_event(static_cast<Connection*>(userdata), revents);
-}
-
-int Connection::on_wake(sd_event_source*, void* userdata) noexcept {
-    return on_event(static_cast<Connection*>(userdata), 0);
 }
 
 int Connection::on_event(Connection* connection, uint32_t revents) noexcept {
@@ -320,6 +455,55 @@ int Connection::on_event(Connection* connection, uint32_t revents) noexcept {
     return 0;
 }
 
+int Connection::on_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
+    auto* connection = static_cast<Connection*>(userdata);
+    Server::Impl& server = connection->server_;
+    const uint64_t deadline = connection->deadline();
+    if (deadline == 0 || deadline > server.now_usec()) {
+        // Something happened since the timer was armed; it moved the deadline.
+        if (connection->arm_timer())
+            return 0;
+    } else {
+        const std::string uid = std::to_string(connection->peer_.uid);
+        if (connection->partial_since_usec_ != 0 && !connection->held())
+            server.log(LOG_NOTICE, "Varlink client of UID " + uid +
+                                       " did not complete its message in time, disconnecting");
+        else
+            server.log(LOG_INFO, "Varlink client of UID " + uid + " idle too long, disconnecting");
+    }
+    server.close_connection(*connection);
+    return 0;
+}
+
+uint64_t Connection::deadline() const {
+    const Limits& limits = server_.limits_;
+    uint64_t deadline = 0;
+    auto consider = [&deadline](uint64_t since, uint64_t timeout) {
+        if (timeout == 0)
+            return;
+        const uint64_t at = since + timeout;
+        if (deadline == 0 || at < deadline)
+            deadline = at;
+    };
+    // While requests are held back for a reason that is not the client's, the client is
+    // waiting for us: neither of its clocks runs.
+    const bool client_waits = deferred_ != nullptr || (over_budget() && !throttled());
+    if (client_waits)
+        return 0;
+    if (partial_since_usec_ != 0 && !held())
+        consider(partial_since_usec_, to_usec(limits.partial_message_timeout));
+    consider(last_progress_usec_, to_usec(limits.idle_timeout));
+    return deadline;
+}
+
+bool Connection::arm_timer() {
+    const uint64_t at = deadline();
+    if (at == 0)
+        return sd_event_source_set_enabled(timer_.get(), SD_EVENT_OFF) >= 0;
+    return sd_event_source_set_time(timer_.get(), at) >= 0 &&
+           sd_event_source_set_enabled(timer_.get(), SD_EVENT_ONESHOT) >= 0;
+}
+
 bool Connection::handle_io(uint32_t revents) {
     if (revents & EPOLLERR)
         return false;
@@ -328,8 +512,7 @@ bool Connection::handle_io(uint32_t revents) {
         // before closing still counts: a oneway call followed by close() is a complete
         // conversation. Drop the output and read on until EOF.
         hung_up_ = true;
-        out_.clear();
-        out_pos_ = 0;
+        discard_output();
         // Requests behind a deferred call would have to wait for it, for nobody: the deferred
         // answer is dropped, and what the client sent after that call with it.
         if (deferred_)
@@ -337,21 +520,22 @@ bool Connection::handle_io(uint32_t revents) {
     }
     if ((revents & EPOLLOUT) && !flush())
         return false;
-    if ((revents & (EPOLLIN | EPOLLHUP)) && !eof_ && !held() && !read_once())
+    // One read's worth of requests at a time: nothing is read while complete ones wait.
+    if ((revents & (EPOLLIN | EPOLLHUP)) && !eof_ && !held() && !has_complete_message() &&
+        !read_once())
         return false;
 
-    // Writing may have made room for requests that were held back, which may fill the queue
-    // again: go round until either the queue is full or no complete request is left. Bounded,
-    // because in_ holds at most one read's worth of requests.
-    for (;;) {
-        if (!process_buffered() || !flush())
-            return false;
-        if (held() || !has_complete_message())
-            break;
+    if (!process_buffered() || !flush())
+        return false;
+    if (!held() && has_complete_message())
+        wake();  // more to do, after the other connections had their turn
+    if (over_budget() && !throttled() && !waiting_ && deferred_ == nullptr) {
+        waiting_ = true;
+        uid_.waiting.push_back(this);
     }
     if (finished())
         return false;
-    return update_events();
+    return update_events() && arm_timer();
 }
 
 bool Connection::has_complete_message() const {
@@ -381,30 +565,54 @@ bool Connection::read_once() {
     std::vector<shm::UniqueFd> fds;  // owned from here on, closed on every early return
     collect_fds(msg, fds);
     if (msg.msg_flags & MSG_CTRUNC) {
-        server_.log(LOG_DEBUG, "Varlink client sent too many file descriptors, disconnecting");
+        server_.log(LOG_NOTICE, "Varlink client sent too many file descriptors, disconnecting");
         return false;
     }
     if (n == 0) {
         eof_ = true;
         return true;
     }
+    const std::string_view chunk(buffer.data(), static_cast<std::size_t>(n));
+    const auto nuls = static_cast<uint64_t>(std::count(chunk.begin(), chunk.end(), '\0'));
     if (!fds.empty()) {
+        // The kernel hands descriptors over with the last sendmsg() this read took bytes from
+        // and glues the bytes of earlier ones in front without saying where they end: only if
+        // all the bytes belong to one message is it certain which message they came with.
+        // Nothing complete is waiting in in_ here (see handle_io()), so that message is the
+        // one in progress.
+        if (nuls > 1 || (nuls == 1 && chunk.back() != '\0')) {
+            server_.log(LOG_NOTICE, "Varlink client sent file descriptors along with several "
+                                    "pipelined messages, disconnecting");
+            return false;
+        }
         auto& slot = fds_[messages_received_];
         if (slot.size() + fds.size() > limits.max_fds_per_message) {
-            server_.log(LOG_DEBUG, "Varlink client sent too many file descriptors, disconnecting");
+            server_.log(LOG_NOTICE,
+                        "Varlink client sent too many file descriptors, disconnecting");
             return false;
         }
         std::move(fds.begin(), fds.end(), std::back_inserter(slot));
     }
-    const std::string_view chunk(buffer.data(), static_cast<std::size_t>(n));
     in_.append(chunk);
-    messages_received_ += static_cast<uint64_t>(std::count(chunk.begin(), chunk.end(), '\0'));
+    messages_received_ += nuls;
+    last_progress_usec_ = server_.now_usec();
+
+    // What follows the last NUL is the start of one message, which may not grow past the
+    // limit while we wait for the rest.
+    const std::size_t last_nul = in_.rfind('\0');
+    const std::size_t partial = last_nul == std::string::npos ? in_.size()
+                                                              : in_.size() - last_nul - 1;
+    if (partial > limits.max_message_size) {
+        server_.log(LOG_NOTICE, "Varlink message too long, disconnecting");
+        return false;
+    }
     return true;
 }
 
 bool Connection::process_buffered() {
     const Limits& limits = server_.limits_;
-    while (!held()) {
+    unsigned handled = 0;
+    while (!held() && handled < limits.max_requests_per_wakeup) {
         const char* begin = in_.data() + in_pos_;
         const auto* nul = static_cast<const char*>(std::memchr(begin, '\0', in_.size() - in_pos_));
         if (nul == nullptr)
@@ -412,13 +620,14 @@ bool Connection::process_buffered() {
         const std::string_view text(begin, static_cast<std::size_t>(nul - begin));
         in_pos_ += text.size() + 1;
         const uint64_t index = messages_processed_++;
+        handled++;
 
         if (text.size() > limits.max_message_size) {
-            server_.log(LOG_DEBUG, "Varlink message too long, disconnecting");
+            server_.log(LOG_NOTICE, "Varlink message too long, disconnecting");
             return false;
         }
         if (exceeds_depth(text, limits.max_depth)) {
-            server_.log(LOG_DEBUG, "Varlink message nested too deeply, disconnecting");
+            server_.log(LOG_NOTICE, "Varlink message nested too deeply, disconnecting");
             return false;
         }
         std::vector<shm::UniqueFd> fds;
@@ -433,17 +642,20 @@ bool Connection::process_buffered() {
     if (in_pos_ > 0) {
         in_.erase(0, in_pos_);
         in_pos_ = 0;
+        if (in_.empty() && in_.capacity() > kKeepCapacity)
+            in_.shrink_to_fit();
     }
-    // Unless held back, everything complete was consumed: what is left is the start of one
-    // message, which may not grow past the limit while we wait for its NUL.
-    if (!held() && in_.size() > limits.max_message_size) {
-        server_.log(LOG_DEBUG, "Varlink message too long, disconnecting");
-        return false;
-    }
+    // The partial-message clock runs for a message whose start is all that is left, from
+    // about when its first bytes came.
+    if (in_.empty() || has_complete_message())
+        partial_since_usec_ = 0;
+    else if (handled > 0 || partial_since_usec_ == 0)
+        partial_since_usec_ = server_.now_usec();
     return true;
 }
 
 bool Connection::flush() {
+    const std::size_t before = pending_output();
     while (pending_output() > 0) {  // always empty once hung up
         const ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, pending_output(),
                                  MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -455,6 +667,10 @@ bool Connection::flush() {
             return false;
         }
         out_pos_ += static_cast<std::size_t>(n);
+    }
+    if (const std::size_t written = before - pending_output(); written > 0) {
+        last_progress_usec_ = server_.now_usec();
+        server_.remove_output(uid_, written);
     }
     if (out_pos_ == out_.size()) {
         out_.clear();
@@ -478,7 +694,7 @@ bool Connection::update_events() {
         enabled_ = enable;
     }
     uint32_t want = 0;
-    if (!eof_ && !held())
+    if (!eof_ && !held() && !has_complete_message())
         want |= EPOLLIN;
     if (pending_output() > 0)
         want |= EPOLLOUT;

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -32,6 +33,15 @@ class Connection;
 // it, and finds it empty once the connection is gone.
 struct DeferredSlot {
     Connection* connection = nullptr;
+};
+
+// What the connections of one UID hold together.
+struct UidState {
+    std::size_t connections = 0;
+    std::size_t output = 0;  // unread reply bytes
+    // Connections holding back requests because this UID (or everybody) has too much unread
+    // output; woken when that changes.
+    std::vector<Connection*> waiting;
 };
 
 // One listening socket and its sd-event source. A timer re-arms it after accept() ran out of
@@ -57,7 +67,16 @@ struct Server::Impl {
     // Destroys the connection; safe from inside its own sd-event callback as long as the
     // caller does not touch it afterwards.
     void close_connection(detail::Connection& connection);
+    // Rate-limited: see LogHandler.
     void log(int priority, std::string_view message) const noexcept;
+    // Output accounting of all connections; waking the waiting ones when budgets free up.
+    void add_output(detail::UidState& uid, std::size_t n);
+    void remove_output(detail::UidState& uid, std::size_t n);
+    uint64_t now_usec() const;
+    // Runs the connections that asked for it (Connection::wake()), in the order they asked.
+    void queue_wake(detail::Connection& connection);
+    void forget_wake(detail::Connection& connection);
+    static int on_wake(sd_event_source* s, void* userdata) noexcept;
 
     // dispatch.cpp
     void add_interface(Interface iface);
@@ -70,7 +89,8 @@ struct Server::Impl {
                   std::vector<shm::UniqueFd> fds);
     // The method table entry for call.method(), or nullptr after answering
     // InterfaceNotFound or MethodNotFound.
-    const Method* find_method(Call& call) const;
+    // `ret_iface` is set with the method.
+    const Method* find_method(Call& call, const Interface** ret_iface) const;
 
     sd_event* event_;
     ServiceInfo info_;
@@ -79,7 +99,15 @@ struct Server::Impl {
     std::map<std::string, Interface, std::less<>> interfaces_;
     std::vector<std::unique_ptr<detail::Listener>> listeners_;
     std::unordered_map<detail::Connection*, std::unique_ptr<detail::Connection>> connections_;
-    std::unordered_map<uid_t, std::size_t> connections_per_uid_;
+    // Node-based: connections keep pointers to their UID's entry.
+    std::unordered_map<uid_t, detail::UidState> uids_;
+    std::size_t total_output_ = 0;
+    std::deque<detail::Connection*> wake_queue_;
+    detail::SourcePtr wake_source_;
+    // The log's rate limit.
+    mutable uint64_t log_window_start_ = 0;
+    mutable unsigned log_in_window_ = 0;
+    mutable unsigned log_suppressed_ = 0;
     // Scratch space for recvmsg(), shared by all connections: the loop reads one at a time.
     std::vector<char> read_buffer_;
     std::vector<char> control_buffer_;
@@ -93,7 +121,7 @@ namespace detail {
 // that never reads its replies stalls only itself and costs bounded memory.
 class Connection {
 public:
-    Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer);
+    Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer, UidState& uid);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -113,11 +141,16 @@ public:
     // Asks the loop to come back to this connection soon (flush output queued from outside its
     // own callback, resume requests held back) without waiting for the socket.
     void wake();
+    // The UID's budget freed up: try again.
+    void stop_waiting_and_wake();
+    // Server::Impl::on_wake() runs the connection.
+    void run_woken() { wake_queued_ = false; on_event(this, 0); }
 
 private:
     static int on_io(sd_event_source* s, int fd, uint32_t revents, void* userdata) noexcept;
-    static int on_wake(sd_event_source* s, void* userdata) noexcept;
     static int on_event(Connection* connection, uint32_t revents) noexcept;
+    friend struct Server::Impl;
+    static int on_timer(sd_event_source* s, uint64_t usec, void* userdata) noexcept;
     // Each returns false when the connection has to be closed.
     bool handle_io(uint32_t revents);
     bool read_once();
@@ -126,15 +159,27 @@ private:
     bool update_events();
     bool has_complete_message() const;
     bool throttled() const { return pending_output() > server_.limits_.max_output_buffer; }
+    // Too much unread output of this UID or of everybody (never for root).
+    bool over_budget() const;
     // True while requests must wait: too much unread output, or a deferred call outstanding.
-    bool held() const { return throttled() || deferred_ != nullptr; }
+    bool held() const { return throttled() || deferred_ != nullptr || over_budget(); }
+    // Drops everything queued (the client is gone) and gives the budget back.
+    void discard_output();
+    // The time the connection is closed unless something happens first; 0 for never.
+    uint64_t deadline() const;
+    bool arm_timer();
     bool finished() const;
 
     Server::Impl& server_;
     shm::UniqueFd fd_;
     ucred peer_;
     SourcePtr source_;
-    SourcePtr wake_source_;  // a defer source, fired once per wake()
+    bool wake_queued_ = false;  // in server_.wake_queue_
+    SourcePtr timer_;        // idle and partial-message timeouts
+    UidState& uid_;
+    bool waiting_ = false;   // in uid_.waiting
+    uint64_t last_progress_usec_ = 0;  // last request read or reply byte written
+    uint64_t partial_since_usec_ = 0;  // first byte of the incomplete message in in_, or 0
     uint32_t events_ = 0;
     bool enabled_ = true;  // source_ is on; off while a hung-up connection is held
 

@@ -7,9 +7,23 @@
 // a client controls; plus a small blocking client for transientctl and the tests.
 //
 // Every client-controlled resource is bounded (message size, nesting depth, connections in all
-// and per UID, queued output), sockets are non-blocking, and a client that misbehaves (garbage,
-// oversized or half-sent messages, never reading its replies) is disconnected or throttled
-// without affecting the others.
+// and per UID, queued output per connection, per UID and in all, time spent idle or half-way
+// through a message, requests handled per wakeup), sockets are non-blocking, and a client that
+// misbehaves (garbage, oversized or half-sent messages, never reading its replies) is
+// disconnected or throttled without affecting the others. Root is never locked out by others:
+// it has connections of its own in reserve and does not wait for other UIDs' output.
+//
+// Memory, roughly: per connection at most max_message_size + 64 KiB of input and
+// max_output_buffer of output (plus the answers of the one request that crossed it); per UID
+// at most max_output_per_uid of output plus one request's answers; in all max_output_total
+// plus one request's answers per UID that is not waiting. With the defaults, one hostile UID
+// holds at most 64 connections, ~13 MiB of input and ~4 MiB of output.
+//
+// Descriptors (SCM_RIGHTS) are accepted only when the bytes they arrived with belong to one
+// message: the kernel glues the bytes of earlier sendmsg() calls in front of the one that
+// carried them without saying where they end. A client that passes descriptors must not
+// pipeline: it sends a call carrying descriptors when no earlier call is unanswered (as
+// Client does). A read that mixes descriptors with several messages drops the connection.
 
 #pragma once
 
@@ -43,17 +57,32 @@ inline constexpr char kErrorInvalidParameter[] = "org.varlink.service.InvalidPar
 inline constexpr char kErrorExpectedMore[] = "org.varlink.service.ExpectedMore";
 inline constexpr char kErrorPermissionDenied[] = "org.varlink.service.PermissionDenied";
 // A failure that is nobody's fault in particular, with {"errno": N}: what sd-varlink sends when
-// a method fails with an errno. The server answers a handler that throws with this.
+// a method fails with an errno. The server's fallback for failures of an interface that
+// declares no Interface::internal_error (org.varlink.service's own methods).
 inline constexpr char kErrorSystem[] = "io.systemd.System";
 
 struct Limits {
     std::size_t max_message_size = 128 * 1024;  // bytes, NUL excluded, in either direction
     int max_depth = 32;                          // JSON nesting depth of a request
-    std::size_t max_connections = 4096;          // in all
-    std::size_t max_connections_per_uid = 1024;  // root (uid 0) is exempt
-    std::size_t max_output_buffer = 4 * 1024 * 1024;  // a client's unread replies, before the
-                                                      // server stops reading its requests
+    std::size_t max_connections = 1024;          // in all, root's reserve included
+    std::size_t root_reserved_connections = 16;  // of max_connections, kept for root
+    std::size_t max_connections_per_uid = 64;    // root (uid 0) is exempt
+    // Unread replies of one connection, before the server stops handling its requests.
+    std::size_t max_output_buffer = 1024 * 1024;
     std::size_t max_fds_per_message = 8;
+    // Unread replies of all connections of one UID together, and of everybody: over either,
+    // a UID's connections handle no requests until their clients read. Root is exempt (only
+    // its connections' own max_output_buffer applies), so it is served whatever others do.
+    std::size_t max_output_per_uid = 4 * 1024 * 1024;
+    std::size_t max_output_total = 32 * 1024 * 1024;
+    // Requests one connection gets handled before the others get their turn.
+    unsigned max_requests_per_wakeup = 16;
+    // A connection without any progress (no request read, no reply byte taken by the client)
+    // for this long is closed, unless it is waiting for the server (a deferred call, or
+    // requests held back because other connections of its UID have too much unread output).
+    std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
+    // A message must be complete this long after its first byte arrived.
+    std::chrono::milliseconds partial_message_timeout = std::chrono::seconds(10);
 };
 
 // The JSON types a parameter may have. kInt accepts any JSON integer (signed or unsigned);
@@ -79,6 +108,12 @@ struct Interface {
     std::string name;         // e.g. "io.transient.Allocator"
     std::string description;  // the interface's IDL text, returned by GetInterfaceDescription
     std::vector<Method> methods;
+    // A fully qualified error the description declares, without required parameters, that the
+    // server sends (with empty parameters) for a failure of the server's or a handler's making:
+    // a handler that throws, a reply that is not an object or too large to send, a deferred
+    // call dropped unanswered. Empty: kErrorSystem with {"errno": N}, which no interface here
+    // declares, so every interface should set one.
+    std::string internal_error;
 };
 
 struct ServiceInfo {
@@ -130,8 +165,11 @@ public:
 };
 
 // Receives the server's diagnostics: handler exceptions, accept() failures, clients dropped for
-// protocol violations or limits. `priority` is a syslog level (LOG_ERR ... LOG_DEBUG). The library
-// itself never writes to stderr or the journal; without a handler the messages are dropped.
+// protocol violations or limits. `priority` is a syslog level (LOG_ERR ... LOG_DEBUG). By
+// default they go to stderr with sd-daemon(3) "<N>" priority prefixes, which journald turns
+// into priorities under systemd; set_log_handler() replaces that, an empty handler drops them.
+// The server rate-limits them (a burst of 20 per 5 s, then a count of what it suppressed), so
+// a hostile client cannot flood the journal.
 using LogHandler = std::function<void(int priority, std::string_view message)>;
 
 class Server {
@@ -150,6 +188,8 @@ public:
     Result<void> listen_path(const std::string& path, mode_t mode);
 
     std::size_t connection_count() const;
+    // Reply bytes queued for clients that have not read them yet, in all.
+    std::size_t buffered_output() const;
     const Limits& limits() const;
     void set_log_handler(LogHandler handler);
 

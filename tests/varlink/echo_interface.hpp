@@ -37,7 +37,9 @@ method Big(size: int) -> (data: string)
 method Defer(text: string) -> (text: string)
 method DeferAndDrop() -> ()
 method Later(text: string, usec: int) -> (text: string)
+method Nap() -> ()
 error NoFd ()
+error InternalError ()
 )";
 
 // Shared between the handlers (on the loop thread) and the test body.
@@ -62,7 +64,7 @@ struct LaterReply {
 };
 
 inline Interface echo_interface(EchoState& state) {
-    Interface iface{kEchoInterface, kEchoDescription, {}};
+    Interface iface{kEchoInterface, kEchoDescription, {}, "io.test.Echo.InternalError"};
     iface.methods = {
         Method{"Echo",
                {{"text", Type::kString},
@@ -117,6 +119,10 @@ inline Interface echo_interface(EchoState& state) {
                    state.deferred.push_back(call.defer());
                }},
         Method{"DeferAndDrop", {}, [](Call& call) { call.defer(); }},
+        Method{"Nap", {}, [](Call& call) {
+                   ::usleep(2000);  // a handler that takes its time, for fairness tests
+                   call.reply();
+               }},
         Method{"Later", {{"text", Type::kString}, {"usec", Type::kInt}}, [&state](Call& call) {
                    auto later = std::make_unique<LaterReply>();
                    later->text = call.parameters()["text"].get<std::string>();

@@ -12,7 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <string>
@@ -22,6 +24,7 @@
 
 #include "tests/varlink/echo_interface.hpp"
 #include "tests/varlink/server_thread.hpp"
+#include "varlink/wire.hpp"
 
 namespace transient::varlink::testing {
 namespace {
@@ -328,6 +331,176 @@ TEST_F(VarlinkLimitsTest, ExemptsRootFromThePerUidLimit) {
         GTEST_SKIP() << "needs to run as root";
     start(Limits{.max_connections_per_uid = 2});
     EXPECT_EQ(connections_as(0, path_, 4), "yyyy");
+}
+
+// A child process, as `uid`, that opens `count` connections, sends `requests` (each message
+// as given, pipelined) on each without reading any answer, and holds them until released.
+class HostileChild {
+public:
+    HostileChild(uid_t uid, const std::string& path, int count, const std::string& request,
+                 int requests) {
+        int ready[2], release[2];
+        if (::pipe2(ready, O_CLOEXEC) < 0 || ::pipe2(release, O_CLOEXEC) < 0)
+            return;
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::close(ready[0]);
+            ::close(release[1]);
+            if (uid != ::geteuid() &&
+                (::setresgid(uid, uid, uid) < 0 || ::setresuid(uid, uid, uid) < 0))
+                ::_exit(2);
+            std::vector<std::unique_ptr<RawConnection>> connections;
+            std::string answered;
+            for (int i = 0; i < count; i++) {
+                connections.push_back(std::make_unique<RawConnection>(path));
+                ::fcntl(connections.back()->fd(), F_SETFL, O_NONBLOCK);
+                bool ok = connections.back()->connected();
+                for (int r = 0; ok && r < requests; r++)
+                    ok = ::send(connections.back()->fd(), request.c_str(), request.size() + 1,
+                                MSG_NOSIGNAL) > 0;
+                answered += ok ? 'y' : 'n';
+            }
+            [[maybe_unused]] auto n = ::write(ready[1], answered.data(), answered.size());
+            ::close(ready[1]);
+            char c;
+            while (::read(release[0], &c, 1) > 0) {
+            }
+            ::_exit(0);
+        }
+        ::close(ready[1]);
+        ::close(release[0]);
+        release_.reset(release[1]);
+        char buffer[4096];
+        ssize_t n;
+        while ((n = ::read(ready[0], buffer, sizeof(buffer))) > 0)
+            result_.append(buffer, static_cast<std::size_t>(n));
+        ::close(ready[0]);
+    }
+    ~HostileChild() {
+        release_.reset();
+        if (pid_ > 0)
+            ::waitpid(pid_, nullptr, 0);
+    }
+    // One letter per connection: 'y' if all its requests could be sent.
+    const std::string& result() const { return result_; }
+
+private:
+    pid_t pid_ = -1;
+    shm::UniqueFd release_;
+    std::string result_;
+};
+
+TEST_F(VarlinkLimitsTest, KeepsConnectionsInReserveForRootWhenOthersReachTheTotalCap) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    start(Limits{.max_connections = 6, .root_reserved_connections = 2});
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    HostileChild nobody(65534, path_, 6, kEchoCall, 0);
+    ASSERT_EQ(nobody.result().size(), 6U);
+    EXPECT_TRUE(server_->wait_for_connections(4)) << "others get the total minus the reserve";
+    std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(server_->connection_count(), 4U);
+    expect_served();
+}
+
+TEST_F(VarlinkLimitsTest, ClosesAConnectionIdleForTooLongButNotOneWaitingForADeferredCall) {
+    start(Limits{.idle_timeout = 300ms});
+    RawConnection idle(path_);
+    RawConnection waiting(path_);
+    ASSERT_TRUE(
+        waiting.send_message(R"({"method":"io.test.Echo.Defer","parameters":{"text":"a"}})"));
+    const auto begin = Clock::now();
+    EXPECT_TRUE(idle.closed_by_peer(3s));
+    EXPECT_GE(Clock::now() - begin, 250ms);
+    std::this_thread::sleep_for(400ms);
+    server_->run([this] { state_.deferred.at(0)->reply(json{{"text", "a"}}); });
+    EXPECT_EQ(parse_message(waiting.read_message())["parameters"]["text"], "a")
+        << "a client waiting for a deferred answer is not idle";
+    EXPECT_TRUE(waiting.closed_by_peer(3s)) << "but it is once it has its answer";
+}
+
+TEST_F(VarlinkLimitsTest, ClosesAConnectionThatDoesNotCompleteItsMessageInTime) {
+    start(Limits{.partial_message_timeout = 300ms});
+    RawConnection half(path_);
+    RawConnection idle(path_);
+    ASSERT_TRUE(half.send(R"({"method":"io.test.Echo.Ec)"));
+    EXPECT_TRUE(half.closed_by_peer(3s));
+    EXPECT_FALSE(idle.closed_by_peer(200ms)) << "an idle connection has a longer timeout";
+    expect_served();
+}
+
+TEST_F(VarlinkLimitsTest, BoundsTheUnreadOutputOfAllConnectionsOfOneUid) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    start(Limits{.max_output_buffer = 1024 * 1024, .max_output_per_uid = 256 * 1024});
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    // 8 connections asking for 100 replies of 16 KiB each and reading none: 12.5 MiB, of
+    // which the kernel's socket buffers take a few hundred KiB per connection.
+    HostileChild nobody(65534, path_, 8,
+                        R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})", 100);
+    ASSERT_EQ(nobody.result(), "yyyyyyyy");
+    std::size_t peak = 0;
+    for (int i = 0; i < 20; i++) {
+        peak = std::max(peak,
+                        server_->run([this] { return server_->server().buffered_output(); }));
+        std::this_thread::sleep_for(25ms);
+    }
+    std::printf("unread output of one UID with 8 connections: %zu KiB\n", peak / 1024);
+    EXPECT_LT(peak, 256U * 1024 + 8 * 17 * 1024) << "the budget plus one reply per connection";
+    expect_served();
+}
+
+TEST_F(VarlinkLimitsTest, LetsOtherConnectionsInAfterAFewRequestsOfOneConnection) {
+    start(Limits{});
+    RawConnection flooder(path_);
+    std::string burst;
+    for (int i = 0; i < 400; i++)  // 2 ms each: 0.8 s if handled in one go
+        burst += std::string(R"({"method":"io.test.Echo.Nap"})") + '\0';
+    ASSERT_TRUE(flooder.send(burst));
+    std::this_thread::sleep_for(20ms);
+    expect_served();  // within 500 ms
+}
+
+TEST_F(VarlinkLimitsTest, NeverGivesADescriptorToAnEarlierPipelinedCall) {
+    start(Limits{});
+    RawConnection raw(path_);
+    ASSERT_TRUE(raw.send_message(kEchoCall));
+    ASSERT_TRUE(raw.read_message());  // accepted and served
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+    shm::UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    ASSERT_EQ(::write(write_end.get(), "secret", 6), 6);
+    write_end.reset();
+
+    // Keep the loop busy so that both calls are in the socket when the server reads.
+    std::thread busy([this] { server_->run([] { std::this_thread::sleep_for(300ms); }); });
+    std::this_thread::sleep_for(50ms);
+    const std::string call = std::string(R"({"method":"io.test.Echo.ReadFd"})") + '\0';
+    ASSERT_TRUE(raw.send(call));
+    const int fds[] = {read_end.get()};
+    ASSERT_EQ(detail::send_with_fds(raw.fd(), call, fds), static_cast<ssize_t>(call.size()));
+    busy.join();
+
+    // Either the server refuses the ambiguous descriptor (and says so by hanging up), or it
+    // gives it to the second call: never to the first.
+    auto first = raw.read_message();
+    if (first) {
+        EXPECT_EQ(parse_message(first)["error"], "io.test.Echo.NoFd");
+        EXPECT_EQ(parse_message(raw.read_message())["parameters"]["data"], "secret");
+    } else {
+        EXPECT_TRUE(raw.closed_by_peer());
+    }
+}
+
+TEST_F(VarlinkLimitsTest, LogsToStderrWithAPriorityPrefixByDefault) {
+    start(Limits{});
+    ::testing::internal::CaptureStderr();
+    auto client = Client::connect(path_, 2s);
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->call("io.test.Echo.Throw"));
+    const std::string logged = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(logged.find("<3>Varlink method io.test.Echo.Throw failed"), std::string::npos)
+        << logged;
 }
 
 }  // namespace

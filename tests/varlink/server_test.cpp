@@ -261,12 +261,23 @@ TEST_F(VarlinkServerTest, AnswersASystemErrorWhenAHandlerThrowsAndKeepsServing) 
     Client client = connect();
     auto reply = client.call("io.test.Echo.Throw");
     ASSERT_TRUE(reply);
-    EXPECT_EQ(reply->error, kErrorSystem);
-    EXPECT_EQ(reply->parameters, json({{"errno", EIO}}));
+    EXPECT_EQ(reply->error, "io.test.Echo.InternalError") << "an error the interface declares";
+    EXPECT_EQ(reply->parameters, json::object());
     EXPECT_EQ(errors_logged_.load(), 1) << "the failure goes to the log handler";
     reply = client.call("io.test.Echo.Echo", json{{"text", "still here"}});
     ASSERT_TRUE(reply);
     EXPECT_EQ(reply->parameters["text"], "still here");
+}
+
+TEST_F(VarlinkServerTest, FallsBackToASystemErrorForAnInterfaceWithoutAnInternalError) {
+    server_.run([this] {
+        server_.server().add_interface(Interface{
+            "io.test.Bare", "interface io.test.Bare\nmethod Throw() -> ()\n",
+            {Method{"Throw", {}, [](Call&) { throw std::runtime_error("bare"); }}}});
+    });
+    auto reply = call("io.test.Bare.Throw");
+    EXPECT_EQ(reply.error, kErrorSystem);
+    EXPECT_EQ(reply.parameters, json({{"errno", EIO}}));
 }
 
 TEST_F(VarlinkServerTest, TurnsReplyContinuesWithoutMoreIntoOneFinalReply) {
@@ -280,8 +291,8 @@ TEST_F(VarlinkServerTest, TurnsReplyContinuesWithoutMoreIntoOneFinalReply) {
 
 TEST_F(VarlinkServerTest, ReplacesAReplyLargerThanTheMessageLimitWithAnError) {
     auto reply = call("io.test.Echo.Big", json{{"size", 200 * 1024}});
-    EXPECT_EQ(reply.error, kErrorSystem);
-    EXPECT_EQ(reply.parameters, json({{"errno", EMSGSIZE}}));
+    EXPECT_EQ(reply.error, "io.test.Echo.InternalError");
+    EXPECT_EQ(reply.parameters, json::object());
     reply = call("io.test.Echo.Big", json{{"size", 1024}});
     EXPECT_EQ(reply.error, "");
 }
