@@ -2,8 +2,9 @@
 //
 // The writer on a full file system (issue 8): the table lives on the tmpfs under /run, and a
 // store through a shared mapping to a page the file system cannot supply is SIGBUS, not an
-// error. Creating or opening a table there must fail with ENOSPC instead. Each case runs in a child process with a private mount namespace and
-// a tiny tmpfs of its own, so that a SIGBUS kills only the child and the host sees no mount.
+// error. Creating or opening a table there must fail with ENOSPC instead. Each case runs in a
+// child process with a private mount namespace and a tiny tmpfs of its own, so that a SIGBUS
+// kills only the child and the host sees no mount.
 
 #include <fcntl.h>
 #include <sched.h>
@@ -41,7 +42,8 @@ protected:
 
     // Runs `body(mount point)` in a child with a tmpfs of `size` mounted over dir_ in a private
     // mount namespace. The child's exit code is body's: 0 for success, a step number otherwise.
-    void in_tiny_tmpfs(const std::string& size, const std::function<int(const std::string&)>& body) {
+    void in_tiny_tmpfs(const std::string& size,
+                       const std::function<int(const std::string&)>& body) {
         const pid_t pid = ::fork();
         ASSERT_GE(pid, 0);
         if (pid == 0) {

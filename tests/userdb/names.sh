@@ -32,7 +32,8 @@ for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.02; done
 it_section "transient-userdbd"
 it_expect_eq "GetUserRecord vu-web-1 (the name itself)" "" \
     "$(error "$SOCK" $U.GetUserRecord "{\"userName\":\"vu-web-1\",$SERVICE}")"
-for name in 'vu-web-1\u0000x' 'vu-web-1\u0000' 'vu-web\u0000-1' '\u0000vu-web-1' 'foreign-1\u0000x'; do
+for name in 'vu-web-1\u0000x' 'vu-web-1\u0000' 'vu-web\u0000-1' '\u0000vu-web-1' \
+    'foreign-1\u0000x'; do
     it_expect_eq "GetUserRecord \"$name\" → NoRecordFound" "$U.NoRecordFound" \
         "$(error "$SOCK" $U.GetUserRecord "{\"userName\":\"$name\",$SERVICE}")"
     group=${name/vu-/vg-}
