@@ -258,25 +258,25 @@ inline int lookup_id(const TableView* v, std::uint32_t id, IdKind kind, Identity
     return 0;
 }
 
-// Resolves "vu-<range>-<n>" (kUser), "vg-<range>-<n>" (kGroup) or "foreign-<N>" (both).
-// Any other string, however long or odd, is -ESRCH.
-inline int lookup_name(const TableView* v, const char* name, IdKind kind, Identity* ret) noexcept {
-    if (name == nullptr)
-        return -ESRCH;
-    const std::size_t len = strnlen(name, kMaxUserNameLength + 1);
-    if (len > kMaxUserNameLength)
+// Resolves "vu-<range>-<n>" (kUser), "vg-<range>-<n>" (kGroup) or "foreign-<N>" (both), given
+// as the `len` bytes at `name`. Any other string, however long or odd, is -ESRCH; so is one with
+// a NUL in it ("vu-web-1\0x" is not vu-web-1: callers with counted strings must not cut them).
+inline int lookup_name(const TableView* v, const char* name, std::size_t len, IdKind kind,
+                       Identity* ret) noexcept {
+    if (name == nullptr || len > kMaxUserNameLength)
         return -ESRCH;
     static constexpr char kForeign[] = "foreign-";
-    if (std::strncmp(name, kForeign, sizeof kForeign - 1) == 0) {
+    constexpr std::size_t kForeignLength = sizeof kForeign - 1;
+    if (len >= kForeignLength && std::memcmp(name, kForeign, kForeignLength) == 0) {
         std::uint32_t n;
-        const std::size_t p = sizeof kForeign - 1;
-        if (!detail::parse_decimal(name + p, len - p, &n) || n >= kForeignCount)
+        if (!detail::parse_decimal(name + kForeignLength, len - kForeignLength, &n) ||
+            n >= kForeignCount)
             return -ESRCH;
         detail::fill_foreign(n, kind, ret);
         return 0;
     }
     const char* prefix = kind == IdKind::kUser ? "vu-" : "vg-";
-    if (v == nullptr || len < 6 || std::strncmp(name, prefix, 3) != 0)
+    if (v == nullptr || len < 6 || std::memcmp(name, prefix, 3) != 0)
         return -ESRCH;
     // The range name may itself contain '-': the offset follows the last one.
     const char* dash = static_cast<const char*>(::memrchr(name, '-', len));
@@ -285,20 +285,21 @@ inline int lookup_name(const TableView* v, const char* name, IdKind kind, Identi
     std::uint32_t n;
     if (!detail::parse_decimal(dash + 1, static_cast<std::size_t>(name + len - dash - 1), &n))
         return -ESRCH;
-    char range_name[kMaxRangeNameLength + 1];
-    const auto range_len = static_cast<std::size_t>(dash - (name + 3));
-    if (range_len > kMaxRangeNameLength)
-        return -ESRCH;
-    std::memcpy(range_name, name + 3, range_len);
-    range_name[range_len] = '\0';
     RangeRecord r;
-    const int e = find_by_name(*v, range_name, &r);
+    const int e = find_by_name(*v, name + 3, static_cast<std::size_t>(dash - (name + 3)), &r);
     if (e < 0)
         return e;
     if (n >= r.size)
         return -ESRCH;
     detail::fill_ranged(r, n, kind, ret);
     return 0;
+}
+
+// The same for a NUL-terminated name (what NSS callers have).
+inline int lookup_name(const TableView* v, const char* name, IdKind kind, Identity* ret) noexcept {
+    if (name == nullptr)
+        return -ESRCH;
+    return lookup_name(v, name, strnlen(name, kMaxUserNameLength + 1), kind, ret);
 }
 
 // The record enumeration shows for a range: its offset 0.

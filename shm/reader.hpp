@@ -336,9 +336,10 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
     return 0;
 }
 
-// The range named `name` (NUL-terminated). Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(log n).
-inline int find_by_name(const TableView& v, const char* name, RangeRecord* ret) noexcept {
-    const std::size_t n = strnlen(name, kMaxRangeNameLength + 1);
+// The range named by the `n` bytes at `name`. Every byte counts: a name with a NUL in it names
+// no range (it is not cut short there). Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(log n).
+inline int find_by_name(const TableView& v, const char* name, std::size_t n,
+                        RangeRecord* ret) noexcept {
     if (!is_valid_range_name(name, n))
         return -ESRCH;
     detail::NameKey key;
@@ -372,6 +373,11 @@ inline int find_by_name(const TableView& v, const char* name, RangeRecord* ret) 
         return -EBADMSG;
     *ret = rec;
     return 0;
+}
+
+// The same for a NUL-terminated name.
+inline int find_by_name(const TableView& v, const char* name, RangeRecord* ret) noexcept {
+    return find_by_name(v, name, strnlen(name, kMaxRangeNameLength + 1), ret);
 }
 
 // The range with the lowest start >= `min_start`: enumeration in UID order, one call per range,

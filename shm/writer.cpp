@@ -38,6 +38,17 @@ void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEn
                 const std::vector<std::uint32_t>& by_name);
 std::vector<std::uint32_t> sorted_by_name(std::span<const RangeEntry> ranges);
 
+// Gives the file its blocks now. A table is written through a shared mapping, and a store to a
+// page that the file system has no room for is SIGBUS, not an error: on a full tmpfs a sparse
+// (ftruncate()d) table killed the allocator at its next publish, and again after every restart.
+// With every block reserved up front, running out of space is ENOSPC here instead.
+Result<void> reserve_blocks(int fd, std::uint64_t size) {
+    // posix_fallocate() returns the error rather than setting errno.
+    if (const int e = ::posix_fallocate(fd, 0, static_cast<off_t>(size)); e != 0)
+        return errno_error(e);
+    return {};
+}
+
 Result<Mapping> map_rw(int fd, std::size_t size) {
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
@@ -59,6 +70,10 @@ Result<void> create_table(const std::string& path, std::uint32_t capacity,
         const int e = errno;
         ::unlink(tmp.c_str());
         return errno_error(e);
+    }
+    if (auto r = reserve_blocks(fd.get(), size); !r) {
+        ::unlink(tmp.c_str());
+        return r;
     }
     auto m = map_rw(fd.get(), size);
     if (!m) {
@@ -238,6 +253,10 @@ Result<TableWriter> TableWriter::open(const std::string& path, std::uint32_t cap
         Result<Recovery> rec = errno_error(EBADMSG);
         Mapping m;
         if (st.st_size >= static_cast<off_t>(sizeof(FileHeader))) {
+            // A table written before blocks were reserved, or copied sparsely, may have holes,
+            // and on tmpfs even a read fault on a hole needs a new page: reserve before mapping.
+            if (auto r = reserve_blocks(fd.get(), static_cast<std::uint64_t>(st.st_size)); !r)
+                return std::unexpected(r.error());
             auto mapped = map_rw(fd.get(), static_cast<std::size_t>(st.st_size));
             if (!mapped)
                 return std::unexpected(mapped.error());

@@ -3,22 +3,40 @@
 #include "userdb/records.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <string_view>
 
 namespace transient::userdb {
 namespace {
 
-bool contains_nocase(std::string_view haystack, std::string_view needle) {
-    auto it = std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end(),
-                          [](char a, char b) {
-                              return std::tolower(static_cast<unsigned char>(a)) ==
-                                     std::tolower(static_cast<unsigned char>(b));
-                          });
-    return it != haystack.end();
-}
+// A string in lower case, in a fixed buffer: the names and descriptions of records are short.
+class LowerCase {
+public:
+    explicit LowerCase(const char* s) {
+        std::size_t i = 0;
+        for (; i < sizeof buf_ && s[i] != '\0'; i++)
+            buf_[i] = ascii_tolower(s[i]);
+        n_ = i;
+    }
+    std::string_view view() const { return {buf_, n_}; }
+
+private:
+    static char ascii_tolower(char c) {
+        return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    }
+
+    char buf_[std::max(shm::kMaxNameBuffer, shm::kMaxDescriptionBuffer)];
+    std::size_t n_ = 0;
+};
 
 }  // namespace
+
+std::string ascii_lower(std::string_view s) {
+    std::string out(s);
+    for (char& c : out)
+        if (c >= 'A' && c <= 'Z')
+            c = static_cast<char>(c - 'A' + 'a');
+    return out;
+}
 
 json user_record(const shm::Identity& id) {
     return json{
@@ -55,11 +73,16 @@ bool Filter::matches(const shm::Identity& id) const {
         std::find(dispositions.begin(), dispositions.end(),
                   shm::disposition_name(id.disposition)) == dispositions.end())
         return false;
-    if (!fuzzy_names.empty() &&
-        std::none_of(fuzzy_names.begin(), fuzzy_names.end(), [&](const std::string& n) {
-            return contains_nocase(id.name, n) || contains_nocase(id.description, n);
-        }))
-        return false;
+    if (!fuzzy_names.empty()) {
+        // Each side lowered once per record, then plain substring searches (memchr/memcmp):
+        // this runs for every record and every fuzzy name.
+        const LowerCase name(id.name), description(id.description);
+        if (std::none_of(fuzzy_names.begin(), fuzzy_names.end(), [&](const std::string& n) {
+                return name.view().find(n) != std::string_view::npos ||
+                       description.view().find(n) != std::string_view::npos;
+            }))
+            return false;
+    }
     return true;
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -24,9 +25,20 @@ inline constexpr char kServiceName[] = "io.transient.Ranges";
 json user_record(const shm::Identity& id);
 json group_record(const shm::Identity& id);
 
+// How many entries a filter array may have. Every record is matched against every fuzzy name,
+// so their count multiplies the cost of an enumeration on the daemon's one event loop; userdbctl
+// sends the few words a person typed, and there are only eight dispositions. A longer array is
+// InvalidParameter, on which systemd's clients retry without the filters and filter themselves.
+inline constexpr std::size_t kMaxFuzzyNames = 64;
+inline constexpr std::size_t kMaxDispositions = 16;
+
+// ASCII lower case: what fuzzy names are compared in.
+std::string ascii_lower(std::string_view s);
+
 // The optional filters of a lookup. An absent filter matches everything.
 struct Filter {
-    std::vector<std::string> fuzzy_names;     // substring match, ASCII case-insensitive
+    // Substring match, ASCII case-insensitive; held in lower case (ascii_lower()).
+    std::vector<std::string> fuzzy_names;
     std::vector<std::string> dispositions;    // "container", "dynamic", "foreign", …
     std::optional<std::int64_t> id_min;
     std::optional<std::int64_t> id_max;

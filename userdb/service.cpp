@@ -95,16 +95,26 @@ std::int64_t saturating_i64(const varlink::json& v) {
     return v.get<std::int64_t>();
 }
 
-// Fills `ret` from the filter parameters; on a malformed one returns its name.
+// Fills `ret` from the filter parameters; on a malformed or oversized one returns its name.
 const char* parse_filter(const varlink::json& p, const Keys& keys, Filter& ret) {
-    for (const char* key : {"fuzzyNames", "dispositionMask"}) {
-        if (!is_set(p, key))
+    const struct {
+        const char* key;
+        std::size_t max;
+        std::vector<std::string>& out;
+        bool lower;
+    } arrays[] = {{"fuzzyNames", kMaxFuzzyNames, ret.fuzzy_names, true},
+                  {"dispositionMask", kMaxDispositions, ret.dispositions, false}};
+    for (const auto& a : arrays) {
+        if (!is_set(p, a.key))
             continue;
-        auto& out = key[0] == 'f' ? ret.fuzzy_names : ret.dispositions;
-        for (const auto& v : p.at(key)) {
+        const varlink::json& values = p.at(a.key);
+        if (values.size() > a.max)
+            return a.key;
+        for (const auto& v : values) {
             if (!v.is_string())
-                return key;
-            out.push_back(v.get<std::string>());
+                return a.key;
+            const std::string& text = v.get_ref<const std::string&>();
+            a.out.push_back(a.lower ? ascii_lower(text) : text);
         }
     }
     if (is_set(p, keys.id_min))
@@ -160,8 +170,9 @@ void lookup_keyed(Call& call, const shm::TableView* view, const Keys& keys, cons
     }
     if (is_set(p, keys.name)) {
         shm::Identity id;
-        const std::string name = p.at(keys.name).get<std::string>();
-        const int r = shm::lookup_name(view, name.c_str(), keys.kind, &id);
+        // Counted: a name with a NUL in it is not the name before the NUL.
+        const std::string& name = p.at(keys.name).get_ref<const std::string&>();
+        const int r = shm::lookup_name(view, name.data(), name.size(), keys.kind, &id);
         if (r == 0)
             by_name = id;
         else if (r != -ESRCH)
@@ -187,7 +198,18 @@ void enumerate(Call& call, const shm::TableView* view, const Keys& keys, const F
     std::optional<shm::Identity> pending;
     std::uint64_t next = 0;
     shm::RangeRecord r;
-    while (view != nullptr && shm::find_next(*view, next, &r) == 0) {
+    while (view != nullptr) {
+        const int e = shm::find_next(*view, next, &r);
+        if (e == -ESRCH)
+            break;  // the end: nothing was left out
+        if (e < 0) {
+            // A writer that kept flipping the table (-EAGAIN) or a corrupt entry (-EBADMSG): the
+            // records after it are unknown, so the listing must not end as if complete. What
+            // went out stays out; the error tells the client that it is not all there is.
+            if (pending)
+                call.reply_continues(record_of(*pending, keys));
+            return call.error(kErrorServiceNotAvailable);
+        }
         next = std::uint64_t{r.start} + 1;
         shm::Identity id;
         shm::identity_of_range(r, keys.kind, &id);

@@ -205,12 +205,13 @@ protected:
     // A valid table with a few ranges, then `damage` applied to a read-write mapping of it,
     // installed as the table.
     void damaged(const std::function<void(std::byte* base, std::size_t size)>& damage,
-                 std::uint32_t capacity = 64) {
+                 std::uint32_t capacity = 64,
+                 const std::vector<shm::RangeEntry>& ranges = default_ranges()) {
         const std::string p = dir_ + "/case" + std::to_string(cases_++);
         {
             auto w = shm::TableWriter::open(p, capacity);
             ASSERT_TRUE(w);
-            ASSERT_TRUE(w->publish(default_ranges()));
+            ASSERT_TRUE(w->publish(ranges));
         }
         shm::UniqueFd fd(::open(p.c_str(), O_RDWR | O_CLOEXEC));
         ASSERT_TRUE(fd);
@@ -336,17 +337,35 @@ TEST_F(NssCorruptTableTest, HugeCountsAndBogusIndexesNeverCrash) {
     EXPECT_EQ(getpwnam("vu-web-0", &pw, buf, sizeof buf, &err), NSS_STATUS_UNAVAIL);
     EXPECT_EQ(err, EBADMSG);
     EXPECT_EQ(user_name(kWeb), "vu-web-0") << "lookups by UID do not use the name index";
-    // Entries with invalid shapes and names, unsorted.
-    damaged([](std::byte* b, std::size_t) {
-        for (int i = 0; i < 2; i++) {
-            auto* e = reinterpret_cast<shm::EntryWords*>(copy(b, i) + shm::entries_offset());
-            e[0].start_size.store(0xFFFFFFFFULL | (0xFFFFFFFFULL << 32));
-            e[1].name[0].store(0x2F2F2F2F2F2F2F2FULL);  // "////////"
-            e[2].name[2].store(~0ULL);                    // no NUL terminator
-            e[3].start_size.store(1);                     // sorts before everything else
-        }
-    });
-    EXPECT_GE(probe_everything(nss()), 0);
+    // Entries with invalid shapes and names, unsorted; one more range after them stays intact.
+    constexpr std::uint32_t kIntact = kWeb + 9 * 0x10000;
+    auto ranges = default_ranges();
+    ranges.push_back(container("intact", kIntact));
+    damaged(
+            [](std::byte* b, std::size_t) {
+                for (int i = 0; i < 2; i++) {
+                    auto* e = reinterpret_cast<shm::EntryWords*>(copy(b, i) +
+                                                                 shm::entries_offset());
+                    e[0].start_size.store(0xFFFFFFFFULL | (0xFFFFFFFFULL << 32));  // "one"
+                    e[1].name[0].store(0x2F2F2F2F2F2F2F2FULL);  // "web": "////////"
+                    for (auto& w : e[2].name)   // "db-1": 24 'A's, no NUL terminator
+                        w.store(0x4141414141414141ULL);
+                    e[3].start_size.store(1);   // the long one: sorts before everything else
+                }
+            },
+            64, ranges);
+    // Of everything probe_everything() asks, only foreign-1 (no table needed) resolves: no
+    // damaged entry is handed out, under its own UID or any other.
+    EXPECT_EQ(probe_everything(nss()), 1);
+    // The damaged entries are errors (not a record, not a NOTFOUND that would let the UID look
+    // free); the entry behind them and the foreign range still resolve.
+    for (std::uint32_t id : {kWeb, kWeb + 65535, kDb1, kLong + 1})
+        EXPECT_EQ(user_name(id), "<status " + std::to_string(NSS_STATUS_UNAVAIL) + " errno " +
+                                         std::to_string(EBADMSG) + ">")
+                << id;
+    EXPECT_EQ(user_name(kIntact), "vu-intact-0");
+    EXPECT_EQ(user_name(kIntact + 65535), "vu-intact-65535");
+    EXPECT_EQ(user_name(shm::kForeignBase + 1), "foreign-1");
 }
 
 TEST_F(NssCorruptTableTest, RandomDamageNeverCrashes) {

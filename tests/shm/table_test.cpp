@@ -96,6 +96,39 @@ TEST_F(TableTest, FindsRangesByIdAndByName) {
     EXPECT_EQ(lookup_name(nullptr, "foreign-65535", IdKind::kUser, &id), -ESRCH);
 }
 
+// Counted names are all of their bytes: a NUL inside does not cut the name short there (issue
+// 8: userdb answered vu-web-1 for "vu-web-1\0x").
+TEST_F(TableTest, CountedNamesWithANulInsideNameNothing) {
+    using namespace std::string_literals;
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(w->publish(std::vector{container("web", 524288), container("db-1", 589824)}));
+    TableReader reader(path_);
+    auto v = reader.view();
+    ASSERT_TRUE(v);
+    RangeRecord r;
+    for (const std::string& name : {"web\0"s, "web\0x"s, "\0web"s, "db-1\0"s})
+        EXPECT_EQ(find_by_name(**v, name.data(), name.size(), &r), -ESRCH) << name.size();
+    EXPECT_EQ(find_by_name(**v, "webx", 3, &r), 0) << "only the counted bytes";
+    EXPECT_STREQ(r.name, "web");
+    Identity id;
+    for (const std::string& name : {"vu-web-1\0x"s, "vu-web-1\0"s, "vu-web\0-1"s,
+                                    "vu-web-\0001"s, "vu-\0web-1"s, "foreign-1\0x"s,
+                                    "foreign-\0001"s, "vu-db-1-1\0"s})
+        for (IdKind kind : {IdKind::kUser, IdKind::kGroup}) {
+            const std::string n = kind == IdKind::kGroup && name[0] == 'v' ? "vg" + name.substr(2)
+                                                                           : name;
+            EXPECT_EQ(lookup_name(*v, n.data(), n.size(), kind, &id), -ESRCH) << n.size();
+        }
+    ASSERT_EQ(lookup_name(*v, "vu-web-12", 8, IdKind::kUser, &id), 0);
+    EXPECT_STREQ(id.name, "vu-web-1");
+    ASSERT_EQ(lookup_name(*v, "foreign-7", 9, IdKind::kGroup, &id), 0);
+    EXPECT_STREQ(id.name, "foreign-7");
+    // The NUL-terminated forms read up to the NUL, as C strings do.
+    ASSERT_EQ(lookup_name(*v, "vu-web-1\0x", IdKind::kUser, &id), 0);
+    EXPECT_EQ(find_by_name(**v, "web\0x", &r), 0);
+}
+
 TEST_F(TableTest, EnumeratesInUidOrder) {
     auto w = TableWriter::open(path_);
     ASSERT_TRUE(w);

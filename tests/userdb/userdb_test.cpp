@@ -3,10 +3,20 @@
 // io.systemd.UserDatabase as transient-userdbd serves it: a real server on a real socket, over a
 // real table, answering the requests systemd's clients send (reference: USER_GROUP_API.md).
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -93,6 +103,53 @@ protected:
     static json with_service(json p) {
         p["service"] = kServiceName;
         return p;
+    }
+
+    // The fixture's three ranges and `n` more container ranges r0, r1, ….
+    void publish_many(std::uint32_t n) {
+        std::vector<shm::RangeEntry> ranges{{"web", kWeb, 65536, 0, 0, 1, 0, 0},
+                                            {"db-main", kDb, 65536, 0, 0, 1, 0, 0},
+                                            {"one", 61184, 1, 0, 0, 1, 0, 0}};
+        for (std::uint32_t i = 0; i < n; i++)
+            ranges.push_back({"r" + std::to_string(i), kDb + 65536 * (1 + i), 65536, 0, 0, 1, 0,
+                              0});
+        publish(std::move(ranges));
+    }
+
+    // CPU time the server's thread has used so far.
+    std::chrono::nanoseconds server_cpu() {
+        clockid_t clock;
+        EXPECT_EQ(pthread_getcpuclockid(thread_.native_handle(), &clock), 0);
+        timespec ts{};
+        EXPECT_EQ(clock_gettime(clock, &ts), 0);
+        return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+    }
+
+    // The server's CPU time for one enumeration with `params` (the fastest of `rounds`).
+    std::chrono::nanoseconds enumeration_cpu(const json& params, int rounds = 5) {
+        auto best = std::chrono::nanoseconds::max();
+        for (int i = 0; i < rounds; i++) {
+            const auto before = server_cpu();
+            call_more("GetUserRecord", params);
+            best = std::min(best, server_cpu() - before);
+        }
+        return best;
+    }
+
+    // Runs `change` on a writable mapping of the table file (both copies, as a corrupt writer
+    // would leave them).
+    void damage_table(const std::function<void(std::byte* copy)>& change) {
+        shm::UniqueFd fd(::open((dir_ + "/ranges.table").c_str(), O_RDWR | O_CLOEXEC));
+        ASSERT_TRUE(fd);
+        struct stat st;
+        ASSERT_EQ(::fstat(fd.get(), &st), 0);
+        void* m = ::mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+        ASSERT_NE(m, MAP_FAILED);
+        auto* base = static_cast<std::byte*>(m);
+        const auto& h = *reinterpret_cast<const shm::FileHeader*>(base);
+        for (int i = 0; i < 2; i++)
+            change(base + h.copy_offset[i].load());
+        ::munmap(m, st.st_size);
     }
 
     std::string dir_, socket_;
@@ -263,6 +320,160 @@ TEST_F(UserdbTest, DescribesBothInterfaces) {
     ASSERT_TRUE(d);
     EXPECT_NE(d->parameters["description"].get<std::string>().find("method GetUserRecord"),
               std::string::npos);
+}
+
+TEST_F(UserdbTest, MatchesFuzzyNamesInTheDescriptionToo) {
+    auto r = call_more("GetUserRecord", with_service({{"fuzzyNames", {"nothing", "Range WEB"}}}));
+    ASSERT_EQ(r.size(), 1U);
+    EXPECT_EQ(r[0].parameters["record"]["userName"], "vu-web-0");
+    const json with_nul = json::array({std::string("web\0", 4)});
+    EXPECT_EQ(call_more("GetUserRecord", with_service({{"fuzzyNames", with_nul}})).at(0).error,
+              "io.systemd.UserDatabase.NoRecordFound");
+}
+
+// 24,000 fuzzy names in one request cost seconds of the one event loop (issue 8). Longer
+// arrays than the limits are InvalidParameter naming the array, the answer on which systemd's
+// clients retry without the filters; the limit itself is accepted.
+TEST_F(UserdbTest, RejectsOversizedFilterArraysByName) {
+    json names = json::array();
+    for (std::size_t i = 0; i < kMaxFuzzyNames; i++)
+        names.push_back(i == 7 ? "WEB" : "nomatch" + std::to_string(i));
+    auto ok = call_more("GetUserRecord", with_service({{"fuzzyNames", names}}));
+    ASSERT_EQ(ok.size(), 1U);
+    EXPECT_EQ(ok[0].parameters["record"]["userName"], "vu-web-0");
+
+    names.push_back("one-too-many");
+    for (const json& p : {json{{"fuzzyNames", names}}, json{{"uid", kWeb}, {"fuzzyNames", names}},
+                          json{{"userName", "vu-web-0"}, {"fuzzyNames", names}}}) {
+        auto r = call_more("GetUserRecord", with_service(p));
+        ASSERT_EQ(r.size(), 1U) << p.dump();
+        EXPECT_EQ(r[0].error, "org.varlink.service.InvalidParameter") << p.dump();
+        EXPECT_EQ(r[0].parameters["parameter"], "fuzzyNames") << p.dump();
+    }
+    json dispositions(kMaxDispositions + 1, "container");
+    auto r = call_more("GetGroupRecord", with_service({{"dispositionMask", dispositions}}));
+    ASSERT_EQ(r.size(), 1U);
+    EXPECT_EQ(r[0].error, "org.varlink.service.InvalidParameter");
+    EXPECT_EQ(r[0].parameters["parameter"], "dispositionMask");
+    dispositions.erase(dispositions.begin());
+    EXPECT_EQ(call_more("GetGroupRecord", with_service({{"dispositionMask", dispositions}})).size(),
+              2U);
+}
+
+// Matching is linear in names x records, and cheap per pair: the worst filter allowed costs the
+// server less CPU than the same enumeration without a filter (which formats every record).
+TEST_F(UserdbTest, TheWorstAllowedFilterCostsLessThanAPlainEnumeration) {
+    publish_many(2000);
+    json worst = json::array();
+    for (std::size_t i = 0; i < kMaxFuzzyNames; i++)
+        worst.push_back("transient range " + std::to_string(100000 + i));
+    const auto plain = enumeration_cpu(with_service({}));
+    const auto filtered = enumeration_cpu(with_service({{"fuzzyNames", worst}}));
+    std::printf("CPU per enumeration of 2003 records: %.2f ms plain, %.2f ms with %zu fuzzy "
+                "names\n",
+                plain.count() / 1e6, filtered.count() / 1e6, kMaxFuzzyNames);
+    EXPECT_LT(filtered, plain);
+}
+
+// Eight connections sending the request of issue 8 (24,000 fuzzy names, 120 KB) and then the
+// worst request allowed, over and over, while another client looks up a user: its lookups are
+// answered within a second (they took 32 s).
+TEST_F(UserdbTest, HostileFilterRequestsDoNotHoldUpOtherClients) {
+    publish_many(200);
+    json huge = json::array(), worst = json::array();
+    // Two letters that no record has, so that every name is tried against every record.
+    static constexpr char kLetters[] = "hjkqxyz";
+    for (int i = 0; i < 24000; i++)
+        huge.push_back(std::string{kLetters[i % 7], kLetters[i / 7 % 7]});
+    for (std::size_t i = 0; i < kMaxFuzzyNames; i++)
+        worst.push_back("transient range " + std::to_string(100000 + i));
+    ASSERT_GE(huge.dump().size(), 120000U);
+
+    const auto cpu_before = server_cpu();
+    const auto huge_answer = call_more("GetUserRecord", with_service({{"fuzzyNames", huge}}));
+    const auto huge_cpu = server_cpu() - cpu_before;
+    std::printf("CPU for one request with 24000 fuzzy names: %.2f ms\n", huge_cpu.count() / 1e6);
+
+    std::atomic<bool> done{false};
+    std::atomic<int> hostile_requests{0};
+    std::vector<std::thread> hostile;
+    for (int c = 0; c < 8; c++)
+        hostile.emplace_back([&] {
+            auto client = varlink::Client::connect(socket_);
+            if (!client)
+                return;
+            (void)client->call_more("io.systemd.UserDatabase.GetUserRecord",
+                                    with_service({{"fuzzyNames", huge}}));
+            hostile_requests++;
+            for (int i = 0; i < 200 && !done; i++) {
+                (void)client->call_more("io.systemd.UserDatabase.GetUserRecord",
+                                        with_service({{"fuzzyNames", worst}}));
+                hostile_requests++;
+            }
+        });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::vector<double> latencies;
+    for (int i = 0; i < 40; i++) {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto r = call("GetUserRecord", with_service({{"uid", kWeb + i}}));
+        latencies.push_back(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        EXPECT_EQ(r.error, "");
+    }
+    done = true;
+    for (auto& t : hostile)
+        t.join();
+    std::sort(latencies.begin(), latencies.end());
+    std::printf("another client's lookup under 8 hostile connections (%d requests): median "
+                "%.1f ms, max %.1f ms\n",
+                hostile_requests.load(), latencies[latencies.size() / 2] * 1e3,
+                latencies.back() * 1e3);
+    EXPECT_LT(latencies.back(), 1.0) << "seconds";
+    ASSERT_EQ(huge_answer.size(), 1U);
+    EXPECT_EQ(huge_answer[0].error, "org.varlink.service.InvalidParameter");
+}
+
+// "vu-web-1\0x" is not vu-web-1: a name is all of its bytes, NULs included.
+TEST_F(UserdbTest, NamesWithANulInsideFindNothing) {
+    using namespace std::string_literals;
+    for (const std::string& name :
+         {"vu-web-1\0x"s, "vu-web-1\0"s, "vu-web\0-1"s, "vu-web-\0001"s, "\0vu-web-1"s,
+          "foreign-1\0x"s, "vu-db-main-1\0"s}) {
+        const std::string group = name[0] == 'v' ? "vg" + name.substr(2) : name;
+        EXPECT_EQ(call("GetUserRecord", with_service({{"userName", name}})).error,
+                  "io.systemd.UserDatabase.NoRecordFound")
+                << json(name).dump();
+        EXPECT_EQ(call("GetGroupRecord", with_service({{"groupName", group}})).error,
+                  "io.systemd.UserDatabase.NoRecordFound")
+                << json(group).dump();
+    }
+    EXPECT_EQ(call("GetUserRecord", with_service({{"uid", kWeb + 1}, {"userName", "vu-web-1\0x"s}}))
+                      .error,
+              "io.systemd.UserDatabase.ConflictingRecordFound");
+    EXPECT_EQ(call("GetUserRecord", with_service({{"userName", "vu-web-1"}})).error, "");
+}
+
+// A reader error in the middle of an enumeration (here a corrupt entry: -EBADMSG) ends it with
+// an error after what was sent, never as a complete listing.
+TEST_F(UserdbTest, EnumerationStoppedByACorruptEntryEndsWithAnError) {
+    // Entries in start order: one, web, db-main. Break web's name.
+    damage_table([](std::byte* copy) {
+        auto* e = reinterpret_cast<shm::EntryWords*>(copy + shm::entries_offset());
+        e[1].name[0].store(0x2F2F2F2F2F2F2F2FULL);  // "////////"
+    });
+    auto replies = call_more("GetUserRecord", with_service({}));
+    ASSERT_EQ(replies.size(), 2U);
+    EXPECT_EQ(replies[0].parameters["record"]["userName"], "vu-one-0");
+    EXPECT_TRUE(replies[0].continues);
+    EXPECT_EQ(replies[1].error, "io.systemd.UserDatabase.ServiceNotAvailable");
+    // Entirely unreadable: the error alone, not NoRecordFound (which says there are none).
+    damage_table([](std::byte* copy) {
+        auto* e = reinterpret_cast<shm::EntryWords*>(copy + shm::entries_offset());
+        e[0].name[0].store(0x2F2F2F2F2F2F2F2FULL);
+    });
+    replies = call_more("GetGroupRecord", with_service({}));
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].error, "io.systemd.UserDatabase.ServiceNotAvailable");
 }
 
 }  // namespace
