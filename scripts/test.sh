@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# test.sh - installs what is missing, builds, and runs the tests with ctest: labels unit, abi,
-# integration and stress in ./build; when the tests define a "tsan" label, those tests (and the
+# test.sh - installs what is missing (scripts/deps.sh), builds, unpacks Debian's userdbctl into
+# the build dir (scripts/fetch-userdbctl.sh), and runs the tests with ctest: labels unit, abi,
+# integration, stress and system (the .deb in a throw-away systemd container, a build with another
+# TRANSIENT_RUNTIME_DIR) in ./build; when the tests define a "tsan" label, those tests (and the
 # stress ones) also in a ThreadSanitizer build in ./build-tsan. Exits non-zero if any test fails.
+# Run it as root: without root, the integration and system tests are skipped.
 #
 # Environment: BUILD_DIR, TSAN_BUILD_DIR, JOBS (build and ctest parallelism, default: CPUs),
 # TRANSIENT_TEST_TSAN=0 to skip the TSan build, CTEST_ARGS (extra ctest arguments, word-split).
