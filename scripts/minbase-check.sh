@@ -69,14 +69,14 @@ case "$only" in ""|demo|test) ;; *) die "--only demo or --only test" ;; esac
 # The mirror apt uses here: one-line "deb URL bookworm main" or deb822 "URIs:" with bookworm.
 if [ -z "$mirror" ]; then
     mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-             awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }')
+             awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' || true)
 fi
 if [ -z "$mirror" ]; then
     mirror=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
              awk 'BEGIN { RS = ""; FS = "\n" }
                   /Suites:[^\n]*bookworm([ \n]|$)/ && !/debian-security/ {
                       for (i = 1; i <= NF; i++) if ($i ~ /^URIs:/) { split($i, u, " "); print u[2]; exit }
-                  }')
+                  }' || true)
 fi
 [ -n "$mirror" ] || die "no bookworm mirror in /etc/apt/sources.list*; give --mirror URL"
 security=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
