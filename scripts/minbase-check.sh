@@ -79,7 +79,8 @@ if [ -z "$mirror" ]; then
                   }' || true)
 fi
 [ -n "$mirror" ] || die "no bookworm mirror in /etc/apt/sources.list*; give --mirror URL"
-security=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
+security=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+               /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v '^[[:space:]]*#' |
            grep -oE 'https?://[^ ]*debian-security[^ ]*' | head -n 1 || true)
 
 work=${work:-$(mktemp -d /var/tmp/transient-minbase.XXXXXX)}
