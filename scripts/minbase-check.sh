@@ -75,7 +75,8 @@ if [ -z "$mirror" ]; then
     mirror=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
              awk 'BEGIN { RS = ""; FS = "\n" }
                   /Suites:[^\n]*bookworm([ \n]|$)/ && !/debian-security/ {
-                      for (i = 1; i <= NF; i++) if ($i ~ /^URIs:/) { split($i, u, " "); print u[2]; exit }
+                      for (i = 1; i <= NF; i++)
+                          if ($i ~ /^URIs:/) { split($i, u, " "); print u[2]; exit }
                   }' || true)
 fi
 [ -n "$mirror" ] || die "no bookworm mirror in /etc/apt/sources.list*; give --mirror URL"
@@ -155,6 +156,7 @@ if [ "$only" != test ]; then
 fi
 if [ "$only" != demo ]; then
     step "./scripts/test.sh" "$logs/test.log" in_minbase ./scripts/test.sh || rc=1
-    grep -E '^[0-9]+% tests passed|^The following tests|^[[:space:]]+[0-9]+ - ' "$logs/test.log" || true
+    grep -E '^[0-9]+% tests passed|^The following tests|^[[:space:]]+[0-9]+ - ' \
+        "$logs/test.log" || true
 fi
 exit $rc

@@ -83,7 +83,8 @@ for value in run/relative "/run/with space" /run/%n /run/trailing/ "$long"; do
     out=$(cmake -S "$SRC" -B "$bad" -DTRANSIENT_BUILD_TESTS=OFF "-DTRANSIENT_RUNTIME_DIR=$value" \
           2>&1) && rc=0 || rc=$?
     expect_match "configure refuses TRANSIENT_RUNTIME_DIR='${value:0:24}'" \
-        "^1 .*TRANSIENT_RUNTIME_DIR='.*': must be an absolute path" "$rc $(tr '\n' ' ' <<<"$out")"
+        "^1 .*TRANSIENT_RUNTIME_DIR='.*':[[:space:]]+must be an absolute path" \
+        "$rc $(tr '\n' ' ' <<<"$out")"
 done
 out=$(cmake -S "$SRC" -B "$bad" -DTRANSIENT_BUILD_TESTS=OFF -DTRANSIENT_RUNTIME_DIR=/run/a \
       -DTRANSIENT_UNIT_RUNTIME_DIR=/run/b 2>&1) && rc=0 || rc=$?
