@@ -46,7 +46,8 @@ void help() {
                 "     --config PATH   Read the configuration from PATH (default %s;\n"
                 "                     a missing default file means built-in defaults)\n\n"
                 "Environment:\n"
-                "  TRANSIENT_RUNTIME_DIR  runtime directory (default /run/transient)\n"
+                "  TRANSIENT_RUNTIME_DIR  runtime directory (default "
+                TRANSIENT_DEFAULT_RUNTIME_DIR ")\n"
                 "  TRANSIENT_CONFIG       configuration file, if --config is not given\n",
                 allocator::kDefaultConfigPath);
 }

@@ -45,7 +45,7 @@ constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
 constexpr char kInterface[] = "io.transient.Allocator";
-constexpr char kDefaultRuntimeDir[] = "/run/transient";
+constexpr char kDefaultRuntimeDir[] = TRANSIENT_DEFAULT_RUNTIME_DIR;  // set by CMake
 // Allocation runs collision checks against every other UID source, which can take a moment
 // on a busy host; a daemon that does not answer at all is reported instead of waited for.
 constexpr auto kCallTimeout = std::chrono::seconds(30);

@@ -3,8 +3,9 @@
 #
 # build-deb.sh - builds the Debian package transient_VERSION_ARCH.deb from a DESTDIR install of
 # the CMake install rules (binaries, libnss_transient.so.2, units, tmpfiles.d, transient-nsswitch)
-# plus the maintainer scripts of packaging/debian/. Needs no debhelper: dpkg-deb builds the
-# package, dpkg-shlibdeps (dpkg-dev) computes Depends:.
+# plus the maintainer scripts of packaging/debian/, always with the runtime dir /run/transient
+# (which postrm names). Needs no debhelper: dpkg-deb builds the package, dpkg-shlibdeps
+# (dpkg-dev) computes Depends:.
 #
 # Usage: scripts/build-deb.sh [-B BUILD_DIR] [-o OUT_DIR] [--no-deps]
 #   -B BUILD_DIR  build tree to use (default ./build-deb). It is configured with --prefix /usr
@@ -69,7 +70,8 @@ if command -v dpkg-buildflags >/dev/null; then
 fi
 echo "== configure $build_dir"
 cmake -S "$ROOT" -B "$build_dir" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DTRANSIENT_BUILD_TESTS=OFF -DTRANSIENT_INSTALL=ON "${flags[@]}" >"$build_dir/configure-deb.log" 2>&1 ||
+    -DTRANSIENT_BUILD_TESTS=OFF -DTRANSIENT_INSTALL=ON -DTRANSIENT_RUNTIME_DIR=/run/transient \
+    "${flags[@]}" >"$build_dir/configure-deb.log" 2>&1 ||
     { cat "$build_dir/configure-deb.log" >&2; die "configure failed"; }
 echo "== build $build_dir (-j$JOBS)"
 cmake --build "$build_dir" -j "$JOBS" >"$build_dir/build-deb.log" 2>&1 ||

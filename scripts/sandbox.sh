@@ -3,9 +3,10 @@
 #
 # sandbox.sh - run a command with transient wired into the name service, without touching the
 # host. The command runs in new mount and PID namespaces (unshare) where:
-#   - /run is a private, empty tmpfs, so the daemon uses its default runtime dir /run/transient
-#     (which even env-scrubbing and setuid programs resolve through) and nothing reaches the
-#     host's /run (systemd's state, nscd's socket, lock files);
+#   - /run is a private, empty tmpfs, so the daemon uses its compiled-in runtime dir
+#     (/run/transient unless configured otherwise: CMake's TRANSIENT_RUNTIME_DIR; env-scrubbing
+#     and setuid programs resolve through it too) and nothing reaches the host's /run (systemd's
+#     state, nscd's socket, lock files);
 #   - a tmpfs scratch dir ($TRANSIENT_SANDBOX) holds logs ($TRANSIENT_SANDBOX/log), a bin/ dir on
 #     PATH with transient-allocd and transientctl, and room for files (e.g. to chown to
 #     transient UIDs);
@@ -18,8 +19,12 @@
 # Afterwards the host's /etc/nsswitch.conf, /etc/passwd, /etc/group and system library dir are
 # checked to be unchanged.
 #
-# Usage: sandbox.sh [--build DIR | --allocd PATH --ctl PATH --module PATH] [--daemon] -- CMD [ARG...]
+# Usage: sandbox.sh [--build DIR | --allocd PATH --ctl PATH --module PATH] [--runtime-dir DIR]
+#                   [--daemon] -- CMD [ARG...]
 #   --build DIR   take the three from a build dir (default: ./build of this checkout)
+#   --runtime-dir DIR  the runtime dir the three were built with, below /run (default: the
+#                 build dir's TRANSIENT_RUNTIME_DIR with --build, else /run/transient); exported
+#                 as $TRANSIENT_SANDBOX_RUNTIME_DIR, never as $TRANSIENT_RUNTIME_DIR
 #   --daemon      start transient-allocd before CMD (waiting until it answers) and stop it with
 #                 SIGTERM afterwards; a daemon that does not exit cleanly fails the run
 # Exit status: CMD's, 77 when not run as root, 1 when the host was changed.
@@ -80,13 +85,14 @@ fi
 # ---- inner part: PID 1 of the new namespaces ----
 shift
 S=$1; shift
-build="" allocd="" ctl="" module="" daemon=0
+build="" allocd="" ctl="" module="" runtime_dir="" daemon=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --build) build=$2; shift 2 ;;
         --allocd) allocd=$2; shift 2 ;;
         --ctl) ctl=$2; shift 2 ;;
         --module) module=$2; shift 2 ;;
+        --runtime-dir) runtime_dir=$2; shift 2 ;;
         --daemon) daemon=1; shift ;;
         --) shift; break ;;
         -h|--help) usage; exit 0 ;;
@@ -99,7 +105,16 @@ if [ -z "$allocd$ctl$module" ]; then
     allocd=$build/allocator/transient-allocd
     ctl=$build/allocator/transientctl
     module=$build/nss/libnss_transient.so.2
+    [ -n "$runtime_dir" ] ||
+        runtime_dir=$(sed -n 's/^TRANSIENT_RUNTIME_DIR:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null)
 fi
+runtime_dir=${runtime_dir:-/run/transient}
+# Only /run is private here: a runtime dir anywhere else would be the host's.
+case "$runtime_dir" in
+    /run/?*) ;;
+    *) echo "sandbox.sh: runtime dir '$runtime_dir' is not below /run, the only private place" >&2
+       exit 2 ;;
+esac
 for f in "$allocd" "$ctl" "$module"; do
     [ -f "$f" ] || { echo "sandbox.sh: '$f' does not exist; build first (scripts/build.sh)" >&2; exit 1; }
 done
@@ -142,9 +157,9 @@ export TRANSIENT_SANDBOX_LIBDIR=$libdir
 # The daemon's defaults, whatever /etc/transient/allocd.conf on this host says.
 : >"$S/etc/allocd.conf"
 export TRANSIENT_CONFIG=$S/etc/allocd.conf
-# Not exported: every component must find /run/transient by default.
+# Not exported: every component must find its runtime dir by its compiled-in default.
 unset TRANSIENT_RUNTIME_DIR
-export TRANSIENT_SANDBOX_RUNTIME_DIR=/run/transient
+export TRANSIENT_SANDBOX_RUNTIME_DIR=$runtime_dir
 export TRANSIENT_ALLOCD=$S/bin/transient-allocd
 export TRANSIENT_CTL=$S/bin/transientctl
 export PATH="$S/bin:$PATH"

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# test.sh - installs what is missing (scripts/deps.sh), builds, and runs the tests with ctest:
-# labels unit, abi, integration, stress, system and bench (benchmarks as short smoke runs) in
-# ./build; then the stress tests in a ThreadSanitizer build (./build-tsan) and the unit tests in
-# an AddressSanitizer + UBSan build (./build-asan). Exits non-zero if any test fails.
+# test.sh - installs what is missing (scripts/deps.sh), builds, unpacks Debian's userdbctl into
+# the build dir (scripts/fetch-userdbctl.sh), and runs the tests with ctest: labels unit, abi,
+# integration, stress, system (the .deb in a throw-away systemd container, a build with another
+# TRANSIENT_RUNTIME_DIR) and bench (benchmarks as short smoke runs) in ./build; then the stress
+# tests in a ThreadSanitizer build (./build-tsan) and the unit tests in an AddressSanitizer +
+# UBSan build (./build-asan). Exits non-zero if any test fails.
+# Run it as root: without root, the integration and system tests are skipped.
 #
 # Environment: BUILD_DIR, TSAN_BUILD_DIR, ASAN_BUILD_DIR, JOBS (build and ctest parallelism,
 # default: CPUs), TRANSIENT_TEST_SANITIZERS=0 to skip the sanitized builds, CTEST_ARGS (extra

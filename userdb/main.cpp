@@ -32,7 +32,8 @@ void help() {
                 "  -h --help       Show this help\n"
                 "     --version    Show package version\n\n"
                 "Environment:\n"
-                "  TRANSIENT_RUNTIME_DIR  where the range table is (default /run/transient)\n"
+                "  TRANSIENT_RUNTIME_DIR  where the range table is (default "
+                TRANSIENT_DEFAULT_RUNTIME_DIR ")\n"
                 "  TRANSIENT_USERDB_DIR   where to bind the socket (default /run/systemd/userdb)\n");
 }
 

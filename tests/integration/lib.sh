@@ -2,8 +2,9 @@
 # shellcheck shell=bash
 #
 # Shared harness of the integration tests. A test script runs inside scripts/sandbox.sh (private
-# mount + PID namespaces, private tmpfs /run with the default runtime dir /run/transient, private nsswitch.conf with "files transient", the
-# module overlaid into the system library dir) and sources this file for:
+# mount + PID namespaces, private tmpfs /run holding the binaries' compiled-in runtime dir
+# ($TRANSIENT_SANDBOX_RUNTIME_DIR), private nsswitch.conf with "files transient", the module
+# overlaid into the system library dir) and sources this file for:
 #   - daemon control: it_daemon_start, it_daemon_stop (SIGTERM, expects a clean exit),
 #     it_daemon_kill9, it_daemon_wait_ready;
 #   - running commands: it_run CMD... sets IT_OUT, IT_ERR, IT_RC;

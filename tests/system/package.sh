@@ -17,8 +17,9 @@
 # Units are judged by their state (ActiveState, ExecMainStatus, the main process's command and
 # user), never by systemd-run's exit status, which is 0 even when the unit fails with 217/USER.
 #
-# Usage: package.sh DEB|DIR    (DIR: its newest transient_*.deb; root; exit 77 = skipped:
-#                               not root, no systemd, no dpkg)
+# Usage: package.sh DEB|DIR    (DIR: its newest transient_*.deb; root; exit 77 = skipped: not
+#                               root. A missing package — systemd, dpkg, util-linux, bsdutils —
+#                               is a failure that names it: scripts/deps.sh installs them all)
 # Environment: SYSTEST_LOG_DIR  where to keep the container's console and journal on failure.
 set -euo pipefail
 
@@ -30,6 +31,8 @@ PASSED=0
 FAILED=0
 
 skip() { echo "package.sh: skipped: $*"; exit 77; }
+# A host without what the test needs must not pass as a host where the package works.
+missing() { echo "package.sh: FAIL: $* (scripts/deps.sh installs it)" >&2; exit 1; }
 [ $# -eq 1 ] || { echo "usage: package.sh DEB|DIR" >&2; exit 2; }
 DEB=$(readlink -f "$1")
 if [ -d "$DEB" ]; then
@@ -38,10 +41,10 @@ if [ -d "$DEB" ]; then
 fi
 [ -n "$DEB" ] && [ -f "$DEB" ] || { echo "package.sh: $1: no such .deb" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || skip "needs root"
-[ -x /lib/systemd/systemd ] || skip "no systemd on this host"
-command -v dpkg >/dev/null || skip "no dpkg on this host"
-for tool in unshare nsenter setpriv script; do
-    command -v $tool >/dev/null || skip "$tool (util-linux/bsdutils) is missing"
+[ -x /lib/systemd/systemd ] || missing "no /lib/systemd/systemd: package systemd is not installed"
+command -v dpkg >/dev/null || missing "no dpkg on this host"
+for tool in unshare:util-linux nsenter:util-linux setpriv:util-linux script:bsdutils ps:procps; do
+    command -v "${tool%%:*}" >/dev/null || missing "${tool%%:*} is missing: package ${tool#*:}"
 done
 PKG=$(dpkg-deb -f "$DEB" Package)
 

@@ -14,6 +14,19 @@ USERDBCTL=${TRANSIENT_USERDBCTL:?}
 SOCK=/run/systemd/userdb/io.transient.Ranges
 RAW="python3 $(dirname "$0")/../integration/varlink_raw.py"
 
+# The clients under test must exist: without them every comparison below would fail for a
+# reason that says nothing (an empty answer), or a missing package would pass as a skip.
+if [ ! -e "$TRANSIENT_SANDBOX_LIBDIR/libnss_systemd.so.2" ]; then
+    it_fail "nss-systemd is installed" "no libnss_systemd.so.2 in $TRANSIENT_SANDBOX_LIBDIR:" \
+        "install package libnss-systemd (scripts/deps.sh does)"
+    it_finish
+fi
+if [ ! -x "$USERDBCTL" ]; then
+    it_fail "userdbctl is there" "no $USERDBCTL: scripts/fetch-userdbctl.sh unpacks it" \
+        "(scripts/test.sh runs it; it needs package systemd and apt-get download)"
+    it_finish
+fi
+
 it_section "start transient-allocd and transient-userdbd"
 it_daemon_start
 it_expect_ok "transientctl allocate web" "$CTL" allocate web
