@@ -21,6 +21,9 @@
 #   --only demo|test   run only one of the two commands
 # Exit status: 0 when both commands succeeded. Needs root.
 set -euo pipefail
+# All of it in one compound command, read before it runs: bash reads a script as it goes, and a
+# run takes long enough for a checkout to change the file under it.
+{
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SELF=$ROOT/scripts/minbase-check.sh
 
@@ -160,3 +163,4 @@ if [ "$only" != demo ]; then
         "$logs/test.log" || true
 fi
 exit $rc
+}
