@@ -254,11 +254,11 @@ void run_reader(const TableView& v, const Universe& u, std::uint64_t seed,
 }
 
 // Publishes stable ∪ a fresh random half of the other slots, over and over.
-std::uint64_t run_writer(TableWriter& w, const Universe& u, const std::atomic<bool>& stop,
-                         std::string& error) {
+// Publishes random states until `stop`; `published` counts them as they go.
+void run_writer(TableWriter& w, const Universe& u, const std::atomic<bool>& stop,
+                std::atomic<std::uint64_t>& published, std::string& error) {
     std::mt19937_64 rng(99);
     std::vector<RangeEntry> state;
-    std::uint64_t published = 0;
     while (!stop.load(std::memory_order_relaxed)) {  // relaxed: only ends the loop
         state.clear();
         std::uint64_t bits = 0;
@@ -270,11 +270,10 @@ std::uint64_t run_writer(TableWriter& w, const Universe& u, const std::atomic<bo
         }
         if (auto r = w.publish(state); !r) {
             error = r.error().message();
-            return published;
+            return;
         }
-        published++;
+        published.fetch_add(1, std::memory_order_relaxed);
     }
-    return published;
 }
 
 class TableStressTest : public ::testing::TestWithParam<std::tuple<int, std::uint32_t>> {};
@@ -310,15 +309,22 @@ TEST_P(TableStressTest, ReadersNeverSeeTornRecordsAndAlwaysFindStableRanges) {
             run_reader(i % 2 == 0 ? writer_view : file_view, u, 1000 + i, stop, stats[i]);
         });
     std::string writer_error;
-    std::uint64_t published = 0;
-    std::thread writer([&] { published = run_writer(*w, u, stop, writer_error); });
+    std::atomic<std::uint64_t> progress{0};
+    std::thread writer([&] { run_writer(*w, u, stop, progress, writer_error); });
 
+    // At least the case's duration, and on a loaded machine until the writer has published
+    // enough states to have raced the readers (within a minute).
     std::this_thread::sleep_for(case_duration());
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    while (progress.load(std::memory_order_relaxed) <= 10 &&
+           std::chrono::steady_clock::now() < give_up)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
     stop.store(true, std::memory_order_relaxed);
     writer.join();
     for (auto& t : threads)
         t.join();
 
+    const std::uint64_t published = progress.load();
     EXPECT_EQ(writer_error, "");
     EXPECT_GT(published, 10U) << "the writer hardly ran";
     std::uint64_t total_calls = 0, total_eagain = 0;

@@ -656,8 +656,8 @@ TEST_F(TableValidationTest, RandomlyCorruptedTablesNeverCrashHangOrYieldInvalidR
     constexpr int kIterations = 3000;
     GuardedMapping m = GuardedMapping::of_bytes(image_);
     int viewed = 0;
-    auto slowest = std::chrono::steady_clock::duration::zero();
-    const auto begin = std::chrono::steady_clock::now();
+    std::vector<std::chrono::steady_clock::duration> times;
+    times.reserve(kIterations);
     for (int it = 0; it < kIterations; it++) {
         std::vector<std::byte> image = image_;
         if (rng() % 2)
@@ -698,16 +698,23 @@ TEST_F(TableValidationTest, RandomlyCorruptedTablesNeverCrashHangOrYieldInvalidR
                 return;
             }
         }
-        slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+        times.push_back(std::chrono::steady_clock::now() - t0);
     }
-    const auto total = std::chrono::steady_clock::now() - begin;
+    // A hang ends in ctest's timeout; a lookup that ran unboundedly long (a loop over a
+    // corrupt count) stands out against the typical iteration of the same run, whatever the
+    // machine's load or a sanitizer's slowdown.
+    std::sort(times.begin(), times.end());
+    const auto median = times[times.size() / 2];
+    const auto slowest = times.back();
     std::cout << "[ stats    ] " << viewed << "/" << kIterations << " corrupted tables viewable, "
               << "slowest iteration "
               << std::chrono::duration_cast<std::chrono::microseconds>(slowest).count()
-              << " us\n";
+              << " us, median "
+              << std::chrono::duration_cast<std::chrono::microseconds>(median).count() << " us\n";
     EXPECT_GT(viewed, kIterations / 4) << "most corruptions should reach the lookups";
-    EXPECT_LT(slowest, std::chrono::milliseconds(200)) << "a lookup ran unboundedly long";
-    EXPECT_LT(total, std::chrono::seconds(10));
+    EXPECT_LT(slowest, std::max<std::chrono::steady_clock::duration>(
+                               std::chrono::milliseconds(200), 200 * median))
+            << "a lookup ran unboundedly long";
 }
 
 }  // namespace
