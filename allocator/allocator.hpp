@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "shm/layout.hpp"
+#include "allocator/interface.hpp"
 #include "allocator/userns.hpp"
 #include "shm/writer.hpp"
 
@@ -29,20 +30,8 @@ namespace transient::allocator {
 
 using shm::RangeEntry;
 
-enum class ErrorKind {
-    kNameInUse,
-    kNoSuchRange,
-    kInvalidName,
-    kInvalidSize,
-    kPoolExhausted,
-    kPermissionDenied,
-    kQuotaExceeded,
-    // Another allocator holds a lock we must take to choose (/etc/.pwd.lock, nsresourced's
-    // registry lock); try again later.
-    kBusy,
-    kInternal,
-};
-
+// A failure the interface reports to a caller as the declared error of `kind`
+// (interface.hpp); the message is for logs and people.
 struct Failure {
     ErrorKind kind;
     std::string message;  // for logs and for the human reading transientctl's output

@@ -13,15 +13,19 @@
 namespace transient::allocator {
 namespace {
 
+// Configuration errors stop the daemon before it serves anyone: no caller sees their kind.
+std::unexpected<Failure> config_error(std::string message) {
+    return std::unexpected(Failure{ErrorKind::kInternal, std::move(message)});
+}
+
 // One line's worth of context for error messages.
 struct Where {
     std::string_view file;
     unsigned line;
 };
 
-std::unexpected<ConfigError> error_at(const Where& w, const std::string& what) {
-    return std::unexpected(ConfigError{std::string(w.file) + ":" + std::to_string(w.line) +
-                                       ": " + what});
+std::unexpected<Failure> error_at(const Where& w, const std::string& what) {
+    return config_error(std::string(w.file) + ":" + std::to_string(w.line) + ": " + what);
 }
 
 std::string_view trim(std::string_view s) {
@@ -54,7 +58,7 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_interval(std::strin
 
 // Pools may be narrowed, never widened: outside systemd's ranges live regular users, system
 // users and the foreign range, and systemd classifies UIDs by these very bounds.
-std::expected<void, ConfigError> set_container_range(Config& c, std::string_view v,
+Outcome<void> set_container_range(Config& c, std::string_view v,
                                                      const Where& w) {
     auto iv = parse_interval(v);
     if (!iv)
@@ -71,7 +75,7 @@ std::expected<void, ConfigError> set_container_range(Config& c, std::string_view
     return {};
 }
 
-std::expected<void, ConfigError> set_dynamic_range(Config& c, std::string_view v,
+Outcome<void> set_dynamic_range(Config& c, std::string_view v,
                                                    const Where& w) {
     auto iv = parse_interval(v);
     if (!iv)
@@ -85,7 +89,7 @@ std::expected<void, ConfigError> set_dynamic_range(Config& c, std::string_view v
     return {};
 }
 
-std::expected<void, ConfigError> set_allowed_sizes(Config& c, std::string_view v,
+Outcome<void> set_allowed_sizes(Config& c, std::string_view v,
                                                    const Where& w) {
     bool single = false, container = false;
     std::istringstream words{std::string(v)};
@@ -104,7 +108,7 @@ std::expected<void, ConfigError> set_allowed_sizes(Config& c, std::string_view v
     return {};
 }
 
-std::expected<void, ConfigError> set_quota(Config& c, std::string_view v, const Where& w) {
+Outcome<void> set_quota(Config& c, std::string_view v, const Where& w) {
     auto n = parse_u64(v);
     if (!n || *n > shm::kMaxCapacity)
         return error_at(w, "MaxRangesPerUser= wants a number from 0 to " +
@@ -114,7 +118,7 @@ std::expected<void, ConfigError> set_quota(Config& c, std::string_view v, const 
     return {};
 }
 
-std::expected<void, ConfigError> set_check_interval(Config& c, std::string_view v,
+Outcome<void> set_check_interval(Config& c, std::string_view v,
                                                     const Where& w) {
     // Seconds, fractions allowed: tests use sub-second intervals.
     double sec = 0;
@@ -127,7 +131,7 @@ std::expected<void, ConfigError> set_check_interval(Config& c, std::string_view 
     return {};
 }
 
-std::expected<void, ConfigError> set_probe(Config& c, std::string_view v, const Where& w) {
+Outcome<void> set_probe(Config& c, std::string_view v, const Where& w) {
     if (v == "auto")
         c.probe = ProbeMode::kAuto;
     else if (v == "file-handle")
@@ -140,7 +144,7 @@ std::expected<void, ConfigError> set_probe(Config& c, std::string_view v, const 
     return {};
 }
 
-using Setter = std::expected<void, ConfigError> (*)(Config&, std::string_view, const Where&);
+using Setter = Outcome<void> (*)(Config&, std::string_view, const Where&);
 
 struct Key {
     std::string_view name;
@@ -156,7 +160,7 @@ constexpr Key kKeys[] = {
         {"UserNamespaceProbe", set_probe},
 };
 
-std::expected<void, ConfigError> parse_line(Config& c, std::string_view line, bool& in_section,
+Outcome<void> parse_line(Config& c, std::string_view line, bool& in_section,
                                             const Where& w) {
     if (line.front() == '[') {
         if (line != "[Allocator]")
@@ -180,8 +184,7 @@ std::expected<void, ConfigError> parse_line(Config& c, std::string_view line, bo
 
 }  // namespace
 
-std::expected<Config, ConfigError> parse_config(std::string_view text,
-                                                std::string_view filename) {
+Outcome<Config> parse_config(std::string_view text, std::string_view filename) {
     Config c;
     bool in_section = false;
     unsigned n = 0;
@@ -201,14 +204,14 @@ std::expected<Config, ConfigError> parse_config(std::string_view text,
     return c;
 }
 
-std::expected<Config, ConfigError> load_config(const std::string& path, bool required) {
+Outcome<Config> load_config(const std::string& path, bool required) {
     std::ifstream in(path, std::ios::binary);
     if (!in) {
         const int e = errno;
         if (e == ENOENT && !required)
             return Config{};
-        return std::unexpected(ConfigError{"Failed to open configuration file " + path + ": " +
-                                           std::strerror(e)});
+        return config_error("Failed to open configuration file " + path + ": " +
+                            std::strerror(e));
     }
     // A configuration file is a few lines; anything huge is a mistake (or /dev/zero), and is
     // not read to its end.
@@ -216,10 +219,10 @@ std::expected<Config, ConfigError> load_config(const std::string& path, bool req
     std::string text(kMaxSize + 1, '\0');
     in.read(text.data(), static_cast<std::streamsize>(text.size()));
     if (in.bad())
-        return std::unexpected(ConfigError{"Failed to read configuration file " + path});
+        return config_error("Failed to read configuration file " + path);
     text.resize(static_cast<std::size_t>(in.gcount()));
     if (text.size() > kMaxSize)
-        return std::unexpected(ConfigError{path + ": file is larger than 1 MiB"});
+        return config_error(path + ": file is larger than 1 MiB");
     return parse_config(text, path);
 }
 

@@ -18,7 +18,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <expected>
 #include <string>
 #include <string_view>
 
@@ -35,17 +34,13 @@ struct Config {
     ProbeMode probe = ProbeMode::kAuto;
 };
 
-// "FILE:LINE: what is wrong", ready for the log.
-struct ConfigError {
-    std::string message;
-};
-
-// Parses the text of a configuration file; `filename` only labels errors.
-std::expected<Config, ConfigError> parse_config(std::string_view text, std::string_view filename);
+// Parses the text of a configuration file; `filename` only labels errors. A failure's message
+// is "FILE:LINE: what is wrong", ready for the log; its kind is kInternal (no caller sees it).
+Outcome<Config> parse_config(std::string_view text, std::string_view filename);
 
 // Reads and parses `path`. A missing file gives the defaults only when `required` is false
 // (the built-in default path); a file the administrator named explicitly must exist.
-std::expected<Config, ConfigError> load_config(const std::string& path, bool required);
+Outcome<Config> load_config(const std::string& path, bool required);
 
 const char* probe_mode_name(ProbeMode mode);
 

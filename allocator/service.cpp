@@ -5,8 +5,12 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
+#include <span>
+#include <stdexcept>
+#include <string_view>
 
 #include "allocator/policy.hpp"
 
@@ -16,78 +20,6 @@ using varlink::Call;
 using varlink::json;
 using varlink::Param;
 using varlink::Type;
-
-const char kInterfaceDescription[] = R"(# Transient UID/GID ranges: allocated here, published in the shared-memory range table that
-# libnss_transient.so.2 and transient-userdbd read. UID start+n of range NAME is user
-# vu-NAME-n, GID start+n is group vg-NAME-n.
-#
-# Anyone may call (the socket is 0666); a range is owned by the UID that allocated it. Root may
-# do everything. Any other caller may own at most MaxRangesPerUser ranges at a time
-# (/etc/transient/allocd.conf, default 16), may release only its own ranges, and works in its
-# own name scope: a name of the form u<UID>-<rest> belongs to that UID, and a name without such
-# a prefix, given by UID N, means u<N>-<name>. So "web" from UID 1000 is range u1000-web (users
-# vu-u1000-web-0 …); replies and listings show the scoped name. Root's names are used as given.
-# Every caller sees every range (the table is world-readable anyway); the user namespace a
-# range is bound to is shown only to the range's owner and to root.
-interface io.transient.Allocator
-
-# A live range. created is in microseconds since the epoch; owner is the allocating UID.
-# userNamespaceInode and userNamespaceId identify the user namespace the range is bound to
-# (owner and root only; the id only where the kernel has namespace ids, Linux 6.18+).
-type Range (
-  name: string,
-  start: int,
-  size: int,
-  owner: int,
-  created: int,
-  userNamespaceInode: ?int,
-  userNamespaceId: ?int
-)
-
-# Allocates size (1 or 65536, unless allocd.conf allows only one of them) UIDs and the same
-# GIDs, owned by the caller. 65536-ranges are 64K-aligned and come from 524288…1879048191,
-# single IDs from 61184…65519 (or narrower pools set in allocd.conf). No ID of the range is
-# known to another NSS or userdb source, overlaps /etc/subuid or /etc/subgid, or is held by
-# systemd-nspawn, DynamicUser= or systemd-nsresourced.
-# userNamespaceFileDescriptor is the index of a file descriptor passed with this call
-# (SCM_RIGHTS) that refers to a user namespace, e.g. an open /proc/PID/ns/user; unless the
-# caller is root, the caller must own that namespace. The range is then released automatically
-# within seconds after the namespace is gone; the allocator does not keep it alive. Without
-# one, a range lives until it is released or the system reboots.
-method AllocateRange(
-  name: string,
-  size: int,
-  userNamespaceFileDescriptor: ?int
-) -> (name: string, start: int, size: int)
-
-# Releases a range: its UIDs no longer resolve and may be handed out again.
-method ReleaseRange(name: string) -> ()
-
-# The range with that name, or containing that UID. A name is looked for in the caller's scope
-# first ("web" from UID 1000: u1000-web), then as given (root's "web").
-method GetRange(name: ?string, uid: ?int) -> (range: Range)
-
-# One reply per live range, in UID order. Requires "more".
-method ListRanges() -> (range: Range)
-
-error NameInUse (name: string)
-error NoSuchRange ()
-error InvalidName (name: string)
-error InvalidSize (size: int)
-error PoolExhausted ()
-error PermissionDenied ()
-error QuotaExceeded ()
-# The file descriptor does not refer to a user namespace, or to the allocator's own.
-error NotUserNamespace ()
-# The allocator lacks the privileges to tell when this user namespace is gone.
-error CannotWatchUserNamespace ()
-# Another allocator (lckpwdf(), PID 1 for DynamicUser=, systemd-nsresourced) held lockFile for
-# the whole time the call waited for it (seconds); holderPid where known. Try again later.
-error TemporarilyUnavailable (lockFile: string, holderPid: ?int)
-# The allocator failed in a way the caller cannot fix (e.g. writing the range table); nothing
-# was changed. message, where present, says what for the administrator; the journal says more.
-error SystemError (message: ?string)
-)";
 
 namespace {
 
@@ -124,13 +56,11 @@ void reply_failure(Call& call, const Failure& f, json params = json::object()) {
     call.error(error_name(f.kind), params);
 }
 
-constexpr char kUsernsParam[] = "userNamespaceFileDescriptor";
-
 // The user namespace passed with the call, identified; its fd is closed before this returns,
 // so the allocator never holds the namespace. Returns false after answering the call.
 bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& ret) {
     const json& p = call.parameters();
-    auto it = p.find(kUsernsParam);
+    auto it = p.find(kUsernsFdParam);
     if (it == p.end() || it->is_null())
         return true;
     const bool in_range = it->is_number_unsigned()
@@ -139,7 +69,7 @@ bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& 
                                             static_cast<std::uint64_t>(it->get<std::int64_t>()) <
                                                     call.fd_count();
     if (!in_range) {
-        call.invalid_parameter(kUsernsParam);
+        call.invalid_parameter(kUsernsFdParam);
         return false;
     }
     shm::UniqueFd fd = call.take_fd(static_cast<std::size_t>(it->get<std::uint64_t>()));
@@ -147,7 +77,7 @@ bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& 
     // A binding to the allocator's own namespace would never end.
     auto own = own_userns();
     if (!ns || (own && own->ino == ns->ino && own->id == ns->id)) {
-        call.error(std::string(kInterfaceName) + ".NotUserNamespace");
+        call.error(error_name(ErrorKind::kNotUserNamespace));
         return false;
     }
     // Checked while the caller's fd still pins the namespace: a probe that cannot see it now
@@ -157,7 +87,7 @@ bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& 
                                         "refusing to bind a range to it.\n",
                      static_cast<unsigned long long>(ns->ino), call.peer().uid,
                      a.probe()->name());
-        call.error(std::string(kInterfaceName) + ".CannotWatchUserNamespace");
+        call.error(error_name(ErrorKind::kCannotWatchUserNamespace));
         return false;
     }
     ret = *ns;
@@ -202,8 +132,7 @@ int on_busy_retry(sd_event_source* source, uint64_t now, void* userdata) noexcep
         }
         answer_allocation(*retry->call, r, retry->request, retry->size_json);
     } catch (const std::exception& e) {
-        retry->call->error(std::string(kInterfaceName) + ".SystemError",
-                           json{{"message", e.what()}});
+        retry->call->error(error_name(ErrorKind::kInternal), json{{"message", e.what()}});
     }
     delete retry;
     sd_event_source_disable_unref(source);
@@ -290,40 +219,108 @@ void vl_list_ranges(Allocator& a, Call& call) {
     call.reply(item(ranges.back()));
 }
 
+// ---- The IDL, printed from interface.hpp ----------------------------------------------------
+
+// Lines of the IDL text stay within this, where a word or a declaration allows.
+constexpr std::size_t kIdlWidth = 96;
+
+// `doc` as "# " comment lines: each of its lines wrapped at word boundaries, an empty one "#".
+void append_doc(std::string& out, std::string_view doc) {
+    if (doc.empty())
+        return;
+    for (std::size_t eol = 0; eol != std::string_view::npos;) {
+        eol = doc.find('\n');
+        std::string_view line = doc.substr(0, eol);
+        if (line.empty())
+            out += "#\n";
+        while (!line.empty()) {
+            std::size_t cut = line.size();
+            if (line.size() + 2 > kIdlWidth) {
+                cut = line.rfind(' ', kIdlWidth - 2);
+                if (cut == std::string_view::npos || cut == 0)
+                    cut = std::min(line.find(' '), line.size());  // a word wider than a line
+            }
+            out += "# ";
+            out += line.substr(0, cut);
+            out += '\n';
+            line = line.substr(std::min(cut + 1, line.size()));
+        }
+        if (eol != std::string_view::npos)
+            doc = doc.substr(eol + 1);
+    }
+}
+
+std::string field_type(FieldType type) {
+    switch (type) {
+    case FieldType::kString:
+        return "string";
+    case FieldType::kInt:
+        return "int";
+    case FieldType::kRange:
+        return std::string(kRangeType.name);
+    }
+    return "object";
+}
+
+std::string field_list(std::span<const Field> fields, std::string_view separator = ", ") {
+    std::string out;
+    for (const Field& f : fields) {
+        if (!out.empty())
+            out += separator;
+        out += std::string(f.name) + ": " + (f.optional ? "?" : "") + field_type(f.type);
+    }
+    return out;
+}
+
+// `head` fields `tail` on one line if it fits in kIdlWidth, else one field per line.
+void append_declaration(std::string& out, const std::string& head, std::span<const Field> fields,
+                        const std::string& tail) {
+    const std::string line = head + field_list(fields) + tail;
+    if (line.size() <= kIdlWidth || fields.empty())
+        out += line;
+    else
+        out += head + "\n  " + field_list(fields, ",\n  ") + "\n" + tail;
+    out += '\n';
+}
+
+varlink::Type param_type(FieldType type) {
+    switch (type) {
+    case FieldType::kString:
+        return Type::kString;
+    case FieldType::kInt:
+        return Type::kInt;
+    case FieldType::kRange:
+        return Type::kObject;
+    }
+    return Type::kAny;
+}
+
 }  // namespace
 
-std::string error_name(ErrorKind kind) {
-    const char* n = "NoSuchRange";
-    switch (kind) {
-    case ErrorKind::kNameInUse:
-        n = "NameInUse";
-        break;
-    case ErrorKind::kNoSuchRange:
-        n = "NoSuchRange";
-        break;
-    case ErrorKind::kInvalidName:
-        n = "InvalidName";
-        break;
-    case ErrorKind::kInvalidSize:
-        n = "InvalidSize";
-        break;
-    case ErrorKind::kPoolExhausted:
-        n = "PoolExhausted";
-        break;
-    case ErrorKind::kPermissionDenied:
-        n = "PermissionDenied";
-        break;
-    case ErrorKind::kQuotaExceeded:
-        n = "QuotaExceeded";
-        break;
-    case ErrorKind::kBusy:
-        n = "TemporarilyUnavailable";
-        break;
-    case ErrorKind::kInternal:
-        n = "SystemError";
-        break;
+std::string interface_description() {
+    std::string out;
+    append_doc(out, kInterfaceDoc);
+    out += "interface ";
+    out += kInterfaceName;
+    out += '\n';
+    for (const TypeDecl& t : kTypes) {
+        out += '\n';
+        append_doc(out, t.doc);
+        append_declaration(out, "type " + std::string(t.name) + " (", t.fields, ")");
     }
-    return std::string(kInterfaceName) + "." + n;
+    for (const MethodDecl& m : kMethods) {
+        out += '\n';
+        append_doc(out, m.doc);
+        append_declaration(out, "method " + std::string(m.name) + "(", m.parameters,
+                           ") -> (" + field_list(m.returns) + ")");
+    }
+    out += '\n';
+    for (const ErrorDecl& e : kErrors) {
+        append_doc(out, e.doc);
+        append_declaration(out, "error " + std::string(bare_error_name(e)) + " (", e.parameters,
+                           ")");
+    }
+    return out;
 }
 
 json range_to_json(const RangeEntry& r, bool details) {
@@ -344,27 +341,31 @@ void log_automatic_release(const RangeEntry& r) {
 
 varlink::Interface make_interface(Allocator& a, sd_event* event,
                                   std::chrono::milliseconds busy_timeout) {
-    auto bind = [&a](void (*fn)(Allocator&, Call&)) {
+    auto bind = [&a](void (*fn)(Allocator&, Call&)) -> varlink::Handler {
         return [&a, fn](Call& call) { fn(a, call); };
     };
-    return varlink::Interface{
-            kInterfaceName,
-            kInterfaceDescription,
-            {
-                    {"AllocateRange",
-                     {{"name", Type::kString},
-                      {"size", Type::kInt},
-                      {kUsernsParam, Type::kInt, true}},
-                     [&a, event, busy_timeout](Call& call) {
-                         vl_allocate_range(a, event, busy_timeout, call);
-                     }},
-                    {"ReleaseRange", {{"name", Type::kString}}, bind(vl_release_range)},
-                    {"GetRange",
-                     {{"name", Type::kString, true}, {"uid", Type::kInt, true}},
-                     bind(vl_get_range)},
-                    {"ListRanges", {}, bind(vl_list_ranges)},
-            },
-            "io.transient.Allocator.SystemError"};
+    auto handler = [&](std::string_view method) -> varlink::Handler {
+        if (method == kAllocateRange.name)
+            return [&a, event, busy_timeout](Call& call) {
+                vl_allocate_range(a, event, busy_timeout, call);
+            };
+        if (method == kReleaseRange.name)
+            return bind(vl_release_range);
+        if (method == kGetRange.name)
+            return bind(vl_get_range);
+        if (method == kListRanges.name)
+            return bind(vl_list_ranges);
+        throw std::logic_error("no handler for method " + std::string(method));
+    };
+    varlink::Interface iface{kInterfaceName, interface_description(), {},
+                             std::string(error_name(ErrorKind::kInternal))};
+    for (const MethodDecl& m : kMethods) {
+        std::vector<varlink::Param> params;
+        for (const Field& f : m.parameters)
+            params.push_back({std::string(f.name), param_type(f.type), f.optional});
+        iface.methods.push_back({std::string(m.name), std::move(params), handler(m.name)});
+    }
+    return iface;
 }
 
 }  // namespace transient::allocator

@@ -8,20 +8,21 @@
 #include <systemd/sd-event.h>
 
 #include <chrono>
+#include <string>
 
 #include "allocator/allocator.hpp"
+#include "allocator/interface.hpp"
 #include "varlink/varlink.hpp"
 
 namespace transient::allocator {
-
-inline constexpr char kInterfaceName[] = "io.transient.Allocator";
 
 // How long an allocation waits, deferred, for another allocator's lock: systemd's allocators
 // hold theirs for milliseconds, lckpwdf() callers (useradd, passwd) for a moment.
 inline constexpr std::chrono::milliseconds kBusyTimeout{5000};
 
-// The interface description served by org.varlink.service.GetInterfaceDescription.
-extern const char kInterfaceDescription[];
+// The IDL served by org.varlink.service.GetInterfaceDescription, printed from the declarations
+// in interface.hpp.
+std::string interface_description();
 
 // REQUIRES: `allocator` (and `event`) outlive the returned interface's handlers. With an
 // event loop, an allocation that finds another allocator's lock held is deferred and retried
@@ -29,9 +30,6 @@ extern const char kInterfaceDescription[];
 // waits for the lock. Without one, it answers TemporarilyUnavailable at once.
 varlink::Interface make_interface(Allocator& allocator, sd_event* event = nullptr,
                                   std::chrono::milliseconds busy_timeout = kBusyTimeout);
-
-// The error name of a failure, e.g. "io.transient.Allocator.NameInUse".
-std::string error_name(ErrorKind kind);
 
 // A Range as the interface describes it; `details` adds the owner-only fields (policy.hpp).
 varlink::json range_to_json(const RangeEntry& r, bool details);

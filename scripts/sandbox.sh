@@ -103,7 +103,7 @@ done
 if [ -z "$allocd$ctl$module" ]; then
     build=${build:-$ROOT/build}
     allocd=$build/allocator/transient-allocd
-    ctl=$build/allocator/transientctl
+    ctl=$build/ctl/transientctl
     module=$build/nss/libnss_transient.so.2
     [ -n "$runtime_dir" ] ||
         runtime_dir=$(sed -n 's/^TRANSIENT_RUNTIME_DIR:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null)

@@ -119,7 +119,7 @@ expect_eq "no installed unit or tmpfiles.d entry names /run/transient" "" \
 
 echo "== the binaries' --help"
 for b in "$build/allocator/transient-allocd" "$build/userdb/transient-userdbd" \
-         "$build/allocator/transientctl"; do
+         "$build/ctl/transientctl"; do
     h=$(env -u TRANSIENT_RUNTIME_DIR "$b" --help 2>&1 || true)
     expect_match "$(basename "$b") --help shows $RD as the default" "\\(default $RD|\\($RD/" "$h"
     expect_eq "$(basename "$b") --help does not mention /run/transient" "" \
@@ -129,7 +129,7 @@ done
 echo "== the binaries at run time, in scripts/sandbox.sh"
 rc=0
 "$SRC/scripts/sandbox.sh" --allocd "$build/allocator/transient-allocd" \
-    --ctl "$build/allocator/transientctl" --module "$build/nss/libnss_transient.so.2" \
+    --ctl "$build/ctl/transientctl" --module "$build/nss/libnss_transient.so.2" \
     --runtime-dir "$RD" -- "$SELF" __inner "$build/userdb/transient-userdbd" || rc=$?
 expect_eq "the sandboxed checks passed" 0 "$rc"
 

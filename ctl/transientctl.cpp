@@ -30,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "allocator/interface.hpp"
 #include "varlink/varlink.hpp"
 
 #ifndef PROJECT_VERSION
@@ -44,7 +45,6 @@ using varlink::json;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-constexpr char kInterface[] = "io.transient.Allocator";
 constexpr char kDefaultRuntimeDir[] = TRANSIENT_DEFAULT_RUNTIME_DIR;  // set by CMake
 // Allocation runs collision checks against every other UID source, which can take a moment
 // on a busy host; a daemon that does not answer at all is reported instead of waited for.
@@ -135,36 +135,51 @@ std::string describe_error(const varlink::Client::Reply& reply,
     const std::string_view name = reply.error;
     const json& p = reply.parameters;
     std::string what;
-    if (name == "io.transient.Allocator.NameInUse")
-        what = "a range with this name already exists";
-    else if (name == "io.transient.Allocator.NoSuchRange")
-        what = no_such_range;
-    else if (name == "io.transient.Allocator.InvalidName")
-        what = "invalid range name: it must start with a letter or '_', contain only letters, "
-               "digits, '_' and '-', and be at most 22 bytes long";
-    else if (name == "io.transient.Allocator.InvalidSize")
-        what = "invalid size: a range has either 1 or 65536 UIDs";
-    else if (name == "io.transient.Allocator.PoolExhausted")
-        what = "no free UIDs are left in the pool";
-    else if (name == "io.transient.Allocator.PermissionDenied" ||
-             name == varlink::kErrorPermissionDenied)
+    if (const auto kind = error_kind(name)) {
+        switch (*kind) {
+        case ErrorKind::kNameInUse:
+            what = "a range with this name already exists";
+            break;
+        case ErrorKind::kNoSuchRange:
+            what = no_such_range;
+            break;
+        case ErrorKind::kInvalidName:
+            what = "invalid range name: it must start with a letter or '_', contain only "
+                   "letters, digits, '_' and '-', and be at most 22 bytes long";
+            break;
+        case ErrorKind::kInvalidSize:
+            what = "invalid size: a range has either 1 or 65536 UIDs";
+            break;
+        case ErrorKind::kPoolExhausted:
+            what = "no free UIDs are left in the pool";
+            break;
+        case ErrorKind::kPermissionDenied:
+            what = "permission denied";
+            break;
+        case ErrorKind::kQuotaExceeded:
+            what = "you have reached your quota of ranges";
+            break;
+        case ErrorKind::kNotUserNamespace:
+            what = "--userns must name a user namespace other than the daemon's own";
+            break;
+        case ErrorKind::kCannotWatchUserNamespace:
+            what = "the daemon cannot tell when that user namespace is gone (it lacks the "
+                   "privileges to watch it), so it will not bind a range to it";
+            break;
+        case ErrorKind::kBusy:
+            what = "another allocator kept " +
+                   printable(p.value("lockFile", std::string("a lock"))) + " locked";
+            if (p.contains("holderPid") && p["holderPid"].is_number_integer())
+                what += " (PID " + std::to_string(p["holderPid"].get<std::int64_t>()) + ")";
+            what += "; try again later";
+            break;
+        case ErrorKind::kInternal:
+            what = "the daemon failed: " +
+                   printable(p.value("message", std::string("its journal says why")));
+            break;
+        }
+    } else if (name == varlink::kErrorPermissionDenied)
         what = "permission denied";
-    else if (name == "io.transient.Allocator.QuotaExceeded")
-        what = "you have reached your quota of ranges";
-    else if (name == "io.transient.Allocator.NotUserNamespace")
-        what = "--userns must name a user namespace other than the daemon's own";
-    else if (name == "io.transient.Allocator.CannotWatchUserNamespace")
-        what = "the daemon cannot tell when that user namespace is gone (it lacks the "
-               "privileges to watch it), so it will not bind a range to it";
-    else if (name == "io.transient.Allocator.TemporarilyUnavailable") {
-        what = "another allocator kept " + printable(p.value("lockFile", std::string("a lock"))) +
-               " locked";
-        if (p.contains("holderPid") && p["holderPid"].is_number_integer())
-            what += " (PID " + std::to_string(p["holderPid"].get<std::int64_t>()) + ")";
-        what += "; try again later";
-    } else if (name == "io.transient.Allocator.SystemError")
-        what = "the daemon failed: " +
-               printable(p.value("message", std::string("its journal says why")));
     else if (name == varlink::kErrorInterfaceNotFound)
         what = "the service does not implement io.transient.Allocator";
     else if (name == varlink::kErrorMethodNotFound || name == varlink::kErrorMethodNotImplemented)
@@ -219,14 +234,15 @@ std::optional<varlink::Client> connect(const Context& ctx) {
 }
 
 // One call with one reply. `what` completes "Failed to ...". On failure, says so.
-std::optional<json> call(const Context& ctx, const char* method, const json& parameters,
+std::optional<json> call(const Context& ctx, std::string_view method, const json& parameters,
                          const std::string& what,
                          std::string_view no_such_range = "there is no such range",
                          std::span<const int> fds = {}) {
     auto client = connect(ctx);
     if (!client)
         return std::nullopt;
-    auto reply = client->call(std::string(kInterface) + "." + method, parameters, fds);
+    auto reply = client->call(std::string(kInterfaceName) + "." + std::string(method), parameters,
+                              fds);
     if (!reply) {
         log_error("Failed to %s: %s.", what.c_str(),
                   describe_transport_error(reply.error().value()).c_str());
@@ -293,10 +309,11 @@ int do_allocate(const Context& ctx, std::span<const std::string> args) {
                       errno_string(errno).c_str());
             return kExitFailure;
         }
-        parameters["userNamespaceFileDescriptor"] = 0;
+        parameters[std::string(kUsernsFdParam)] = 0;
     }
     const int fds[] = {userns_fd};
-    auto reply = call(ctx, "AllocateRange", parameters, "allocate range '" + printable(name) + "'",
+    auto reply = call(ctx, kAllocateRange.name, parameters,
+                      "allocate range '" + printable(name) + "'",
                       "there is no such range",
                       userns_fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
     if (userns_fd >= 0)
@@ -326,7 +343,7 @@ int do_allocate(const Context& ctx, std::span<const std::string> args) {
 
 int do_release(const Context& ctx, std::span<const std::string> args) {
     const std::string& name = args[0];
-    auto reply = call(ctx, "ReleaseRange", json{{"name", name}},
+    auto reply = call(ctx, kReleaseRange.name, json{{"name", name}},
                       "release range '" + printable(name) + "'");
     if (!reply)
         return kExitFailure;
@@ -360,7 +377,8 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     auto client = connect(ctx);
     if (!client)
         return kExitFailure;
-    auto replies = client->call_more(std::string(kInterface) + ".ListRanges");
+    auto replies = client->call_more(std::string(kInterfaceName) + "." +
+                                     std::string(kListRanges.name));
     if (!replies) {
         log_error("Failed to list ranges: %s.",
                   describe_transport_error(replies.error().value()).c_str());
@@ -370,7 +388,7 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     std::vector<Range> ranges;
     for (const auto& reply : *replies) {
         // An empty table is not an error to the user, however the daemon puts it.
-        if (reply.error == "io.transient.Allocator.NoSuchRange")
+        if (reply.error == error_name(ErrorKind::kNoSuchRange))
             break;
         if (!reply.error.empty()) {
             log_error("Failed to list ranges: %s.", describe_error(reply).c_str());
@@ -465,7 +483,7 @@ int do_show(const Context& ctx, std::span<const std::string> args) {
         what = "look up range '" + printable(key) + "'";
     }
 
-    auto reply = call(ctx, "GetRange", parameters, what,
+    auto reply = call(ctx, kGetRange.name, parameters, what,
                       by_uid ? "no range contains this UID" : "there is no such range");
     if (!reply)
         return kExitFailure;
@@ -603,7 +621,7 @@ int run(int argc, char** argv) {
 
     if (ctx.socket.empty()) {
         const char* dir = std::getenv("TRANSIENT_RUNTIME_DIR");
-        ctx.socket = std::string(dir && *dir ? dir : kDefaultRuntimeDir) + "/" + kInterface;
+        ctx.socket = std::string(dir && *dir ? dir : kDefaultRuntimeDir) + "/" + kInterfaceName;
     }
 
     int r = command->run(ctx, args);

@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "allocator/interface.hpp"
 #include "tests/varlink/server_thread.hpp"
 
 extern char** environ;
@@ -25,7 +26,9 @@ extern char** environ;
 namespace transient::varlink::testing {
 namespace {
 
-constexpr char kAllocator[] = "io.transient.Allocator";
+using allocator::error_name;
+using allocator::ErrorKind;
+constexpr const char* kAllocator = allocator::kInterfaceName;
 constexpr int64_t kCreated = 1700000000000000;  // 2023-11-14 22:13:20 UTC
 constexpr uint64_t kUnknownUid = 3999999999;    // no passwd entry anywhere
 
@@ -74,18 +77,18 @@ struct FakeAllocator {
             "AllocateRange",
             {{"name", Type::kString},
              {"size", Type::kInt},
-             {"userNamespaceFileDescriptor", Type::kInt, true}},
+             {std::string(allocator::kUsernsFdParam), Type::kInt, true}},
             method([this](Call& call) {
-                if (call.parameters().contains("userNamespaceFileDescriptor"))
+                if (call.parameters().contains(allocator::kUsernsFdParam))
                     userns_fds += static_cast<int>(call.fd_count());
                 const std::string name = call.parameters()["name"];
                 const uint64_t size = call.parameters()["size"];
                 if (!valid_name(name))
-                    return call.error("io.transient.Allocator.InvalidName", json{{"name", name}});
+                    return call.error(error_name(ErrorKind::kInvalidName), json{{"name", name}});
                 if (size != 1 && size != 65536)
-                    return call.error("io.transient.Allocator.InvalidSize", json{{"size", size}});
+                    return call.error(error_name(ErrorKind::kInvalidSize), json{{"size", size}});
                 if (ranges.contains(name))
-                    return call.error("io.transient.Allocator.NameInUse", json{{"name", name}});
+                    return call.error(error_name(ErrorKind::kNameInUse), json{{"name", name}});
                 const uint32_t start = size == 1 ? next_single++ : next_container;
                 if (size != 1)
                     next_container += 65536;
@@ -95,7 +98,7 @@ struct FakeAllocator {
         iface.methods.push_back(Method{
             "ReleaseRange", {{"name", Type::kString}}, method([this](Call& call) {
                 if (ranges.erase(call.parameters()["name"].get<std::string>()) == 0)
-                    return call.error("io.transient.Allocator.NoSuchRange");
+                    return call.error(error_name(ErrorKind::kNoSuchRange));
                 call.reply();
             })});
         iface.methods.push_back(Method{
@@ -108,13 +111,13 @@ struct FakeAllocator {
                         (p.contains("uid") && p["uid"] >= start && p["uid"] < start + size))
                         return call.reply(json{{"range", r}});
                 }
-                call.error("io.transient.Allocator.NoSuchRange");
+                call.error(error_name(ErrorKind::kNoSuchRange));
             })});
         iface.methods.push_back(Method{"ListRanges", {}, method([this](Call& call) {
             if (!call.more())
                 return call.error(kErrorExpectedMore);
             if (ranges.empty())
-                return call.error("io.transient.Allocator.NoSuchRange");
+                return call.error(error_name(ErrorKind::kNoSuchRange));
             std::size_t i = 0;
             for (const auto& [name, r] : ranges) {
                 if (++i < ranges.size())
@@ -353,24 +356,43 @@ TEST_F(TransientctlTest, ReportsAMissingDaemonWithAHint) {
 }
 
 TEST_F(TransientctlTest, ExplainsEachAllocatorErrorInWordsWithItsName) {
-    const std::vector<std::pair<std::string, std::string>> cases{
-        {"NameInUse", "a range with this name already exists"},
-        {"NoSuchRange", "there is no such range"},
-        {"InvalidName", "invalid range name"},
-        {"InvalidSize", "invalid size"},
-        {"PoolExhausted", "no free UIDs are left"},
-        {"PermissionDenied", "permission denied"},
-        {"QuotaExceeded", "quota"},
+    const std::vector<std::pair<ErrorKind, std::string>> cases{
+        {ErrorKind::kNameInUse, "a range with this name already exists"},
+        {ErrorKind::kNoSuchRange, "there is no such range"},
+        {ErrorKind::kInvalidName, "invalid range name"},
+        {ErrorKind::kInvalidSize, "invalid size"},
+        {ErrorKind::kPoolExhausted, "no free UIDs are left"},
+        {ErrorKind::kPermissionDenied, "permission denied"},
+        {ErrorKind::kQuotaExceeded, "quota"},
     };
-    for (const auto& [error, words] : cases) {
-        fail_with(std::string(kAllocator) + "." + error);
+    for (const auto& [kind, words] : cases) {
+        const std::string error(error_name(kind));
+        fail_with(error);
         auto r = ctl({"allocate", "web"});
         EXPECT_EQ(r.rc, 1) << error;
         EXPECT_EQ(r.out, "") << error;
         EXPECT_EQ(r.err.rfind("Failed to allocate range 'web': ", 0), 0U) << r.err;
         EXPECT_NE(r.err.find(words), std::string::npos) << r.err;
-        EXPECT_NE(r.err.find("(io.transient.Allocator." + error + ")"), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find("(" + error + ")"), std::string::npos) << r.err;
     }
+}
+
+// Every error the interface declares has its own sentence, not the fallback for names
+// transientctl does not know.
+TEST_F(TransientctlTest, HasWordsForEveryDeclaredError) {
+    for (const allocator::ErrorDecl& e : allocator::kErrors) {
+        const std::string error(e.name);
+        fail_with(error);
+        auto r = ctl({"allocate", "web"});
+        EXPECT_EQ(r.rc, 1) << error;
+        EXPECT_EQ(r.err.find("the daemon reported an error"), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find("(" + error + ")"), std::string::npos) << r.err;
+    }
+    fail_with(std::string(kAllocator) + ".NoSuchError");
+    auto r = ctl({"allocate", "web"});
+    EXPECT_NE(r.err.find("the daemon reported an error (io.transient.Allocator.NoSuchError)"),
+              std::string::npos)
+            << r.err;
 }
 
 TEST_F(TransientctlTest, SaysWhichUidHasNoRange) {
