@@ -14,6 +14,8 @@
 #include <fstream>
 #include <vector>
 
+#include "shm/identity.hpp"
+
 namespace transient::allocator {
 namespace {
 
@@ -195,8 +197,10 @@ std::optional<std::string> SystemCollisionChecker::range_taken(std::uint32_t sta
 }
 
 std::optional<std::string> SystemCollisionChecker::name_taken(std::string_view name) {
-    const std::string user = "vu-" + std::string(name) + "-0";
-    const std::string grp = "vg-" + std::string(name) + "-0";
+    // The names of offset 0, by the rule the module and transient-userdbd name them with.
+    const std::string suffix = std::string(name) + shm::kOffsetSeparator + "0";
+    const std::string user = shm::kUserNamePrefix + suffix;
+    const std::string grp = shm::kGroupNamePrefix + suffix;
     if (lookup<passwd>([&](passwd* e, char* b, size_t n, passwd** res) {
             return ::getpwnam_r(user.c_str(), e, b, n, res);
         }) == Lookup::kFound)

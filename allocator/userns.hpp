@@ -50,9 +50,8 @@ namespace transient::allocator {
 // How the daemon finds out that a bound user namespace is gone.
 enum class ProbeMode { kAuto, kFileHandle, kScan };
 
-// Allocator-private entry flag (readers ignore flags they do not know): userns_id holds the
-// fallback fingerprint (nsfs device << 32 | owner UID), not a kernel namespace id.
-inline constexpr std::uint32_t kEntryFlagUsernsNoId = 1U << 1;
+// Readers ignore this flag; its bit is defined with the others in shm/layout.hpp.
+using shm::kEntryFlagUsernsNoId;
 
 struct UsernsIdentity {
     std::uint64_t id = 0;   // NS_GET_ID, or 0 where the kernel has none

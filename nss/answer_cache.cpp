@@ -14,7 +14,7 @@ constinit AnswerEntry answer_entries[kAnswerEntries];
 }  // namespace detail
 
 void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableView* view,
-                     std::uint64_t seq, const PackedAnswer& answer) noexcept {
+                     std::uint64_t seq, const PackedRecord& answer) noexcept {
     using detail::kAnswerBytes;
     if (answer.size > kAnswerBytes || answer.name_length >= answer.size)
         return;

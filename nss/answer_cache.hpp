@@ -28,6 +28,7 @@
 #include <cstring>
 
 #include "nss/environment.hpp"
+#include "nss/records.hpp"
 #include "nss/table_cache.hpp"
 #include "shm/reader.hpp"
 
@@ -35,26 +36,19 @@ namespace transient::nss {
 
 enum class AnswerKind : std::uint32_t { kPasswd = 1, kGroup = 2 };
 
-// The packed strings of an answer, as pack_passwd()/pack_group() wrote them.
-struct PackedAnswer {
-    const char* text;         // passwd: name\0x\0gecos\0/\0shell\0; group: name\0x\0
-    std::size_t size;         // bytes of `text`, all NULs included
-    std::size_t name_length;  // strlen of the name, the first string
-};
-
 // Offers `answer` for `id`, read from `view` at latch value `seq`. It is remembered if it was
 // the last one offered for its entry too (so one-off lookups do not churn the cache), fits an
 // entry, and no other thread is writing the entry.
 void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableView* view,
-                     std::uint64_t seq, const PackedAnswer& answer) noexcept;
+                     std::uint64_t seq, const PackedRecord& answer) noexcept;
 
 namespace detail {
 
 // Enough for the IDs a process works with at a time (the owners and groups of a directory's
 // files); 12 KiB of zero pages until used.
 inline constexpr std::size_t kAnswerEntries = 64;
-// The longest passwd answer is 111 bytes: a 31-byte name, "x", a 56-byte gecos, "/", the shell.
-inline constexpr std::size_t kAnswerWords = 14;
+// Room for the longest passwd answer (nss/records.hpp): 111 bytes, 14 words.
+inline constexpr std::size_t kAnswerWords = (kMaxPasswdText + 7) / 8;
 inline constexpr std::size_t kAnswerBytes = kAnswerWords * 8;
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -67,7 +61,7 @@ struct alignas(64) AnswerEntry {
     // The shm::TableView the answer came from and the latch value it was read at.
     std::atomic<std::uint64_t> view{0};
     std::atomic<std::uint64_t> seq{0};
-    // PackedAnswer::size | name_length << 32.
+    // PackedRecord::size | name_length << 32.
     std::atomic<std::uint64_t> sizes{0};
     // The key of the last answer offered for this entry. An answer is stored when it is offered
     // the second time in a row, so that lookups that never repeat (a scan over many IDs) cost
@@ -129,43 +123,19 @@ inline AnswerEntry& answer_entry(std::uint64_t key) noexcept {
         return false;
     const std::uint64_t sizes =
             detail::load_answer(detail::answer_key(AnswerKind::kPasswd, uid), buffer);
-    const std::size_t size = sizes & 0xFFFFFFFF, name_length = sizes >> 32;
-    // name\0 x\0 gecos\0 /\0 /usr/sbin/nologin\0: 24 bytes besides the two variable strings.
-    if (sizes == 0 || size < name_length + 24)
-        return false;
-    char* dir = buffer + size - 20;
-    ret->pw_name = buffer;
-    ret->pw_passwd = buffer + name_length + 1;
-    ret->pw_uid = uid;
-    ret->pw_gid = uid;
-    ret->pw_gecos = buffer + name_length + 3;
-    ret->pw_dir = dir;
-    ret->pw_shell = dir + 2;
-    return true;
+    return sizes != 0 && unpack_passwd(buffer, sizes & 0xFFFFFFFF, sizes >> 32, uid, ret);
 }
 
 [[gnu::always_inline]] inline bool cached_group(gid_t gid, group* ret, char* buffer,
                                                 std::size_t buflen) noexcept {
     if (ret == nullptr || buffer == nullptr)
         return false;
-    const auto a = reinterpret_cast<std::uintptr_t>(buffer);
-    const std::size_t padding = (alignof(char*) - a % alignof(char*)) % alignof(char*);
-    if (buflen < padding + sizeof(char*) + detail::kAnswerBytes)
+    const std::size_t text = group_text_offset(buffer);
+    if (buflen < text + detail::kAnswerBytes)
         return false;
-    auto** members = reinterpret_cast<char**>(buffer + padding);
-    char* text = reinterpret_cast<char*>(members + 1);
     const std::uint64_t sizes =
-            detail::load_answer(detail::answer_key(AnswerKind::kGroup, gid), text);
-    const std::size_t size = sizes & 0xFFFFFFFF, name_length = sizes >> 32;
-    // name\0 x\0
-    if (sizes == 0 || size != name_length + 3)
-        return false;
-    members[0] = nullptr;
-    ret->gr_name = text;
-    ret->gr_passwd = text + name_length + 1;
-    ret->gr_gid = gid;
-    ret->gr_mem = members;
-    return true;
+            detail::load_answer(detail::answer_key(AnswerKind::kGroup, gid), buffer + text);
+    return sizes != 0 && unpack_group(buffer, sizes & 0xFFFFFFFF, sizes >> 32, gid, ret);
 }
 
 }  // namespace transient::nss

@@ -71,10 +71,7 @@ int get_passwd_by_uid(uid_t uid, passwd* ret, char* buffer, std::size_t buflen) 
     if (int r = pack_passwd(id.name, uid, ret, buffer, buflen); r < 0)
         return r;
     if (id.view != nullptr)
-        remember_answer(AnswerKind::kPasswd, uid, id.view, id.seq,
-                        PackedAnswer{buffer, static_cast<std::size_t>(ret->pw_shell - buffer) +
-                                                     sizeof kNologinShell,
-                                     static_cast<std::size_t>(ret->pw_passwd - buffer) - 1});
+        remember_answer(AnswerKind::kPasswd, uid, id.view, id.seq, packed_passwd(*ret));
     return 0;
 }
 
@@ -96,11 +93,7 @@ int get_group_by_gid(gid_t gid, group* ret, char* buffer, std::size_t buflen) no
     if (int r = pack_group(id.name, gid, ret, buffer, buflen); r < 0)
         return r;
     if (id.view != nullptr)
-        remember_answer(AnswerKind::kGroup, gid, id.view, id.seq,
-                        PackedAnswer{ret->gr_name,
-                                     static_cast<std::size_t>(ret->gr_passwd - ret->gr_name) +
-                                             sizeof kPasswordSeeShadow,
-                                     static_cast<std::size_t>(ret->gr_passwd - ret->gr_name) - 1});
+        remember_answer(AnswerKind::kGroup, gid, id.view, id.seq, packed_group(*ret));
     return 0;
 }
 

@@ -62,21 +62,15 @@ private:
     char* end_;
 };
 
-std::size_t pointer_padding(const char* buffer) noexcept {
-    const auto a = reinterpret_cast<std::uintptr_t>(buffer);
-    return (alignof(char*) - a % alignof(char*)) % alignof(char*);
-}
-
 }  // namespace
 
 std::size_t passwd_size(const shm::IdName& name) noexcept {
     return shm::name_length(name) + 1 + sizeof kPasswordSeeShadow + shm::description_length(name) +
-           1 + sizeof kHomeDirectory + sizeof kNologinShell;
+           1 + sizeof shm::kHomeDirectory + sizeof shm::kShell;
 }
 
 std::size_t group_size(const shm::IdName& name, const char* buffer) noexcept {
-    return pointer_padding(buffer) + sizeof(char*) + shm::name_length(name) + 1 +
-           sizeof kPasswordSeeShadow;
+    return group_text_offset(buffer) + shm::name_length(name) + 1 + sizeof kPasswordSeeShadow;
 }
 
 int pack_passwd(const shm::IdName& name, std::uint32_t id, passwd* ret, char* buffer,
@@ -94,8 +88,8 @@ int pack_passwd(const shm::IdName& name, std::uint32_t id, passwd* ret, char* bu
     pw.pw_gecos = w.pos();
     shm::write_description(w, name);
     w.nul();
-    pw.pw_dir = w.string(kHomeDirectory);
-    pw.pw_shell = w.string(kNologinShell);
+    pw.pw_dir = w.string(shm::kHomeDirectory);
+    pw.pw_shell = w.string(shm::kShell);
     *ret = pw;
     return 0;
 }
@@ -104,7 +98,7 @@ int pack_group(const shm::IdName& name, std::uint32_t id, group* ret, char* buff
                std::size_t buflen) noexcept {
     if (buffer == nullptr || buflen < group_size(name, buffer))
         return -ERANGE;
-    auto** members = reinterpret_cast<char**>(buffer + pointer_padding(buffer));
+    auto** members = reinterpret_cast<char**>(buffer + group_members_padding(buffer));
     members[0] = nullptr;  // our groups have no members: each user's group is its primary group
     RecordWriter w(reinterpret_cast<char*>(members + 1), buffer + buflen);
     group gr;

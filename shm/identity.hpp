@@ -5,8 +5,9 @@
 //   UID B+n of range "web" (start B)  ->  user  vu-web-n, realName "UID n of transient range web"
 //   GID B+n                           ->  group vg-web-n, "GID n of transient range web"
 //   2147352576+N (systemd's foreign range) -> foreign-N, "Foreign System Image UID N" / "… GID N"
-// The rules are written once, as templates over a writer (write_name(), write_description()):
-// Identity formats them into fixed buffers, the NSS module straight into glibc's buffer.
+// The rules are written once, as templates over a writer (write_name(), write_description()),
+// from the record constants below (home, shell, the words of names and descriptions): Identity
+// formats them into fixed buffers, the NSS module straight into glibc's buffer.
 // Freestanding like the reader: no heap, no exceptions, no stdio.
 
 #pragma once
@@ -25,10 +26,37 @@ enum class Disposition { kDynamic, kContainer, kForeign };
 
 enum class IdKind { kUser, kGroup };
 
+// The record constants, the one source for the NSS module, transient-userdbd and the tests:
+// every user has home "/" and cannot log in (DESIGN.md, "Records").
+inline constexpr char kHomeDirectory[] = "/";
+inline constexpr char kShell[] = "/usr/sbin/nologin";
+
+// The words names and descriptions are made of (write_name(), write_description() below).
+inline constexpr char kUserNamePrefix[] = "vu-";
+inline constexpr char kGroupNamePrefix[] = "vg-";
+inline constexpr char kOffsetSeparator[] = "-";  // between the range name and n
+inline constexpr char kForeignNamePrefix[] = "foreign-";
+inline constexpr char kUserIdWord[] = "UID ";
+inline constexpr char kGroupIdWord[] = "GID ";
+inline constexpr char kRangeWording[] = " of transient range ";
+inline constexpr char kForeignWording[] = "Foreign System Image ";
+// lookup_name() parses the prefix without knowing the kind yet.
+static_assert(sizeof kUserNamePrefix == sizeof kGroupNamePrefix);
+inline constexpr std::size_t kNamePrefixLength = sizeof kUserNamePrefix - 1;
+
 // systemd's user-name limit is 31 bytes; the buffer has room for any number snprintf() may print.
 inline constexpr std::size_t kMaxUserNameLength = 31;
 inline constexpr std::size_t kMaxNameBuffer = 40;
 inline constexpr std::size_t kMaxDescriptionBuffer = 64;
+// The range-name limit exists for this: "vu-<name>-65535" fits systemd's limit.
+static_assert(kNamePrefixLength + kMaxRangeNameLength + sizeof kOffsetSeparator - 1 + 5 <=
+              kMaxUserNameLength);
+// The longest description: any 32-bit offset (10 digits) of a range with the longest name.
+inline constexpr std::size_t kMaxDescriptionLength =
+        sizeof kUserIdWord - 1 + 10 + sizeof kRangeWording - 1 + kMaxRangeNameLength;
+static_assert(sizeof kUserIdWord == sizeof kGroupIdWord);
+static_assert(kMaxDescriptionLength >= sizeof kForeignWording - 1 + sizeof kUserIdWord - 1 + 10);
+static_assert(kMaxDescriptionLength < kMaxDescriptionBuffer);
 
 struct Identity {
     std::uint32_t id = 0;  // UID for users, GID for groups (always equal here)
@@ -122,12 +150,12 @@ inline IdName foreign_id_name(std::uint32_t n, IdKind kind) noexcept {
 template <typename Out>
 void write_name(Out&& out, const IdName& id) noexcept {
     if (id.foreign) {
-        out.lit("foreign-").dec(id.n);
+        out.lit(kForeignNamePrefix).dec(id.n);
         return;
     }
-    out.lit(id.kind == IdKind::kUser ? "vu-" : "vg-")
+    out.lit(id.kind == IdKind::kUser ? kUserNamePrefix : kGroupNamePrefix)
             .range(id.range_name, id.range_name_length)
-            .lit("-")
+            .lit(kOffsetSeparator)
             .dec(id.n);
 }
 
@@ -137,12 +165,12 @@ template <typename Out>
 void write_description(Out&& out, const IdName& id) noexcept {
     const bool user = id.kind == IdKind::kUser;
     if (id.foreign) {
-        out.lit("Foreign System Image ").lit(user ? "UID " : "GID ").dec(id.n);
+        out.lit(kForeignWording).lit(user ? kUserIdWord : kGroupIdWord).dec(id.n);
         return;
     }
-    out.lit(user ? "UID " : "GID ")
+    out.lit(user ? kUserIdWord : kGroupIdWord)
             .dec(id.n)
-            .lit(" of transient range ")
+            .lit(kRangeWording)
             .range(id.range_name, id.range_name_length);
 }
 
@@ -265,9 +293,8 @@ inline int lookup_name(const TableView* v, const char* name, std::size_t len, Id
                        Identity* ret) noexcept {
     if (name == nullptr || len > kMaxUserNameLength)
         return -ESRCH;
-    static constexpr char kForeign[] = "foreign-";
-    constexpr std::size_t kForeignLength = sizeof kForeign - 1;
-    if (len >= kForeignLength && std::memcmp(name, kForeign, kForeignLength) == 0) {
+    constexpr std::size_t kForeignLength = sizeof kForeignNamePrefix - 1;
+    if (len >= kForeignLength && std::memcmp(name, kForeignNamePrefix, kForeignLength) == 0) {
         std::uint32_t n;
         if (!detail::parse_decimal(name + kForeignLength, len - kForeignLength, &n) ||
             n >= kForeignCount)
@@ -275,18 +302,22 @@ inline int lookup_name(const TableView* v, const char* name, std::size_t len, Id
         detail::fill_foreign(n, kind, ret);
         return 0;
     }
-    const char* prefix = kind == IdKind::kUser ? "vu-" : "vg-";
-    if (v == nullptr || len < 6 || std::memcmp(name, prefix, 3) != 0)
+    const char* prefix = kind == IdKind::kUser ? kUserNamePrefix : kGroupNamePrefix;
+    // The shortest name: the prefix, a one-character range name, the separator, one digit.
+    static_assert(sizeof kOffsetSeparator == 2, "a single character, searched with memrchr()");
+    if (v == nullptr || len < kNamePrefixLength + 3 ||
+        std::memcmp(name, prefix, kNamePrefixLength) != 0)
         return -ESRCH;
     // The range name may itself contain '-': the offset follows the last one.
-    const char* dash = static_cast<const char*>(::memrchr(name, '-', len));
-    if (dash == nullptr || dash < name + 4)
+    const char* range = name + kNamePrefixLength;
+    const char* dash = static_cast<const char*>(::memrchr(name, kOffsetSeparator[0], len));
+    if (dash == nullptr || dash < range + 1)
         return -ESRCH;
     std::uint32_t n;
     if (!detail::parse_decimal(dash + 1, static_cast<std::size_t>(name + len - dash - 1), &n))
         return -ESRCH;
     RangeRecord r;
-    const int e = find_by_name(*v, name + 3, static_cast<std::size_t>(dash - (name + 3)), &r);
+    const int e = find_by_name(*v, range, static_cast<std::size_t>(dash - range), &r);
     if (e < 0)
         return e;
     if (n >= r.size)

@@ -85,8 +85,12 @@ struct EntryWords {
 };
 static_assert(sizeof(EntryWords) == 64);
 
+// Every flag bit of the format is defined here, whoever sets or reads it.
+// Bound to a user namespace (userns_id / userns_ino are set).
 inline constexpr std::uint32_t kEntryFlagUserns = 1U << 0;
-// Bit 1 is taken: allocator/userns.hpp's kEntryFlagUsernsNoId.
+// Set by the allocator for its own use: userns_id holds the fallback fingerprint (nsfs device
+// << 32 | owner UID), not a kernel namespace id.
+inline constexpr std::uint32_t kEntryFlagUsernsNoId = 1U << 1;
 // Imported from /etc/subuid or /etc/subgid: read-only, and its start and size are whatever the
 // file said (not necessarily 64K-aligned).
 inline constexpr std::uint32_t kEntryFlagImported = 1U << 2;
