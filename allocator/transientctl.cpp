@@ -30,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/paths.hpp"
 #include "varlink/varlink.hpp"
 
 #ifndef PROJECT_VERSION
@@ -45,7 +46,6 @@ constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
 constexpr char kInterface[] = "io.transient.Allocator";
-constexpr char kDefaultRuntimeDir[] = TRANSIENT_DEFAULT_RUNTIME_DIR;  // set by CMake
 // Allocation runs collision checks against every other UID source, which can take a moment
 // on a busy host; a daemon that does not answer at all is reported instead of waited for.
 constexpr auto kCallTimeout = std::chrono::seconds(30);
@@ -58,10 +58,6 @@ __attribute__((format(printf, 1, 2))) void log_error(const char* format, ...) {
     std::vfprintf(stderr, format, ap);
     va_end(ap);
     std::fputc('\n', stderr);
-}
-
-std::string errno_string(int e) {
-    return std::error_code(e, std::system_category()).message();
 }
 
 // Strings from the daemon end up on a terminal: control characters could rewrite it.
@@ -506,7 +502,7 @@ void help() {
         "     --size N          Number of UIDs to allocate: 1 or 65536\n"
         "     --userns PATH     Release the allocated range automatically once the user\n"
         "                       namespace PATH (e.g. /proc/PID/ns/user) is gone\n",
-        kDefaultRuntimeDir);
+        base::kDefaultRuntimeDir);
 }
 
 struct Command {
@@ -601,10 +597,8 @@ int run(int argc, char** argv) {
     if (!ctx.userns.empty() && verb != "allocate")
         return usage_error("--userns is only meaningful for allocate.");
 
-    if (ctx.socket.empty()) {
-        const char* dir = std::getenv("TRANSIENT_RUNTIME_DIR");
-        ctx.socket = std::string(dir && *dir ? dir : kDefaultRuntimeDir) + "/" + kInterface;
-    }
+    if (ctx.socket.empty())
+        ctx.socket = base::runtime_path(kInterface);
 
     int r = command->run(ctx, args);
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
