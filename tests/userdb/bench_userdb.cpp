@@ -37,6 +37,7 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+namespace base = transient::base;
 namespace shm = transient::shm;
 
 struct Options {
