@@ -4,15 +4,14 @@
 // range table, releases ranges whose user namespaces died while it was down, serves
 // io.transient.Allocator on the socket systemd passes it or on one it binds itself, checks the
 // remaining bindings on a timer, and runs until SIGTERM/SIGINT. Logs to stderr with sd-daemon
-// priority prefixes.
+// priority prefixes (base/log.hpp).
 
-#include <getopt.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
-#include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
 #include <cerrno>
@@ -29,27 +28,31 @@
 #include "allocator/collision.hpp"
 #include "allocator/config.hpp"
 #include "allocator/service.hpp"
-#include "shm/table_reader.hpp"
-#include "varlink/daemon.hpp"
+#include "base/daemon.hpp"
+#include "base/log.hpp"
+#include "base/paths.hpp"
 #include "varlink/varlink.hpp"
 
 namespace {
 
 using namespace transient;
 
-void help() {
-    std::printf("transient-allocd [OPTIONS...]\n\n"
-                "Hands out transient UID/GID ranges over Varlink (io.transient.Allocator) and\n"
-                "publishes them in the range table read by libnss_transient and transient-userdbd.\n\n"
-                "  -h --help          Show this help\n"
-                "     --version       Show package version\n"
-                "     --config PATH   Read the configuration from PATH (default %s;\n"
-                "                     a missing default file means built-in defaults)\n\n"
-                "Environment:\n"
-                "  TRANSIENT_RUNTIME_DIR  runtime directory (default "
-                TRANSIENT_DEFAULT_RUNTIME_DIR ")\n"
-                "  TRANSIENT_CONFIG       configuration file, if --config is not given\n",
-                allocator::kDefaultConfigPath);
+std::string help_text() {
+    std::string text =
+            "transient-allocd [OPTIONS...]\n\n"
+            "Hands out transient UID/GID ranges over Varlink (io.transient.Allocator) and\n"
+            "publishes them in the range table read by libnss_transient and transient-userdbd.\n\n"
+            "  -h --help          Show this help\n"
+            "     --version       Show package version\n"
+            "     --config PATH   Read the configuration from PATH (default ";
+    text += allocator::kDefaultConfigPath;
+    text += ";\n"
+            "                     a missing default file means built-in defaults)\n\n"
+            "Environment:\n"
+            "  TRANSIENT_RUNTIME_DIR  runtime directory (default " TRANSIENT_DEFAULT_RUNTIME_DIR
+            ")\n"
+            "  TRANSIENT_CONFIG       configuration file, if --config is not given\n";
+    return text;
 }
 
 // Checks the bindings to user namespaces on every tick of a monotonic timer. A probe whose
@@ -79,13 +82,13 @@ void report_probe_problem(Sweeper& sw, const allocator::UsernsProbe& probe) {
     if (problem == sw.problem)
         return;
     if (!problem.empty())
-        std::fprintf(stderr, SD_WARNING "User namespace check incomplete (%s; the %s probe "
-                                        "needs %s); ranges whose namespace was not seen are "
-                                        "kept.\n", problem.c_str(), probe.name(),
-                     std::string_view(probe.name()) == "scan" ? "CAP_SYS_PTRACE"
-                                                              : "CAP_SYS_ADMIN");
+        base::log_printf(LOG_WARNING, "User namespace check incomplete (%s; the %s probe "
+                                      "needs %s); ranges whose namespace was not seen are "
+                                      "kept.", problem.c_str(), probe.name(),
+                         std::string_view(probe.name()) == "scan" ? "CAP_SYS_PTRACE"
+                                                                  : "CAP_SYS_ADMIN");
     else
-        std::fprintf(stderr, SD_INFO "User namespace check complete again.\n");
+        base::log_printf(LOG_INFO, "User namespace check complete again.");
     sw.problem = problem;
 }
 
@@ -123,10 +126,10 @@ int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexce
         if (start_worker_sweep(*sw))
             return sd_event_source_set_enabled(source, SD_EVENT_OFF);  // until it is done
         if (auto r = sw->allocator->reap_dead_bindings(); !r)
-            std::fprintf(stderr, SD_ERR "%s, ignoring.\n", r.error().message.c_str());
+            base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
         report_probe_problem(*sw, *sw->allocator->probe());
     } catch (const std::exception& e) {
-        std::fprintf(stderr, SD_ERR "Failed to check user namespace bindings: %s\n", e.what());
+        base::log_printf(LOG_ERR, "Failed to check user namespace bindings: %s", e.what());
     }
     return arm_next_sweep(*sw);
 }
@@ -141,10 +144,10 @@ int on_worker_sweep_done(sd_event_source*, int fd, uint32_t, void* userdata) noe
     try {
         if (auto r = sw->allocator->reap_swept(*sw->worker_probe, sw->worker_usable, sw->before);
             !r)
-            std::fprintf(stderr, SD_ERR "%s, ignoring.\n", r.error().message.c_str());
+            base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
         report_probe_problem(*sw, *sw->worker_probe);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, SD_ERR "Failed to check user namespace bindings: %s\n", e.what());
+        base::log_printf(LOG_ERR, "Failed to check user namespace bindings: %s", e.what());
     }
     sw->worker_probe.reset();
     sw->before.clear();
@@ -157,17 +160,17 @@ constexpr char kNeedsForHandles[] =
 std::unique_ptr<allocator::UsernsProbe> make_probe(allocator::ProbeMode mode) {
     if (mode == allocator::ProbeMode::kAuto)
         if (auto fh = allocator::FileHandleProbe::create(); !fh)
-            std::fprintf(stderr, SD_INFO "Not checking user namespaces by file handles: %s%s.\n",
-                         fh.error().message().c_str(),
-                         fh.error().value() == EPERM ? kNeedsForHandles : "");
+            base::log_printf(LOG_INFO, "Not checking user namespaces by file handles: %s%s.",
+                             fh.error().message().c_str(),
+                             fh.error().value() == EPERM ? kNeedsForHandles : "");
     auto probe = allocator::make_userns_probe(mode);
     if (!probe) {
-        std::fprintf(stderr, SD_ERR "UserNamespaceProbe=%s is not available: %s%s\n",
-                     allocator::probe_mode_name(mode), probe.error().message().c_str(),
-                     probe.error().value() == EPERM ? kNeedsForHandles : "");
+        base::log_printf(LOG_ERR, "UserNamespaceProbe=%s is not available: %s%s",
+                         allocator::probe_mode_name(mode), probe.error().message().c_str(),
+                         probe.error().value() == EPERM ? kNeedsForHandles : "");
         return nullptr;
     }
-    std::fprintf(stderr, SD_INFO "Checking user namespace bindings by %s.\n", (*probe)->name());
+    base::log_printf(LOG_INFO, "Checking user namespace bindings by %s.", (*probe)->name());
     return std::move(*probe);
 }
 
@@ -175,29 +178,29 @@ std::unique_ptr<allocator::UsernsProbe> make_probe(allocator::ProbeMode mode) {
 std::optional<shm::TableWriter> open_table(const std::string& dir) {
     const std::string table = dir + "/" + shm::kTableFileName;
     if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) {
-        std::fprintf(stderr, SD_ERR "Failed to create runtime directory '%s': %s\n", dir.c_str(),
-                     std::strerror(errno));
+        base::log_printf(LOG_ERR, "Failed to create runtime directory '%s': %s", dir.c_str(),
+                         std::strerror(errno));
         return std::nullopt;
     }
     auto writer = shm::TableWriter::open(table);
     if (!writer) {
-        std::fprintf(stderr, SD_ERR "Failed to open range table '%s': %s\n", table.c_str(),
-                     writer.error().message().c_str());
+        base::log_printf(LOG_ERR, "Failed to open range table '%s': %s", table.c_str(),
+                         writer.error().message().c_str());
         return std::nullopt;
     }
     const shm::Recovery& rec = writer->recovery();
     if (rec.replaced)
-        std::fprintf(stderr, SD_WARNING "Range table '%s' was unusable; replaced it with an "
-                                        "empty one.\n", table.c_str());
+        base::log_printf(LOG_WARNING, "Range table '%s' was unusable; replaced it with an "
+                                      "empty one.", table.c_str());
     if (rec.migrated)
-        std::fprintf(stderr, SD_NOTICE "Migrated range table '%s' to format version %u.\n",
-                     table.c_str(), shm::kVersion);
+        base::log_printf(LOG_NOTICE, "Migrated range table '%s' to format version %u.",
+                         table.c_str(), shm::kVersion);
     if (rec.dropped > 0)
-        std::fprintf(stderr, SD_WARNING "Dropped %zu invalid or conflicting entries from '%s'.\n",
-                     rec.dropped, table.c_str());
-    std::fprintf(stderr, SD_INFO "%s range table '%s' with %zu ranges (capacity %u).\n",
-                 rec.created ? "Created" : "Opened", table.c_str(), rec.ranges.size(),
-                 writer->capacity());
+        base::log_printf(LOG_WARNING, "Dropped %zu invalid or conflicting entries from '%s'.",
+                         rec.dropped, table.c_str());
+    base::log_printf(LOG_INFO, "%s range table '%s' with %zu ranges (capacity %u).",
+                     rec.created ? "Created" : "Opened", table.c_str(), rec.ranges.size(),
+                     writer->capacity());
     return std::move(*writer);
 }
 
@@ -208,7 +211,7 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
         if (!sweeper.done_fd ||
             sd_event_add_io(event, nullptr, sweeper.done_fd.get(), EPOLLIN, on_worker_sweep_done,
                             &sweeper) < 0) {
-            std::fprintf(stderr, SD_ERR "Failed to set up the user namespace sweep thread.\n");
+            base::log_printf(LOG_ERR, "Failed to set up the user namespace sweep thread.");
             return false;
         }
     }
@@ -217,8 +220,8 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
     if (int r = sd_event_add_time(event, &sweeper.timer, CLOCK_MONOTONIC,
                                   now + sweeper.interval_usec, 0, on_sweep_timer, &sweeper);
         r < 0) {
-        std::fprintf(stderr, SD_ERR "Failed to add the user namespace timer: %s\n",
-                     std::strerror(-r));
+        base::log_printf(LOG_ERR, "Failed to add the user namespace timer: %s",
+                         std::strerror(-r));
         return false;
     }
     (void)sd_event_source_set_floating(sweeper.timer, 1);  // the loop owns it
@@ -232,103 +235,94 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
     return true;
 }
 
-int run(const allocator::Config& config) {
-    const std::string dir = shm::runtime_dir();
-    const std::string socket_path = dir + "/io.transient.Allocator";
+// The allocator with everything it serves through. Members are destroyed in reverse: the
+// server first, then the reference to the event loop (the last one, so the loop and the
+// floating sweep sources go), then the sweeper, whose eventfd stays open while the loop watches
+// it and whose running worker is joined last, then the allocator.
+class AllocatorService final : public base::Service {
+public:
+    AllocatorService(sd_event* event, const allocator::Config& config,
+                     std::unique_ptr<allocator::UsernsProbe> probe, shm::TableWriter writer)
+        : alloc_(std::move(writer), std::make_unique<allocator::SystemCollisionChecker>(),
+                 config.policy, std::move(probe)),
+          sweeper_{&alloc_,
+                   static_cast<std::uint64_t>(config.userns_check_interval.count()) * 1000,
+                   {}},
+          event_(sd_event_ref(event)),
+          server_(event, {"transient", "transient-allocd", PROJECT_VERSION,
+                          "https://github.com/transient-uids/transient"}) {
+        alloc_.set_release_observer(allocator::log_automatic_release);
+        alloc_.set_sweep_spacing(config.userns_check_interval);
+    }
 
+    // Releases what died while we were not running and starts the sweep timer.
+    bool start() {
+        if (auto r = alloc_.reap_dead_bindings(); !r)
+            base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
+        report_probe_problem(sweeper_, *alloc_.probe());
+        if (!add_sweep_timer(event_.get(), sweeper_))
+            return false;
+        server_.add_interface(allocator::make_interface(alloc_, event_.get()));
+        return true;
+    }
+
+    std::string socket_path() const override {
+        return base::runtime_path("io.transient.Allocator");
+    }
+
+    Result<void> listen(base::UniqueFd listener) override {
+        if (auto r = server_.listen_fd(std::move(listener)); !r)
+            return r;
+        base::log_printf(LOG_INFO, "Listening on %s.", socket_path().c_str());
+        return {};
+    }
+
+private:
+    allocator::Allocator alloc_;
+    Sweeper sweeper_;
+    base::EventPtr event_;
+    varlink::Server server_;
+};
+
+std::unique_ptr<base::Service> setup(sd_event* event, const char* config_path) {
+    // A file the administrator named must exist; the default one may be absent.
+    if (config_path == nullptr)
+        if (const char* env = std::getenv("TRANSIENT_CONFIG"); env != nullptr && *env != '\0')
+            config_path = env;
+    const bool named = config_path != nullptr;
+    auto config = allocator::load_config(named ? config_path : allocator::kDefaultConfigPath,
+                                         named);
+    if (!config) {
+        base::log_printf(LOG_ERR, "%s", config.error().message.c_str());
+        base::log_printf(LOG_ERR, "Refusing to start with a bad configuration.");
+        return nullptr;
+    }
     allocator::bypass_own_sources();
-    varlink::raise_fd_limit();
-    auto writer = open_table(dir);
+    auto writer = open_table(base::runtime_dir());
     if (!writer)
-        return EXIT_FAILURE;
-    auto probe = make_probe(config.probe);
+        return nullptr;
+    auto probe = make_probe(config->probe);
     if (!probe)
-        return EXIT_FAILURE;
-    allocator::Allocator alloc(std::move(*writer),
-                               std::make_unique<allocator::SystemCollisionChecker>(),
-                               config.policy, std::move(probe));
-    alloc.set_release_observer(allocator::log_automatic_release);
-    alloc.set_sweep_spacing(config.userns_check_interval);
-    // Declared before the event loop, so destroyed after it: the worker's eventfd stays open
-    // while the loop watches it, and a running worker is joined last.
-    Sweeper sweeper{&alloc,
-                    static_cast<std::uint64_t>(config.userns_check_interval.count()) * 1000,
-                    {}};
-    // Namespaces may have died while we were not running.
-    if (auto r = alloc.reap_dead_bindings(); !r)
-        std::fprintf(stderr, SD_ERR "%s, ignoring.\n", r.error().message.c_str());
-
-    auto event = varlink::make_daemon_event_loop();
-    if (!event) {
-        std::fprintf(stderr, SD_ERR "Failed to set up the event loop: %s\n",
-                     event.error().message().c_str());
-        return EXIT_FAILURE;
-    }
-    report_probe_problem(sweeper, *alloc.probe());
-    if (!add_sweep_timer(event->get(), sweeper))
-        return EXIT_FAILURE;
-
-    varlink::Server server(event->get(), {"transient", "transient-allocd", PROJECT_VERSION,
-                                         "https://github.com/transient-uids/transient"});
-    server.add_interface(allocator::make_interface(alloc, event->get()));
-    if (auto r = varlink::listen_activated_or_bind(server, socket_path, 0666); !r) {
-        std::fprintf(stderr, SD_ERR "Failed to listen on '%s': %s\n", socket_path.c_str(),
-                     r.error().message().c_str());
-        return EXIT_FAILURE;
-    }
-    std::fprintf(stderr, SD_INFO "Listening on %s.\n", socket_path.c_str());
-    if (const int r = varlink::serve(event->get(), "Serving io.transient.Allocator"); r < 0) {
-        std::fprintf(stderr, SD_ERR "Event loop failed: %s\n", std::strerror(-r));
-        return EXIT_FAILURE;
-    }
-    return EXIT_SUCCESS;
+        return nullptr;
+    auto service = std::make_unique<AllocatorService>(event, *config, std::move(probe),
+                                                      std::move(*writer));
+    if (!service->start())
+        return nullptr;
+    return service;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    static const option options[] = {
-            {"help", no_argument, nullptr, 'h'},
-            {"version", no_argument, nullptr, 'V'},
-            {"config", required_argument, nullptr, 'c'},
-            {},
-    };
     const char* config_path = nullptr;
-    for (int c; (c = getopt_long(argc, argv, "h", options, nullptr)) >= 0;) {
-        switch (c) {
-        case 'h':
-            help();
-            return EXIT_SUCCESS;
-        case 'V':
-            std::printf("transient-allocd %s\n", PROJECT_VERSION);
-            return EXIT_SUCCESS;
-        case 'c':
-            config_path = optarg;
-            break;
-        default:
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        std::fprintf(stderr, "transient-allocd takes no arguments.\n");
-        return 2;
-    }
-    try {
-        // A file the administrator named must exist; the default one may be absent.
-        if (config_path == nullptr)
-            if (const char* env = std::getenv("TRANSIENT_CONFIG"); env != nullptr && *env != '\0')
-                config_path = env;
-        const bool named = config_path != nullptr;
-        auto config = allocator::load_config(named ? config_path : allocator::kDefaultConfigPath,
-                                             named);
-        if (!config) {
-            std::fprintf(stderr, SD_ERR "%s\n", config.error().message.c_str());
-            std::fprintf(stderr, SD_ERR "Refusing to start with a bad configuration.\n");
-            return EXIT_FAILURE;
-        }
-        return run(*config);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, SD_CRIT "Unexpected failure: %s\n", e.what());
-        return EXIT_FAILURE;
-    }
+    return base::run_daemon({.name = "transient-allocd",
+                             .version = PROJECT_VERSION,
+                             .help = help_text(),
+                             .options = {{"config", &config_path}},
+                             .socket_mode = 0666,
+                             .status = "Serving io.transient.Allocator",
+                             .setup = [&config_path](sd_event* event) {
+                                 return setup(event, config_path);
+                             }},
+                            argc, argv);
 }

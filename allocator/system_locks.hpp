@@ -26,8 +26,8 @@
 
 #include <string>
 
-#include "shm/result.hpp"
-#include "shm/unique_fd.hpp"
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
 
 namespace transient::allocator {
 

@@ -41,8 +41,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include "shm/result.hpp"
-#include "shm/unique_fd.hpp"
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
 #include "shm/writer.hpp"
 
 namespace transient::allocator {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "allocator/interface.hpp"
+#include "base/paths.hpp"
 #include "varlink/varlink.hpp"
 
 #ifndef PROJECT_VERSION
@@ -45,7 +46,6 @@ using varlink::json;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-constexpr char kDefaultRuntimeDir[] = TRANSIENT_DEFAULT_RUNTIME_DIR;  // set by CMake
 // Allocation runs collision checks against every other UID source, which can take a moment
 // on a busy host; a daemon that does not answer at all is reported instead of waited for.
 constexpr auto kCallTimeout = std::chrono::seconds(30);
@@ -58,10 +58,6 @@ __attribute__((format(printf, 1, 2))) void log_error(const char* format, ...) {
     std::vfprintf(stderr, format, ap);
     va_end(ap);
     std::fputc('\n', stderr);
-}
-
-std::string errno_string(int e) {
-    return std::error_code(e, std::system_category()).message();
 }
 
 // Strings from the daemon end up on a terminal: control characters could rewrite it.
@@ -524,7 +520,7 @@ void help() {
         "     --size N          Number of UIDs to allocate: 1 or 65536\n"
         "     --userns PATH     Release the allocated range automatically once the user\n"
         "                       namespace PATH (e.g. /proc/PID/ns/user) is gone\n",
-        kDefaultRuntimeDir);
+        base::kDefaultRuntimeDir);
 }
 
 struct Command {
@@ -619,10 +615,6 @@ int run(int argc, char** argv) {
     if (!ctx.userns.empty() && verb != "allocate")
         return usage_error("--userns is only meaningful for allocate.");
 
-    if (ctx.socket.empty()) {
-        const char* dir = std::getenv("TRANSIENT_RUNTIME_DIR");
-        ctx.socket = std::string(dir && *dir ? dir : kDefaultRuntimeDir) + "/" + kInterfaceName;
-    }
 
     int r = command->run(ctx, args);
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/runtime_dir.hpp"
 #include "shm/layout.hpp"
 
 namespace transient::nss {
@@ -25,10 +26,8 @@ bool read_bypass() noexcept {
 }
 
 int read_table_path(char (&out)[PATH_MAX]) noexcept {
-    // Unset or empty: the default, as shm::runtime_dir() has it.
-    const char* dir = ::secure_getenv("TRANSIENT_RUNTIME_DIR");
-    if (dir == nullptr || dir[0] == '\0')
-        dir = shm::kDefaultRuntimeDir;
+    // Unset or empty: the default, as for every other binary.
+    const char* dir = base::secure_runtime_dir();
     const std::size_t n = std::strlen(dir);
     if (n + 1 + sizeof shm::kTableFileName > sizeof out) {
         out[0] = '\0';

@@ -36,7 +36,7 @@
 #include "nss/environment.hpp"
 #include "nss/errno_guard.hpp"
 #include "shm/layout.hpp"
-#include "shm/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace transient::nss {
 namespace {

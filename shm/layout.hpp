@@ -42,7 +42,6 @@ inline constexpr std::uint32_t kVersionWithoutBlockIndex = 1;
 
 // The file name inside the runtime directory.
 inline constexpr char kTableFileName[] = "ranges.table";
-inline constexpr char kDefaultRuntimeDir[] = TRANSIENT_DEFAULT_RUNTIME_DIR;  // set by CMake
 
 // systemd's pools (docs/UIDS-GIDS.md): 64K-aligned container ranges and single dynamic UIDs.
 inline constexpr std::uint32_t kContainerPoolFirst = 0x00080000;  // 524288

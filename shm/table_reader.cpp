@@ -6,16 +6,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include <cstdlib>
+#include "base/paths.hpp"
 
 namespace transient::shm {
 
-std::string runtime_dir() {
-    const char* d = std::getenv("TRANSIENT_RUNTIME_DIR");
-    return d != nullptr && d[0] != '\0' ? d : kDefaultRuntimeDir;
-}
-
-std::string table_path() { return runtime_dir() + "/" + kTableFileName; }
+std::string table_path() { return base::runtime_path(kTableFileName); }
 
 Result<const TableView*> TableReader::view() {
     struct stat st;

@@ -13,14 +13,12 @@
 #include <vector>
 
 #include "shm/reader.hpp"
-#include "shm/result.hpp"
-#include "shm/unique_fd.hpp"
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
 
 namespace transient::shm {
 
-// $TRANSIENT_RUNTIME_DIR, or /run/transient.
-std::string runtime_dir();
-// runtime_dir() + "/ranges.table".
+// base::runtime_dir() + "/ranges.table".
 std::string table_path();
 
 class TableReader {

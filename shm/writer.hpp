@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "shm/layout.hpp"
-#include "shm/result.hpp"
-#include "shm/unique_fd.hpp"
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
 
 namespace transient::shm {
 

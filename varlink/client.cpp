@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/socket.hpp"
 #include "varlink/varlink.hpp"
 #include "varlink/wire.hpp"
 
@@ -85,7 +86,7 @@ struct Client::Impl {
         return std::unexpected(broken);
     }
 
-    shm::UniqueFd fd;
+    base::UniqueFd fd;
     std::chrono::milliseconds timeout{};
     std::string in;  // received bytes not yet returned as replies
     std::error_code broken;
@@ -101,11 +102,11 @@ int Client::fd() const {
 }
 
 Result<Client> Client::connect(const std::string& path, std::chrono::milliseconds timeout) {
-    auto addr = detail::unix_address(path);
+    auto addr = base::unix_address(path);
     if (!addr)
         return std::unexpected(addr.error());
 
-    shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd)
         return errno_error(errno);
 

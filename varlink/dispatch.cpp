@@ -111,7 +111,7 @@ bool read_flag(const json& message, const char* key, bool& ret) {
 class CallImpl final : public Call {
 public:
     CallImpl(detail::Connection& connection, std::string method, bool more, bool oneway,
-             std::vector<shm::UniqueFd> fds)
+             std::vector<base::UniqueFd> fds)
         : connection_(&connection), peer_(connection.peer()), method_(std::move(method)),
           more_(more), oneway_(oneway), fds_(std::move(fds)) {}
 
@@ -127,8 +127,8 @@ public:
     bool oneway() const override { return oneway_; }
     const ucred& peer() const override { return peer_; }
     std::size_t fd_count() const override { return fds_.size(); }
-    shm::UniqueFd take_fd(std::size_t index) override {
-        return index < fds_.size() ? std::move(fds_[index]) : shm::UniqueFd();
+    base::UniqueFd take_fd(std::size_t index) override {
+        return index < fds_.size() ? std::move(fds_[index]) : base::UniqueFd();
     }
 
     std::unique_ptr<Call> defer() override {
@@ -239,7 +239,7 @@ private:
     std::string internal_error_;  // empty until the interface is known, or if it has none
     bool more_;
     bool oneway_;
-    std::vector<shm::UniqueFd> fds_;
+    std::vector<base::UniqueFd> fds_;
     bool answered_ = false;
 };
 
@@ -318,7 +318,7 @@ const Method* Server::Impl::find_method(Call& call, const Interface** ret_iface)
 }
 
 bool Server::Impl::dispatch(detail::Connection& connection, std::string_view text,
-                            std::vector<shm::UniqueFd> fds) {
+                            std::vector<base::UniqueFd> fds) {
     json message = detail::parse(text);
     if (message.is_discarded() || !message.is_object()) {
         log(LOG_DEBUG, "Varlink message is not a JSON object, disconnecting");

@@ -25,6 +25,9 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "base/log.hpp"
+#include "base/socket.hpp"
+
 namespace transient::varlink {
 namespace {
 
@@ -43,17 +46,6 @@ constexpr uint64_t kLogWindowUsec = 5'000'000;
 
 uint64_t to_usec(std::chrono::milliseconds ms) {
     return ms.count() <= 0 ? 0 : static_cast<uint64_t>(ms.count()) * 1000;
-}
-
-// The default log handler. Under systemd stderr goes to the journal, which reads the priority
-// from the sd-daemon(3) prefix.
-void log_to_stderr(int priority, std::string_view message) {
-    std::fprintf(stderr, "<%d>%.*s\n", priority, static_cast<int>(message.size()),
-                 message.data());
-}
-
-std::string errno_string(int e) {
-    return std::error_code(e, std::system_category()).message();
 }
 
 int on_listener_io(sd_event_source*, int, uint32_t, void* userdata) noexcept {
@@ -87,7 +79,7 @@ void Server::add_interface(Interface iface) {
     impl_->add_interface(std::move(iface));
 }
 
-Result<void> Server::listen_fd(shm::UniqueFd fd) {
+Result<void> Server::listen_fd(base::UniqueFd fd) {
     if (!fd)
         return errno_error(EBADF);
     const int r = sd_is_socket(fd.get(), AF_UNIX, SOCK_STREAM, /*listening=*/1);
@@ -104,30 +96,10 @@ Result<void> Server::listen_fd(shm::UniqueFd fd) {
 }
 
 Result<void> Server::listen_path(const std::string& path, mode_t mode) {
-    auto addr = detail::unix_address(path);
-    if (!addr)
-        return std::unexpected(addr.error());
-
-    shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    auto fd = base::listen_unix(path, mode);
     if (!fd)
-        return errno_error(errno);
-
-    // A socket left by a previous instance is ours to replace. Anything else at that path is
-    // not, and bind() reports EADDRINUSE for it.
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
-        ::unlink(path.c_str());
-
-    if (::bind(fd.get(), addr->get(), addr->len) < 0)
-        return errno_error(errno);
-    // bind() honours the umask, which is process-wide and cannot be changed safely with
-    // threads around; set the mode explicitly before anyone can be accepted.
-    if (::chmod(path.c_str(), mode) < 0 || ::listen(fd.get(), SOMAXCONN) < 0) {
-        const int e = errno;
-        ::unlink(path.c_str());
-        return errno_error(e);
-    }
-    return impl_->add_listener(std::move(fd));
+        return std::unexpected(fd.error());
+    return impl_->add_listener(std::move(*fd));
 }
 
 std::size_t Server::connection_count() const {
@@ -149,7 +121,7 @@ void Server::set_log_handler(LogHandler handler) {
 // ---- Server::Impl: listeners and connection bookkeeping ----------------------------------
 
 Server::Impl::Impl(sd_event* event, ServiceInfo info, Limits limits)
-    : event_(event), info_(std::move(info)), limits_(limits), log_handler_(log_to_stderr),
+    : event_(event), info_(std::move(info)), limits_(limits), log_handler_(base::log),
       read_buffer_(kReadChunk),
       // Room for one descriptor more than allowed, so that "too many" is seen as such; beyond
       // that the kernel sets MSG_CTRUNC and closes the excess itself.
@@ -250,7 +222,7 @@ void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
     }
 }
 
-Result<void> Server::Impl::add_listener(shm::UniqueFd fd) {
+Result<void> Server::Impl::add_listener(base::UniqueFd fd) {
     auto listener = std::make_unique<detail::Listener>();
     listener->server = this;
     listener->fd = std::move(fd);
@@ -281,7 +253,7 @@ void Server::Impl::pause_listener(detail::Listener& listener, int error) {
 
 void Server::Impl::accept_connections(detail::Listener& listener) {
     for (int i = 0; i < kMaxAcceptsPerWakeup; i++) {
-        shm::UniqueFd fd(
+        base::UniqueFd fd(
             ::accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (!fd) {
             const int e = errno;
@@ -353,7 +325,7 @@ void Server::Impl::close_connection(detail::Connection& connection) {
 
 namespace detail {
 
-Connection::Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer, UidState& uid)
+Connection::Connection(Server::Impl& server, base::UniqueFd fd, const ucred& peer, UidState& uid)
     : server_(server), fd_(std::move(fd)), peer_(peer), uid_(uid),
       last_progress_usec_(server.now_usec()) {}
 
@@ -562,7 +534,7 @@ bool Connection::read_once() {
     if (n < 0)
         return errno == EAGAIN || errno == EINTR;
 
-    std::vector<shm::UniqueFd> fds;  // owned from here on, closed on every early return
+    std::vector<base::UniqueFd> fds;  // owned from here on, closed on every early return
     collect_fds(msg, fds);
     if (msg.msg_flags & MSG_CTRUNC) {
         server_.log(LOG_NOTICE, "Varlink client sent too many file descriptors, disconnecting");
@@ -630,7 +602,7 @@ bool Connection::process_buffered() {
             server_.log(LOG_NOTICE, "Varlink message nested too deeply, disconnecting");
             return false;
         }
-        std::vector<shm::UniqueFd> fds;
+        std::vector<base::UniqueFd> fds;
         if (auto it = fds_.find(index); it != fds_.end()) {
             fds = std::move(it->second);
             fds_.erase(it);

@@ -48,7 +48,7 @@ struct UidState {
 // file descriptors, instead of letting a level-triggered source spin.
 struct Listener {
     Server::Impl* server = nullptr;
-    shm::UniqueFd fd;
+    base::UniqueFd fd;
     SourcePtr source;
     SourcePtr retry_timer;
 };
@@ -60,7 +60,7 @@ struct Server::Impl {
     ~Impl();
 
     // server.cpp
-    Result<void> add_listener(shm::UniqueFd fd);
+    Result<void> add_listener(base::UniqueFd fd);
     void accept_connections(detail::Listener& listener);
     // Turns a listener off for a moment after accept() failed for lack of resources.
     void pause_listener(detail::Listener& listener, int error);
@@ -86,7 +86,7 @@ struct Server::Impl {
     // queues its answers on `connection`. Returns false if the message violates the protocol
     // so badly that the connection must be dropped (not JSON, not an object, no method).
     bool dispatch(detail::Connection& connection, std::string_view text,
-                  std::vector<shm::UniqueFd> fds);
+                  std::vector<base::UniqueFd> fds);
     // The method table entry for call.method(), or nullptr after answering
     // InterfaceNotFound or MethodNotFound.
     // `ret_iface` is set with the method.
@@ -121,7 +121,7 @@ namespace detail {
 // that never reads its replies stalls only itself and costs bounded memory.
 class Connection {
 public:
-    Connection(Server::Impl& server, shm::UniqueFd fd, const ucred& peer, UidState& uid);
+    Connection(Server::Impl& server, base::UniqueFd fd, const ucred& peer, UidState& uid);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -171,7 +171,7 @@ private:
     bool finished() const;
 
     Server::Impl& server_;
-    shm::UniqueFd fd_;
+    base::UniqueFd fd_;
     ucred peer_;
     SourcePtr source_;
     bool wake_queued_ = false;  // in server_.wake_queue_
@@ -191,7 +191,7 @@ private:
     // Descriptors keyed by the absolute index of the message they arrived with: the kernel
     // delivers SCM_RIGHTS with the first byte of the sendmsg() that carried them, which is the
     // first byte of the chunk recvmsg() returned.
-    std::map<uint64_t, std::vector<shm::UniqueFd>> fds_;
+    std::map<uint64_t, std::vector<base::UniqueFd>> fds_;
     uint64_t messages_received_ = 0;  // NULs seen so far
     uint64_t messages_processed_ = 0;
 

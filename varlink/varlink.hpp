@@ -42,8 +42,8 @@
 #include <nlohmann/json.hpp>
 #include <systemd/sd-event.h>
 
-#include "shm/result.hpp"
-#include "shm/unique_fd.hpp"
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
 
 namespace transient::varlink {
 
@@ -152,7 +152,7 @@ public:
     // File descriptors received with this message (SCM_RIGHTS), by index. take_fd() transfers
     // ownership; the rest are closed when the call ends.
     virtual std::size_t fd_count() const = 0;
-    virtual shm::UniqueFd take_fd(std::size_t index) = 0;
+    virtual base::UniqueFd take_fd(std::size_t index) = 0;
 
     virtual void reply(json parameters = json::object()) = 0;
     // REQUIRES: more(). Sends a reply with "continues": true.
@@ -183,7 +183,7 @@ public:
     void add_interface(Interface iface);
 
     // Serves an already listening socket (from sd_listen_fds()). Takes ownership.
-    Result<void> listen_fd(shm::UniqueFd fd);
+    Result<void> listen_fd(base::UniqueFd fd);
     // Binds and listens on `path` (a stale socket there is replaced) with the given mode.
     Result<void> listen_path(const std::string& path, mode_t mode);
 

@@ -55,7 +55,7 @@ json parse(std::string_view text) {
     return json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
 }
 
-void collect_fds(const msghdr& msg, std::vector<shm::UniqueFd>& out) {
+void collect_fds(const msghdr& msg, std::vector<base::UniqueFd>& out) {
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
          c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
@@ -94,18 +94,6 @@ ssize_t send_with_fds(int fd, std::string_view data, std::span<const int> fds) n
 
     const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     return n < 0 ? -errno : n;
-}
-
-Result<UnixAddress> unix_address(const std::string& path) {
-    UnixAddress a;
-    a.sa.sun_family = AF_UNIX;
-    if (path.empty() || path.find('\0') != std::string::npos)
-        return errno_error(EINVAL);
-    if (path.size() >= sizeof(a.sa.sun_path))
-        return errno_error(ENAMETOOLONG);
-    std::memcpy(a.sa.sun_path, path.data(), path.size());
-    a.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
-    return a;
 }
 
 }  // namespace transient::varlink::detail

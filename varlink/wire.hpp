@@ -19,23 +19,13 @@
 #include <nlohmann/json.hpp>
 #include <systemd/sd-event.h>
 
-#include "shm/result.hpp"
-#include "shm/unique_fd.hpp"
+#include "base/result.hpp"
+#include "base/sd_event.hpp"
+#include "base/unique_fd.hpp"
 
 namespace transient::varlink::detail {
 
 using json = nlohmann::json;
-
-// An AF_UNIX address for a file-system socket path, with the length bind() and connect() take.
-struct UnixAddress {
-    sockaddr_un sa{};
-    socklen_t len = 0;
-
-    const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&sa); }
-};
-
-// EINVAL for an empty path or one with a NUL in it, ENAMETOOLONG if it does not fit sun_path.
-Result<UnixAddress> unix_address(const std::string& path);
 
 // The size of a control buffer that holds `n` descriptors in one SCM_RIGHTS message.
 constexpr std::size_t cmsg_space_for_fds(std::size_t n) noexcept {
@@ -57,17 +47,12 @@ json parse(std::string_view text);
 
 // Takes every SCM_RIGHTS descriptor out of a received message. Descriptors from any other
 // control message type cannot occur (we never ask for them) and are ignored.
-void collect_fds(const msghdr& msg, std::vector<shm::UniqueFd>& out);
+void collect_fds(const msghdr& msg, std::vector<base::UniqueFd>& out);
 
 // sendmsg() with MSG_NOSIGNAL (a closed peer is EPIPE, never SIGPIPE) and, if `fds` is not
 // empty, one SCM_RIGHTS control message. Returns bytes sent or -errno.
 ssize_t send_with_fds(int fd, std::string_view data, std::span<const int> fds) noexcept;
 
-struct SourceUnref {
-    void operator()(sd_event_source* s) const noexcept { sd_event_source_disable_unref(s); }
-};
-// An sd-event source that is disabled and released with its owner. Disabling first matters:
-// unref alone leaves the source firing if sd-event still holds a reference while dispatching.
-using SourcePtr = std::unique_ptr<sd_event_source, SourceUnref>;
+using base::SourcePtr;
 
 }  // namespace transient::varlink::detail

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/paths.hpp"
 #include "shm/table_reader.hpp"
 #include "shm/writer.hpp"
 #include "varlink/varlink.hpp"
@@ -36,6 +37,7 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+namespace base = transient::base;
 namespace shm = transient::shm;
 
 struct Options {
@@ -132,7 +134,7 @@ int main(int argc, char** argv) {
     const std::string socket = "/run/systemd/userdb/io.transient.Ranges";
     ::mkdir("/run/systemd", 0755);
     ::mkdir("/run/systemd/userdb", 0755);
-    ::mkdir(shm::runtime_dir().c_str(), 0755);
+    ::mkdir(base::runtime_dir().c_str(), 0755);
     const auto uids = make_table(shm::table_path(), o.ranges);
     const pid_t userdbd = start_userdbd(socket);
 

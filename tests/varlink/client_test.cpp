@@ -24,8 +24,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-shm::UniqueFd listen_on(const std::string& path) {
-    shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+base::UniqueFd listen_on(const std::string& path) {
+    base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
     std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
@@ -69,7 +69,7 @@ private:
     void serve(const std::string& response, bool hang_up) {
         if (!wait(listener_.get()))
             return request_.set_value("");
-        shm::UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        base::UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
         std::string request;
         char c;
         while (wait(connection.get()) && ::read(connection.get(), &c, 1) == 1 && c != '\0')
@@ -81,8 +81,8 @@ private:
         wait(stop_read_.get());
     }
 
-    shm::UniqueFd listener_;
-    shm::UniqueFd stop_read_, stop_write_;
+    base::UniqueFd listener_;
+    base::UniqueFd stop_read_, stop_write_;
     std::promise<std::string> request_;
     std::thread thread_;
 };

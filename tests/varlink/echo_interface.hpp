@@ -100,7 +100,7 @@ inline Interface echo_interface(EchoState& state) {
         Method{"ReadFd", {}, [](Call& call) {
                    if (call.fd_count() == 0)
                        return call.error("io.test.Echo.NoFd");
-                   shm::UniqueFd fd = call.take_fd(0);
+                   base::UniqueFd fd = call.take_fd(0);
                    std::string data;
                    char buf[256];
                    ssize_t n;

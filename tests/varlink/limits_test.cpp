@@ -164,7 +164,7 @@ TEST_F(VarlinkLimitsTest, SurvivesRandomBytes) {
 
 TEST_F(VarlinkLimitsTest, DisconnectsAClientThatSendsMoreFileDescriptorsThanAllowed) {
     start(Limits{.max_fds_per_message = 2});
-    std::vector<shm::UniqueFd> files;
+    std::vector<base::UniqueFd> files;
     std::vector<int> fds;
     for (int i = 0; i < 3; i++) {
         files.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -386,7 +386,7 @@ public:
 
 private:
     pid_t pid_ = -1;
-    shm::UniqueFd release_;
+    base::UniqueFd release_;
     std::string result_;
 };
 
@@ -468,7 +468,7 @@ TEST_F(VarlinkLimitsTest, NeverGivesADescriptorToAnEarlierPipelinedCall) {
     ASSERT_TRUE(raw.read_message());  // accepted and served
     int pipe_fds[2];
     ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
-    shm::UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    base::UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
     ASSERT_EQ(::write(write_end.get(), "secret", 6), 6);
     write_end.reset();
 

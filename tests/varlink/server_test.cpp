@@ -300,7 +300,7 @@ TEST_F(VarlinkServerTest, ReplacesAReplyLargerThanTheMessageLimitWithAnError) {
 TEST_F(VarlinkServerTest, PassesFileDescriptorsToTheHandler) {
     int pipe_fds[2];
     ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
-    shm::UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    base::UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
     ASSERT_EQ(::write(write_end.get(), "through a pipe", 14), 14);
     write_end.reset();
 
@@ -357,7 +357,7 @@ TEST_F(VarlinkServerTest, ReplacesAStaleSocketAndAppliesTheMode) {
 
 TEST_F(VarlinkServerTest, RefusesToReplaceSomethingThatIsNotASocket) {
     const std::string file = dir_.path() + "/regular";
-    shm::UniqueFd(::open(file.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    base::UniqueFd(::open(file.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
     auto result = server_.run([&] { return server_.server().listen_path(file, 0600); });
     ASSERT_FALSE(result);
     EXPECT_EQ(result.error().value(), EADDRINUSE);
@@ -365,7 +365,7 @@ TEST_F(VarlinkServerTest, RefusesToReplaceSomethingThatIsNotASocket) {
 
 TEST_F(VarlinkServerTest, ServesAnAlreadyListeningSocket) {
     const std::string other = dir_.path() + "/passed";
-    shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));  // blocking, as systemd
+    base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));  // blocking, as systemd
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
     std::strncpy(sa.sun_path, other.c_str(), sizeof(sa.sun_path) - 1);
@@ -382,12 +382,12 @@ TEST_F(VarlinkServerTest, ServesAnAlreadyListeningSocket) {
 }
 
 TEST_F(VarlinkServerTest, RefusesToServeASocketThatIsNotListening) {
-    shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     auto result = server_.run([&] { return server_.server().listen_fd(std::move(fd)); });
     ASSERT_FALSE(result);
     EXPECT_EQ(result.error().value(), EINVAL);
 
-    shm::UniqueFd file(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    base::UniqueFd file(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     result = server_.run([&] { return server_.server().listen_fd(std::move(file)); });
     ASSERT_FALSE(result);
     EXPECT_EQ(result.error().value(), ENOTSOCK);

@@ -143,7 +143,7 @@ private:
 
     sd_event* event_ = nullptr;
     std::unique_ptr<Server> server_;
-    shm::UniqueFd wake_;
+    base::UniqueFd wake_;
     std::thread thread_;
     std::mutex mutex_;
     std::deque<std::function<void()>> tasks_;
@@ -218,7 +218,7 @@ private:
         return true;
     }
 
-    shm::UniqueFd fd_;
+    base::UniqueFd fd_;
     std::string buffer_;
     bool eof_ = false;
 };

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // Move-only owners of a file descriptor and of a memory mapping. Unlike sdbus-c++'s UnixFd,
-// UniqueFd never dup()s behind your back. Header-only and noexcept: the NSS module uses them too.
+// UniqueFd never dup()s behind your back. Header-only and noexcept: the NSS module and the subid
+// provider use them too.
 
 #pragma once
 
@@ -11,7 +12,7 @@
 #include <cstddef>
 #include <utility>
 
-namespace transient::shm {
+namespace transient::base {
 
 class UniqueFd {
 public:
@@ -73,4 +74,11 @@ private:
     std::size_t size_ = 0;
 };
 
+}  // namespace transient::base
+
+// The table code and the allocator grew up with these in shm/; the old spelling still names the
+// same types.
+namespace transient::shm {
+using base::Mapping;
+using base::UniqueFd;
 }  // namespace transient::shm

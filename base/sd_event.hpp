@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// Owners of sd-event objects, systemd's _cleanup_(sd_event_unrefp) as std::unique_ptr.
+
+#pragma once
+
+#include <memory>
+
+#include <systemd/sd-event.h>
+
+namespace transient::base {
+
+struct EventUnref {
+    void operator()(sd_event* e) const noexcept { sd_event_unref(e); }
+};
+using EventPtr = std::unique_ptr<sd_event, EventUnref>;
+
+struct SourceUnref {
+    void operator()(sd_event_source* s) const noexcept { sd_event_source_disable_unref(s); }
+};
+// An sd-event source that is disabled and released with its owner. Disabling first matters:
+// unref alone leaves the source firing if sd-event still holds a reference while dispatching.
+using SourcePtr = std::unique_ptr<sd_event_source, SourceUnref>;
+
+}  // namespace transient::base
