@@ -11,13 +11,18 @@
 #include <array>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <string_view>
 #include <unordered_set>
+
+#include <boost/interprocess/exceptions.hpp>
 
 #include "shm/reader.hpp"
 
 namespace transient::shm {
 namespace {
+
+namespace ipc = boost::interprocess;
 
 FileHeader& header_of(void* base) { return *static_cast<FileHeader*>(base); }
 
@@ -49,38 +54,34 @@ Result<void> reserve_blocks(int fd, std::uint64_t size) {
     return {};
 }
 
-Result<Mapping> map_rw(int fd, std::size_t size) {
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED)
-        return errno_error(errno);
-    return Mapping(p, size);
+// What mapped_region maps: a descriptor the writer opened itself. ipc::file_mapping would open
+// the path once more, with a plain open(path, O_RDWR): without O_NOFOLLOW and O_CLOEXEC, unable
+// to create the file exclusively, and not necessarily the file whose type was just checked and
+// whose blocks were just reserved.
+class OpenFile {
+public:
+    explicit OpenFile(int fd) : fd_(fd) {}
+    ipc::mapping_handle_t get_mapping_handle() const { return {fd_, false}; }
+    ipc::mode_t get_mode() const { return ipc::read_write; }
+
+private:
+    int fd_;
+};
+
+// Maps `size` bytes of `fd` read-write and shared (MAP_SHARED: readers see every store). The one
+// place where Boost.Interprocess's exceptions become the writer's errors.
+Result<ipc::mapped_region> map_rw(int fd, std::size_t size) {
+    try {
+        return ipc::mapped_region(OpenFile(fd), ipc::read_write, 0, size);
+    } catch (const ipc::interprocess_exception& e) {
+        // The errno of a failed system call; 0 for a check of Boost's own (bad mode or size).
+        const int native = e.get_native_error();
+        return errno_error(native > 0 ? native : EINVAL);
+    }
 }
 
-// Creates a fresh table holding `ranges` (valid, sorted: recovered ones) next to `path` and
-// renames it into place, so that readers see either the old file or the complete new one.
-Result<void> create_table(const std::string& path, std::uint32_t capacity,
-                          std::span<const RangeEntry> ranges = {}) {
-    const std::string tmp = path + ".new";
-    ::unlink(tmp.c_str());
-    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
-    if (!fd)
-        return errno_error(errno);
-    const std::uint64_t size = file_size_for(capacity);
-    if (::fchmod(fd.get(), 0644) < 0 || ::ftruncate(fd.get(), static_cast<off_t>(size)) < 0) {
-        const int e = errno;
-        ::unlink(tmp.c_str());
-        return errno_error(e);
-    }
-    if (auto r = reserve_blocks(fd.get(), size); !r) {
-        ::unlink(tmp.c_str());
-        return r;
-    }
-    auto m = map_rw(fd.get(), size);
-    if (!m) {
-        ::unlink(tmp.c_str());
-        return std::unexpected(m.error());
-    }
-    FileHeader& h = header_of(m->get());
+void init_header(void* base, std::uint32_t capacity, std::uint64_t size) {
+    FileHeader& h = header_of(base);
     // Nobody can see this file yet, so plain relaxed stores suffice; rename() publishes it.
     h.magic.store(kMagic, std::memory_order_relaxed);
     h.state.store(static_cast<std::uint64_t>(TableState::kLive), std::memory_order_relaxed);
@@ -94,17 +95,48 @@ Result<void> create_table(const std::string& path, std::uint32_t capacity,
     h.copy_size.store(copy_size_for(capacity), std::memory_order_relaxed);
     h.file_size.store(size, std::memory_order_relaxed);
     h.seq.store(0, std::memory_order_relaxed);
+}
+
+// Writes a complete table holding `ranges` into the new file `tmp`.
+Result<void> write_new_table(const std::string& tmp, std::uint32_t capacity,
+                             std::span<const RangeEntry> ranges) {
+    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
+    if (!fd)
+        return errno_error(errno);
+    const std::uint64_t size = file_size_for(capacity);
+    if (::fchmod(fd.get(), 0644) < 0 || ::ftruncate(fd.get(), static_cast<off_t>(size)) < 0)
+        return errno_error(errno);
+    if (auto r = reserve_blocks(fd.get(), size); !r)
+        return r;
+    auto m = map_rw(fd.get(), size);
+    if (!m)
+        return std::unexpected(m.error());
+    init_header(m->get_address(), capacity, size);
     if (!ranges.empty()) {
         const std::vector<std::uint32_t> by_name = sorted_by_name(ranges);
         for (int i = 0; i < 2; i++)
-            write_copy(copy_of(m->get(), i), capacity, ranges, by_name);
-    }
-    if (::rename(tmp.c_str(), path.c_str()) < 0) {
-        const int e = errno;
-        ::unlink(tmp.c_str());
-        return errno_error(e);
+            write_copy(copy_of(m->get_address(), i), capacity, ranges, by_name);
     }
     return {};
+}
+
+// Creates a fresh table holding `ranges` (valid, sorted: recovered ones) next to `path` and
+// renames it into place, so that readers see either the old file or the complete new one.
+Result<void> create_table(const std::string& path, std::uint32_t capacity,
+                          std::span<const RangeEntry> ranges = {}) {
+    const std::string tmp = path + ".new";
+    ::unlink(tmp.c_str());
+    Result<void> r = write_new_table(tmp, capacity, ranges);
+    if (r && ::rename(tmp.c_str(), path.c_str()) < 0)
+        r = errno_error(errno);
+    if (!r)
+        ::unlink(tmp.c_str());  // whichever step failed, no half-made table is left behind
+    return r;
+}
+
+void retire(void* base) {
+    header_of(base).state.store(static_cast<std::uint64_t>(TableState::kRetired),
+                                std::memory_order_release);
 }
 
 // Keeps the first of overlapping or same-named entries and drops invalid ones.
@@ -126,9 +158,9 @@ Recovery sanitize(std::vector<RangeEntry> in, std::size_t invalid) {
     return rec;
 }
 
-Result<Recovery> recover(const Mapping& m) {
+Result<Recovery> recover(const ipc::mapped_region& m) {
     TableView v;
-    if (int r = view_table(m.get(), m.size(), &v); r < 0)
+    if (int r = view_table(m.get_address(), m.get_size(), &v); r < 0)
         return errno_error(r);
     std::vector<RangeRecord> raw(v.capacity);
     std::size_t count = 0, invalid = 0;
@@ -221,88 +253,131 @@ Result<void> TableWriter::check(std::span<const RangeEntry> ranges, std::uint32_
     return {};
 }
 
-Result<TableWriter> TableWriter::open(const std::string& path, std::uint32_t capacity) {
-    if (capacity == 0 || capacity > kMaxCapacity)
-        return errno_error(EINVAL);
-    TableWriter w;
-    w.path_ = path;
-    // One writer at a time: the lock file is never removed, so two allocators can never hold
-    // locks on two different inodes.
+namespace {
+
+// One writer at a time: the lock file is never removed, so two allocators can never hold locks
+// on two different inodes.
+Result<UniqueFd> lock_writer(const std::string& path) {
     const std::string lock_path = path + ".lock";
     UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!lock)
         return errno_error(errno);
     if (::flock(lock.get(), LOCK_EX | LOCK_NB) < 0)
         return errno_error(errno == EWOULDBLOCK ? EBUSY : errno);
+    return lock;
+}
 
+// The file at the table's path, mapped read-write; `region` stays empty if the file is too
+// short to hold a header.
+struct MappedFile {
+    UniqueFd fd;
+    ipc::mapped_region region;
+};
+
+// Maps the file at `path`; nullopt if there is none.
+Result<std::optional<MappedFile>> map_existing(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd && errno == ENOENT)
+        return std::nullopt;
+    if (!fd)
+        return errno_error(errno);
+    struct stat st;
+    if (::fstat(fd.get(), &st) < 0)
+        return errno_error(errno);
+    if (!S_ISREG(st.st_mode))
+        return errno_error(EINVAL);
+    MappedFile file{std::move(fd), {}};
+    if (st.st_size >= static_cast<off_t>(sizeof(FileHeader))) {
+        // A table written before blocks were reserved, or copied sparsely, may have holes, and
+        // on tmpfs even a read fault on a hole needs a new page: reserve before mapping.
+        const auto size = static_cast<std::uint64_t>(st.st_size);
+        if (auto r = reserve_blocks(file.fd.get(), size); !r)
+            return std::unexpected(r.error());
+        auto m = map_rw(file.fd.get(), static_cast<std::size_t>(size));
+        if (!m)
+            return std::unexpected(m.error());
+        file.region = std::move(*m);
+    }
+    return file;
+}
+
+// Not a usable table: retires it if it is one (readers then map the new file), and puts an
+// empty one in its place. Its size is never reduced: readers may map it.
+Result<void> replace_table(const std::string& path, std::uint32_t capacity,
+                           const ipc::mapped_region& old) {
+    void* base = old.get_address();
+    if (base != nullptr && header_of(base).magic.load(std::memory_order_relaxed) == kMagic)
+        retire(base);
+    return create_table(path, capacity);
+}
+
+// A table of an older layout: writes its ranges into a new file of this one, renames that over
+// it and retires it, so that readers move over. Nothing is lost at any instant: until the rename
+// the old file is the table, afterwards the new one.
+Result<void> migrate_table(const std::string& path, std::uint32_t capacity,
+                           std::span<const RangeEntry> ranges, const ipc::mapped_region& old) {
+    if (auto r = create_table(path, capacity, ranges); !r)
+        return r;
+    retire(old.get_address());
+    return {};
+}
+
+// What the opened table held, with what open() did before it got there.
+Recovery merge_recovery(Recovery found, const Recovery& before) {
+    found.created = before.created;
+    found.replaced = before.replaced;
+    found.migrated = before.migrated;
+    found.dropped += before.dropped;
+    return found;
+}
+
+}  // namespace
+
+Result<TableWriter> TableWriter::open(const std::string& path, std::uint32_t capacity) {
+    if (capacity == 0 || capacity > kMaxCapacity)
+        return errno_error(EINVAL);
+    auto lock = lock_writer(path);
+    if (!lock)
+        return std::unexpected(lock.error());
+    TableWriter w;
+    w.path_ = path;
+    // At most one step creates, replaces or migrates the file; the next one opens its result.
     for (int attempt = 0; attempt < 2; attempt++) {
-        UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
-        if (!fd && errno != ENOENT)
-            return errno_error(errno);
-        if (!fd) {
+        auto file = map_existing(path);
+        if (!file)
+            return std::unexpected(file.error());
+        if (!*file) {
             if (auto r = create_table(path, capacity); !r)
                 return std::unexpected(r.error());
             w.recovery_.created = true;
             continue;
         }
-        struct stat st;
-        if (::fstat(fd.get(), &st) < 0)
-            return errno_error(errno);
-        if (!S_ISREG(st.st_mode))
-            return errno_error(EINVAL);
-        Result<Recovery> rec = errno_error(EBADMSG);
-        Mapping m;
-        if (st.st_size >= static_cast<off_t>(sizeof(FileHeader))) {
-            // A table written before blocks were reserved, or copied sparsely, may have holes,
-            // and on tmpfs even a read fault on a hole needs a new page: reserve before mapping.
-            if (auto r = reserve_blocks(fd.get(), static_cast<std::uint64_t>(st.st_size)); !r)
-                return std::unexpected(r.error());
-            auto mapped = map_rw(fd.get(), static_cast<std::size_t>(st.st_size));
-            if (!mapped)
-                return std::unexpected(mapped.error());
-            m = std::move(*mapped);
-            rec = recover(m);
-        }
+        const ipc::mapped_region& region = (*file)->region;
+        Result<Recovery> rec =
+                region.get_address() != nullptr ? recover(region) : errno_error(EBADMSG);
         if (!rec) {
-            // Not a usable table: retire it if it is one (readers then map the new file), and
-            // put an empty one in its place. Its size is never reduced: readers may map it.
-            if (m && header_of(m.get()).magic.load(std::memory_order_relaxed) == kMagic)
-                header_of(m.get()).state.store(static_cast<std::uint64_t>(TableState::kRetired),
-                                               std::memory_order_release);
-            if (auto r = create_table(path, capacity); !r)
+            if (auto r = replace_table(path, capacity, region); !r)
                 return std::unexpected(r.error());
             w.recovery_.replaced = true;
             continue;
         }
         TableView v;
-        (void)view_table(m.get(), m.size(), &v);
+        (void)view_table(region.get_address(), region.get_size(), &v);
         if (v.version != kVersion) {
-            // A table of an older layout: write its ranges into a new file of this one, rename
-            // that over it and retire it, so that readers move over. Nothing is lost at any
-            // instant: until the rename the old file is the table, afterwards the new one.
-            if (auto r = create_table(path, v.capacity, rec->ranges); !r)
+            if (auto r = migrate_table(path, v.capacity, rec->ranges, region); !r)
                 return std::unexpected(r.error());
-            header_of(m.get()).state.store(static_cast<std::uint64_t>(TableState::kRetired),
-                                           std::memory_order_release);
             w.recovery_.migrated = true;
             w.recovery_.dropped = rec->dropped;
             continue;
         }
         w.capacity_ = v.capacity;
-        const bool created = w.recovery_.created, replaced = w.recovery_.replaced,
-                   migrated = w.recovery_.migrated;
-        const std::size_t dropped = w.recovery_.dropped;
-        w.recovery_ = std::move(*rec);
-        w.recovery_.created = created;
-        w.recovery_.replaced = replaced;
-        w.recovery_.migrated = migrated;
-        w.recovery_.dropped += dropped;
-        w.fd_ = std::move(fd);
-        w.mapping_ = std::move(m);
+        w.recovery_ = merge_recovery(std::move(*rec), w.recovery_);
+        w.fd_ = std::move((*file)->fd);
+        w.mapping_ = std::move((*file)->region);
         // Both copies consistent again, whatever instant the previous writer died at.
         if (auto r = w.publish(w.recovery_.ranges); !r)
             return std::unexpected(r.error());
-        w.lock_ = std::move(lock);
+        w.lock_ = std::move(*lock);
         return w;
     }
     return errno_error(EAGAIN);
@@ -313,19 +388,19 @@ Result<void> TableWriter::publish(std::span<const RangeEntry> ranges) {
         return r;
     const std::vector<std::uint32_t> by_name = sorted_by_name(ranges);
 
-    FileHeader& h = header_of(mapping_.get());
+    FileHeader& h = header_of(mapping_.get_address());
     std::uint64_t seq = h.seq.load(std::memory_order_relaxed);  // we are the only writer
     if ((seq & 1) == 0) {
         // Copy 1 is complete only if we wrote it. A previous writer may have died while writing
         // it (the counter stays even then), so fill it while readers are still on copy 0,
         // instead of steering them, and a restart after our own death, to a torn copy.
         if (!copy1_written_)
-            write_copy(copy_of(mapping_.get(), 1), capacity_, ranges, by_name);
+            write_copy(copy_of(mapping_.get_address(), 1), capacity_, ranges, by_name);
         store_latch(h, ++seq);  // odd: readers move to copy 1
     }
-    write_copy(copy_of(mapping_.get(), 0), capacity_, ranges, by_name);
+    write_copy(copy_of(mapping_.get_address(), 0), capacity_, ranges, by_name);
     store_latch(h, ++seq);  // even: readers move to the updated copy 0
-    write_copy(copy_of(mapping_.get(), 1), capacity_, ranges, by_name);
+    write_copy(copy_of(mapping_.get_address(), 1), capacity_, ranges, by_name);
     copy1_written_ = true;
     return {};
 }

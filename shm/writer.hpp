@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/interprocess/mapped_region.hpp>
+
 #include "shm/layout.hpp"
 #include "base/result.hpp"
 #include "base/unique_fd.hpp"
@@ -68,7 +70,7 @@ private:
     std::string path_;
     UniqueFd lock_;  // flock()ed for the writer's lifetime
     UniqueFd fd_;
-    Mapping mapping_;
+    boost::interprocess::mapped_region mapping_;  // MAP_SHARED, read-write
     std::uint32_t capacity_ = 0;
     // Whether this writer completed copy 1 itself; until then it may be torn (see publish()).
     bool copy1_written_ = false;

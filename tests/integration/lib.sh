@@ -26,32 +26,25 @@ IT_RUNTIME=$TRANSIENT_SANDBOX_RUNTIME_DIR
 IT_SOCKET=$IT_RUNTIME/io.transient.Allocator
 IT_LOG=$TRANSIENT_SANDBOX/log
 IT_FILES=$TRANSIENT_SANDBOX/files
-IT_PASSED=0
-IT_FAILED=0
 IT_DAEMON_PID=""
 CTL=$TRANSIENT_CTL
 ALLOCD=$TRANSIENT_ALLOCD
 
+# shellcheck source=tests/lib/checks.sh
+. "$IT_DIR/../lib/checks.sh"
+
 # ---- output ----
 
 it_section() { printf '\n== %s\n' "$*"; }
-it_pass() { IT_PASSED=$((IT_PASSED + 1)); printf 'ok    %s\n' "$1"; }
-# it_fail WHAT [DETAIL...]: a failed check; every DETAIL is printed on its own indented line.
-it_fail() {
-    IT_FAILED=$((IT_FAILED + 1))
-    printf 'FAIL  %s\n' "$1"
-    shift
-    local line
-    for line in "$@"; do
-        printf '%s\n' "$line" | sed 's/^/        /'
-    done
-}
+# The checks themselves are tests/lib/checks.sh's, shared with tests/system/.
+it_pass() { pass "$@"; }
+it_fail() { fail "$@"; }  # it_fail WHAT [DETAIL...]
 
 it_finish() {
     it_daemon_stop_quietly
-    printf '\n%s: %d checks passed, %d failed\n' "$IT_NAME" "$IT_PASSED" "$IT_FAILED"
-    [ "$IT_FAILED" -eq 0 ]
-    exit $?
+    local rc=0
+    checks_summary "$IT_NAME" || rc=1
+    exit $rc
 }
 
 # ---- running commands ----
@@ -68,29 +61,9 @@ it_run() {
 
 # ---- checks ----
 
-it_expect_eq() {  # WHAT EXPECTED ACTUAL
-    if [ "$2" == "$3" ]; then
-        it_pass "$1"
-    else
-        it_fail "$1" "expected: $2" "got:      $3"
-    fi
-}
-
-it_expect_match() {  # WHAT ERE TEXT
-    if [[ $3 =~ $2 ]]; then
-        it_pass "$1"
-    else
-        it_fail "$1" "expected to match: /$2/" "got: $3"
-    fi
-}
-
-it_expect_no_match() {  # WHAT ERE TEXT
-    if [[ $3 =~ $2 ]]; then
-        it_fail "$1" "expected NOT to match: /$2/" "got: $3"
-    else
-        it_pass "$1"
-    fi
-}
+it_expect_eq() { expect_eq "$@"; }              # WHAT EXPECTED ACTUAL
+it_expect_match() { expect_match "$@"; }        # WHAT ERE TEXT
+it_expect_no_match() { expect_no_match "$@"; }  # WHAT ERE TEXT
 
 # it_expect_rc WHAT RC CMD...: runs CMD (via it_run) and checks its exit status.
 it_expect_rc() {

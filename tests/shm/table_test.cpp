@@ -21,6 +21,7 @@
 #include "shm/reader.hpp"
 #include "shm/table_reader.hpp"
 #include "shm/writer.hpp"
+#include "tests/shm/writer_freezer.hpp"
 
 namespace transient::shm {
 namespace {
@@ -166,6 +167,34 @@ TEST_F(TableTest, RecoversRangesFromAPreviousWriter) {
     EXPECT_FALSE(w->recovery().created);
     ASSERT_EQ(w->recovery().ranges.size(), 2U);
     EXPECT_EQ(w->recovery().ranges[1].name, "b");
+}
+
+// The writer maps through Boost.Interprocess, which throws: a failed mapping must still be the
+// writer's declared error, leave no temporary file behind and keep the table it could not open.
+TEST_F(TableTest, AFailedMappingIsAnErrorThatLosesNothing) {
+    const std::size_t size = file_size_for(kDefaultCapacity);
+    testing::fail_next_mapping(size, ENOMEM);
+    auto w = TableWriter::open(path_);
+    ASSERT_FALSE(w);
+    EXPECT_EQ(w.error().value(), ENOMEM);
+    EXPECT_FALSE(std::filesystem::exists(path_ + ".new")) << "the temporary file was left behind";
+    EXPECT_FALSE(std::filesystem::exists(path_));
+    {
+        auto created = TableWriter::open(path_);
+        ASSERT_TRUE(created) << created.error().message();
+        EXPECT_TRUE(created->recovery().created);
+        ASSERT_TRUE(created->publish(std::vector{container("a", 524288)}));
+    }
+    testing::fail_next_mapping(size, ENOMEM);
+    auto failed = TableWriter::open(path_);
+    ASSERT_FALSE(failed);
+    EXPECT_EQ(failed.error().value(), ENOMEM);
+    auto reopened = TableWriter::open(path_);
+    ASSERT_TRUE(reopened) << reopened.error().message();
+    EXPECT_FALSE(reopened->recovery().created);
+    EXPECT_FALSE(reopened->recovery().replaced);
+    ASSERT_EQ(reopened->recovery().ranges.size(), 1U);
+    EXPECT_EQ(reopened->recovery().ranges[0].name, "a");
 }
 
 TEST_F(TableTest, RefusesASecondWriter) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
@@ -24,6 +25,8 @@ std::atomic<long> g_arm_page{-1};
 std::atomic<std::byte*> g_mapping{nullptr};
 std::atomic<std::size_t> g_mapping_size{0};
 std::atomic<std::byte*> g_protected{nullptr};  // the write-protected page, if any
+std::atomic<std::size_t> g_fail_size{0};
+std::atomic<int> g_fail_error{0};
 int g_events[2] = {-1, -1};  // handler/thread -> test: 'F' frozen, 'D' done
 int g_go[2] = {-1, -1};      // test -> handler: continue
 struct sigaction g_previous;
@@ -84,6 +87,11 @@ void capture_next_mapping(std::size_t size) {
 }
 
 std::byte* captured_mapping() { return g_mapping.load(); }
+
+void fail_next_mapping(std::size_t size, int error) {
+    g_fail_error = error;
+    g_fail_size = size;
+}
 
 WriterFreezer::WriterFreezer() {
     if (::pipe2(g_events, O_CLOEXEC) < 0 || ::pipe2(g_go, O_CLOEXEC) < 0)
@@ -161,6 +169,13 @@ void WriterFreezer::finish() {
 // Captures the writer's mapping (see writer_freezer.hpp). Everything else passes through.
 extern "C" void* __wrap_mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) {
     using namespace transient::shm::testing;
+    if ((prot & PROT_WRITE) && (flags & MAP_SHARED)) {
+        std::size_t want = len;
+        if (g_fail_size.compare_exchange_strong(want, 0)) {
+            errno = g_fail_error.load();
+            return MAP_FAILED;
+        }
+    }
     void* p = __real_mmap(addr, len, prot, flags, fd, off);
     if (p == MAP_FAILED || !(prot & PROT_WRITE) || !(flags & MAP_SHARED))
         return p;

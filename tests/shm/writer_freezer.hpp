@@ -29,6 +29,10 @@ namespace transient::shm::testing {
 void capture_next_mapping(std::size_t size);
 std::byte* captured_mapping();
 
+// Makes the next read-write MAP_SHARED mapping of `size` bytes fail with `error` instead, as
+// mmap() does when the address space or the memory limit runs out.
+void fail_next_mapping(std::size_t size, int error);
+
 class WriterFreezer {
 public:
     WriterFreezer();

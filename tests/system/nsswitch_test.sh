@@ -13,19 +13,11 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT=${1:-$HERE/../../packaging/transient-nsswitch}
 SAMPLES=$HERE/nsswitch
-PASSED=0
-FAILED=0
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/transient-nsswitch-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-pass() { PASSED=$((PASSED + 1)); printf 'ok    %s\n' "$1"; }
-fail() {
-    FAILED=$((FAILED + 1))
-    printf 'FAIL  %s\n' "$1"
-    shift
-    local l
-    for l in "$@"; do printf '%s\n' "$l" | sed 's/^/        /'; done
-}
+# shellcheck source=tests/lib/checks.sh
+. "$HERE/../lib/checks.sh"
 
 # same_bytes WHAT EXPECTED_FILE ACTUAL_FILE
 same_bytes() {
@@ -129,5 +121,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 chmod 0755 "$TMP/ro"
 
-printf '\nnsswitch_test: %d checks passed, %d failed\n' "$PASSED" "$FAILED"
-[ "$FAILED" -eq 0 ]
+checks_summary nsswitch_test

@@ -27,8 +27,6 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CT=$HERE/container.sh
 NAME=pkg-$$
 T0=$SECONDS
-PASSED=0
-FAILED=0
 
 skip() { echo "package.sh: skipped: $*"; exit 77; }
 # A host without what the test needs must not pass as a host where the package works.
@@ -50,20 +48,8 @@ PKG=$(dpkg-deb -f "$DEB" Package)
 
 # ---- reporting ----
 
-pass() { PASSED=$((PASSED + 1)); printf 'ok    %s\n' "$1"; }
-fail() {
-    FAILED=$((FAILED + 1))
-    printf 'FAIL  %s\n' "$1"
-    shift
-    local l
-    for l in "$@"; do printf '%s\n' "$l" | sed 's/^/        /'; done
-}
-expect_eq() {  # WHAT EXPECTED ACTUAL
-    if [ "$2" == "$3" ]; then pass "$1"; else fail "$1" "expected: $2" "got:      $3"; fi
-}
-expect_match() {  # WHAT ERE ACTUAL
-    if [[ $3 =~ $2 ]]; then pass "$1"; else fail "$1" "expected to match: $2" "got: $3"; fi
-}
+# shellcheck source=tests/lib/checks.sh
+. "$HERE/../lib/checks.sh"
 section() { printf '\n== %s (%d s)\n' "$*" $((SECONDS - T0)); }
 
 # ---- the container ----
@@ -75,7 +61,7 @@ q() { "$CT" exec "$NAME" -- "$@" 2>/dev/null || true; }
 
 cleanup() {
     local rc=$? logs=""
-    if [ $FAILED -gt 0 ] || [ $rc -ne 0 ]; then
+    if [ "$CHECKS_FAILED" -gt 0 ] || [ $rc -ne 0 ]; then
         if [ -n "${SYSTEST_LOG_DIR:-}" ]; then
             mkdir -p "$SYSTEST_LOG_DIR"
             logs=$SYSTEST_LOG_DIR
@@ -324,5 +310,4 @@ expect_eq "purge left nothing in /etc/systemd/system, /run/transient, dpkg's dat
          /var/lib/systemd/deb-systemd-helper-masked -name '*transient*' 2>/dev/null)$(q dpkg-query -W "$PKG" 2>/dev/null)"
 
 section "done"
-printf '\npackage.sh: %d checks passed, %d failed (%d s)\n' "$PASSED" "$FAILED" $((SECONDS - T0))
-[ "$FAILED" -eq 0 ]
+checks_summary package.sh "($((SECONDS - T0)) s)"

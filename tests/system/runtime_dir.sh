@@ -58,22 +58,8 @@ WORK=${2:?usage: runtime_dir.sh SOURCE_DIR WORK_DIR}
 mkdir -p "$WORK"
 WORK=$(readlink -f "$WORK")
 JOBS=${JOBS:-$(nproc)}
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); printf 'ok    %s\n' "$1"; }
-fail() {
-    FAILED=$((FAILED + 1))
-    printf 'FAIL  %s\n' "$1"
-    shift
-    local l
-    for l in "$@"; do printf '%s\n' "$l" | sed 's/^/        /'; done
-}
-expect_eq() {  # WHAT EXPECTED ACTUAL
-    if [ "$2" == "$3" ]; then pass "$1"; else fail "$1" "expected: $2" "got:      $3"; fi
-}
-expect_match() {  # WHAT ERE ACTUAL
-    if [[ $3 =~ $2 ]]; then pass "$1"; else fail "$1" "expected to match: $2" "got: $3"; fi
-}
+# shellcheck source=tests/lib/checks.sh
+. "$(dirname "$SELF")/../lib/checks.sh"
 [ "$(id -u)" -eq 0 ] || { echo "runtime_dir.sh: skipped: needs root (sandbox.sh)"; exit 77; }
 
 echo "== values that cannot work are refused at configure time"
@@ -133,5 +119,4 @@ rc=0
     --runtime-dir "$RD" -- "$SELF" __inner "$build/userdb/transient-userdbd" || rc=$?
 expect_eq "the sandboxed checks passed" 0 "$rc"
 
-printf '\nruntime_dir: %d checks passed, %d failed\n' "$PASSED" "$FAILED"
-[ "$FAILED" -eq 0 ]
+checks_summary runtime_dir
