@@ -140,6 +140,16 @@ std::expected<void, ConfigError> set_probe(Config& c, std::string_view v, const 
     return {};
 }
 
+std::expected<void, ConfigError> set_import(Config& c, std::string_view v, const Where& w) {
+    if (v == "yes")
+        c.import_subordinate_ids = true;
+    else if (v == "no")
+        c.import_subordinate_ids = false;
+    else
+        return error_at(w, "ImportSubordinateIDs= takes yes or no, got '" + std::string(v) + "'");
+    return {};
+}
+
 using Setter = std::expected<void, ConfigError> (*)(Config&, std::string_view, const Where&);
 
 struct Key {
@@ -154,6 +164,7 @@ constexpr Key kKeys[] = {
         {"MaxRangesPerUser", set_quota},
         {"UserNamespaceCheckSec", set_check_interval},
         {"UserNamespaceProbe", set_probe},
+        {"ImportSubordinateIDs", set_import},
 };
 
 std::expected<void, ConfigError> parse_line(Config& c, std::string_view line, bool& in_section,
