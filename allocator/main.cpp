@@ -28,6 +28,7 @@
 #include "allocator/allocator.hpp"
 #include "allocator/collision.hpp"
 #include "allocator/config.hpp"
+#include "allocator/subids.hpp"
 #include "allocator/service.hpp"
 #include "shm/table_reader.hpp"
 #include "varlink/daemon.hpp"
@@ -266,6 +267,8 @@ int run(const allocator::Config& config) {
     }
     report_probe_problem(sweeper, *alloc.probe());
     if (!add_sweep_timer(event->get(), sweeper))
+        return EXIT_FAILURE;
+    if (!allocator::start_subid_import(event->get(), alloc, config.import_subordinate_ids))
         return EXIT_FAILURE;
 
     varlink::Server server(event->get(), {"transient", "transient-allocd", PROJECT_VERSION,

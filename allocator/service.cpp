@@ -41,7 +41,8 @@ type Range (
   owner: int,
   created: int,
   userNamespaceInode: ?int,
-  userNamespaceId: ?int
+  userNamespaceId: ?int,
+  imported: ?bool
 )
 
 # Allocates size (1 or 65536, unless allocd.conf allows only one of them) UIDs and the same
@@ -60,7 +61,9 @@ method AllocateRange(
   userNamespaceFileDescriptor: ?int
 ) -> (name: string, start: int, size: int)
 
-# Releases a range: its UIDs no longer resolve and may be handed out again.
+# Releases a range: its UIDs no longer resolve and may be handed out again. Ranges imported from
+# /etc/subuid and /etc/subgid (named sub-<owner>, imported: true) are released by editing those
+# files, not here (ImportedRange).
 method ReleaseRange(name: string) -> ()
 
 # The range with that name, or containing that UID. A name is looked for in the caller's scope
@@ -77,6 +80,8 @@ error InvalidSize (size: int)
 error PoolExhausted ()
 error PermissionDenied ()
 error QuotaExceeded ()
+# The range comes from /etc/subuid or /etc/subgid (imported: true); edit those files instead.
+error ImportedRange (name: string)
 # The file descriptor does not refer to a user namespace, or to the allocator's own.
 error NotUserNamespace ()
 # The allocator lacks the privileges to tell when this user namespace is gone.
@@ -247,6 +252,8 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
 void vl_release_range(Allocator& a, Call& call) {
     const std::string name = call.parameters().at("name").get<std::string>();
     auto r = a.release(name, call.peer().uid);
+    if (!r && r.error().kind == ErrorKind::kImportedRange)
+        return reply_failure(call, r.error(), {{"name", name}});
     if (!r)
         return reply_failure(call, r.error());
     audit(kMessageIdReleased, "Released", *r, call.peer().uid);
@@ -319,6 +326,9 @@ std::string error_name(ErrorKind kind) {
     case ErrorKind::kBusy:
         n = "TemporarilyUnavailable";
         break;
+    case ErrorKind::kImportedRange:
+        n = "ImportedRange";
+        break;
     case ErrorKind::kInternal:
         n = "SystemError";
         break;
@@ -330,6 +340,8 @@ json range_to_json(const RangeEntry& r, bool details) {
     json j{{"name", r.name},   {"start", r.start},
            {"size", r.size},   {"owner", r.owner},
            {"created", r.created_usec}};
+    if ((r.flags & shm::kEntryFlagImported) != 0)
+        j["imported"] = true;
     if (details && is_bound(r)) {
         j["userNamespaceInode"] = r.userns_ino;
         if ((r.flags & kEntryFlagUsernsNoId) == 0)

@@ -99,6 +99,7 @@ struct Range {
     // The user namespace the range is bound to (shown to its owner and root only).
     std::optional<uint64_t> userns_inode;
     std::optional<uint64_t> userns_id;
+    bool imported = false;  // from /etc/subuid or /etc/subgid: read-only
 };
 
 std::optional<uint64_t> get_uint(const json& object, const char* key) {
@@ -124,6 +125,8 @@ std::optional<Range> parse_range(const json& j) {
         r.created = it->get<int64_t>();
     r.userns_inode = get_uint(j, "userNamespaceInode");
     r.userns_id = get_uint(j, "userNamespaceId");
+    if (auto it = j.find("imported"); it != j.end() && it->is_boolean())
+        r.imported = it->get<bool>();
     return r;
 }
 
@@ -149,6 +152,8 @@ std::string describe_error(const varlink::Client::Reply& reply,
     else if (name == "io.transient.Allocator.PermissionDenied" ||
              name == varlink::kErrorPermissionDenied)
         what = "permission denied";
+    else if (name == "io.transient.Allocator.ImportedRange")
+        what = "the range comes from /etc/subuid or /etc/subgid: edit those files to change it";
     else if (name == "io.transient.Allocator.QuotaExceeded")
         what = "you have reached your quota of ranges";
     else if (name == "io.transient.Allocator.NotUserNamespace")
@@ -402,7 +407,8 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     for (const Range& r : ranges)
         rows.push_back({printable(r.name), std::to_string(r.start),
                         std::to_string(r.start + r.size - 1), std::to_string(r.size),
-                        format_owner(r.owner), format_created(r.created)});
+                        format_owner(r.owner) + (r.imported ? " (imported)" : ""),
+                        format_created(r.created)});
     static constexpr bool kRight[] = {false, true, true, true, false, false};
     print_table(rows, kRight);
     std::printf("\n%zu %s listed.\n", ranges.size(), ranges.size() == 1 ? "range" : "ranges");
@@ -425,6 +431,8 @@ void print_range(const Range& r, const std::optional<uint64_t>& uid) {
         {"Owner", owner},
         {"Created", format_created(r.created)},
     };
+    if (r.imported)
+        lines.push_back({"Source", "/etc/subuid, /etc/subgid (read-only)"});
     if (r.userns_inode || r.userns_id) {
         std::string ns = "user namespace";
         if (r.userns_inode)
