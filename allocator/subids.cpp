@@ -230,9 +230,13 @@ void import_now(Importer& im) {
         std::fprintf(stderr, SD_ERR "Failed to import %s and %s: %s\n", im.subuid.c_str(),
                      im.subgid.c_str(), r.error().message.c_str());
     else if (im.enabled)
-        std::fprintf(stderr, SD_INFO "Imported %zu ranges from %s and %s.\n",
-                     entries.size() - std::min(entries.size(), skipped.size()), im.subuid.c_str(),
-                     im.subgid.c_str());
+        std::fprintf(stderr, SD_INFO "%zu ranges imported from %s and %s.\n",
+                     static_cast<std::size_t>(std::count_if(
+                             im.allocator->ranges().begin(), im.allocator->ranges().end(),
+                             [](const shm::RangeEntry& e) {
+                                 return (e.flags & shm::kEntryFlagImported) != 0;
+                             })),
+                     im.subuid.c_str(), im.subgid.c_str());
 }
 
 void check(Importer& im) {
