@@ -8,6 +8,7 @@
 #include <string>
 
 #include "allocator/policy.hpp"
+#include "allocator/subids.hpp"
 #include "shm/reader.hpp"
 
 namespace transient::allocator {
@@ -40,7 +41,9 @@ Allocator::Allocator(shm::TableWriter writer, std::unique_ptr<CollisionChecker> 
 
 std::size_t Allocator::owned_by(uid_t owner) const {
     return static_cast<std::size_t>(std::count_if(
-            ranges_.begin(), ranges_.end(), [&](const RangeEntry& r) { return r.owner == owner; }));
+            ranges_.begin(), ranges_.end(), [&](const RangeEntry& r) {
+                return r.owner == owner && (r.flags & shm::kEntryFlagImported) == 0;
+            }));
 }
 
 bool Allocator::candidate_free(std::uint32_t start, std::uint32_t size) {
@@ -102,6 +105,10 @@ Outcome<void> Allocator::check_request(const std::string& name, const AllocateRe
                     "'" + name + "' is not a valid range name: [A-Za-z_][A-Za-z0-9_-]*, at most " +
                             std::to_string(shm::kMaxRangeNameLength) + " bytes" +
                             (req.caller != 0 ? " including the prefix u<UID>-" : ""));
+    if (is_imported_name(name))
+        return fail(ErrorKind::kInvalidName, "Range names starting with " +
+                                                     std::string(kImportedPrefix) +
+                                                     " are reserved for /etc/subuid entries");
     if (!may_use_name(name, req.caller))
         return fail(ErrorKind::kPermissionDenied,
                     "Range names starting with u" + std::to_string(*name_scope(name)) +
@@ -212,6 +219,10 @@ Outcome<RangeEntry> Allocator::release(std::string_view given, uid_t caller) {
                            [&](const RangeEntry& r) { return r.name == name; });
     if (it == ranges_.end())
         return fail(ErrorKind::kNoSuchRange, "No range named '" + name + "'");
+    if ((it->flags & shm::kEntryFlagImported) != 0)
+        return fail(ErrorKind::kImportedRange, "Range '" + name +
+                                                       "' comes from /etc/subuid or /etc/subgid; "
+                                                       "edit those files to remove it");
     if (caller != 0 && caller != it->owner)
         return fail(ErrorKind::kPermissionDenied,
                     "Range '" + name + "' belongs to UID " + std::to_string(it->owner));
@@ -221,6 +232,46 @@ Outcome<RangeEntry> Allocator::release(std::string_view given, uid_t caller) {
     if (auto r = publish(std::move(next)); !r)
         return std::unexpected(r.error());
     return released;
+}
+
+Outcome<void> Allocator::set_imported(const std::vector<RangeEntry>& imported,
+                                      std::vector<std::string>* skipped) {
+    std::vector<RangeEntry> next;
+    std::vector<RangeEntry> before;  // the imported ranges now, to keep their creation times
+    for (const RangeEntry& r : ranges_)
+        ((r.flags & shm::kEntryFlagImported) != 0 ? before : next).push_back(r);
+    const std::vector<RangeEntry> live = next;
+    for (RangeEntry e : imported) {
+        auto after = std::upper_bound(live.begin(), live.end(), e.start,
+                                      [](std::uint32_t v, const RangeEntry& r) {
+                                          return v < r.start;
+                                      });
+        const RangeEntry* clash = nullptr;
+        if (after != live.end() && after->start < e.end())
+            clash = &*after;
+        else if (after != live.begin() && std::prev(after)->end() > e.start)
+            clash = &*std::prev(after);
+        for (const RangeEntry& r : live)
+            if (clash == nullptr && r.name == e.name)
+                clash = &r;
+        if (clash != nullptr) {
+            skipped->push_back("Range " + e.name + " (" + std::to_string(e.start) + "+" +
+                               std::to_string(e.size) + ") overlaps or has the name of live range " +
+                               clash->name + ", skipped");
+            continue;
+        }
+        auto same = std::find_if(before.begin(), before.end(), [&](const RangeEntry& b) {
+            return b.name == e.name && b.start == e.start && b.size == e.size &&
+                   b.owner == e.owner && b.flags == e.flags;
+        });
+        e.created_usec = same != before.end() ? same->created_usec : now_usec();
+        next.push_back(std::move(e));
+    }
+    std::sort(next.begin(), next.end(),
+              [](const RangeEntry& a, const RangeEntry& b) { return a.start < b.start; });
+    if (next == ranges_)
+        return {};
+    return publish(std::move(next));
 }
 
 Outcome<RangeEntry> Allocator::find(const std::optional<std::string>& given,

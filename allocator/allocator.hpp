@@ -134,6 +134,13 @@ public:
     void set_release_observer(ReleaseObserver observer) { observer_ = std::move(observer); }
     const UsernsProbe* probe() const { return probe_.get(); }
 
+    // Makes `imported` (subids.hpp's imported_entries()) the table's imported ranges, in place
+    // of the previous ones, and publishes if that changed anything. An entry overlapping a live
+    // range, or named like one, is left out with a line in *skipped.
+    Outcome<void> set_imported(const std::vector<RangeEntry>& imported,
+                               std::vector<std::string>* skipped);
+
+    // Allocated ranges only: imported ones count against nobody's quota.
     std::size_t owned_by(uid_t owner) const;
     const Policy& policy() const { return policy_; }
     const std::vector<RangeEntry>& ranges() const { return ranges_; }  // sorted by start

@@ -12,9 +12,11 @@
 #include <charconv>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <vector>
 
 #include "shm/identity.hpp"
+#include "allocator/subids.hpp"
 
 namespace transient::allocator {
 namespace {
@@ -69,24 +71,11 @@ void bypass_own_sources() {
 
 std::optional<std::string> subid_overlap(const std::string& path, std::uint32_t start,
                                          std::uint32_t size) {
+    // The same parser as the import (subids.hpp): a line that names a range claims its IDs.
     std::ifstream in(path);
-    std::string line;
-    const std::uint64_t end = std::uint64_t{start} + size;
-    for (unsigned n = 1; std::getline(in, line); n++) {
-        // owner:first:count; comments and malformed lines claim nothing.
-        const auto c1 = line.find(':');
-        const auto c2 = c1 == std::string::npos ? c1 : line.find(':', c1 + 1);
-        if (line.empty() || line[0] == '#' || c2 == std::string::npos)
-            continue;
-        std::uint64_t first = 0, count = 0;
-        const char* b = line.data();
-        auto r1 = std::from_chars(b + c1 + 1, b + c2, first);
-        auto r2 = std::from_chars(b + c2 + 1, b + line.size(), count);
-        if (r1.ec != std::errc{} || r2.ec != std::errc{} || r1.ptr != b + c2 || count == 0)
-            continue;
-        if (first < end && start < first + count)
-            return path + ":" + std::to_string(n);
-    }
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (auto line = subid_overlap(parse_subid_file(text), start, size))
+        return path + ":" + std::to_string(line->line);
     return std::nullopt;
 }
 

@@ -144,6 +144,16 @@ Outcome<void> set_probe(Config& c, std::string_view v, const Where& w) {
     return {};
 }
 
+Outcome<void> set_import(Config& c, std::string_view v, const Where& w) {
+    if (v == "yes")
+        c.import_subordinate_ids = true;
+    else if (v == "no")
+        c.import_subordinate_ids = false;
+    else
+        return error_at(w, "ImportSubordinateIDs= takes yes or no, got '" + std::string(v) + "'");
+    return {};
+}
+
 using Setter = Outcome<void> (*)(Config&, std::string_view, const Where&);
 
 struct Key {
@@ -158,6 +168,7 @@ constexpr Key kKeys[] = {
         {"MaxRangesPerUser", set_quota},
         {"UserNamespaceCheckSec", set_check_interval},
         {"UserNamespaceProbe", set_probe},
+        {"ImportSubordinateIDs", set_import},
 };
 
 Outcome<void> parse_line(Config& c, std::string_view line, bool& in_section,

@@ -13,6 +13,7 @@
 //   MaxRangesPerUser=16                # per non-root owner UID; 0: only root may allocate
 //   UserNamespaceCheckSec=2            # how often bindings to user namespaces are checked
 //   UserNamespaceProbe=auto            # auto, file-handle or scan (see userns.hpp)
+//   ImportSubordinateIDs=yes           # /etc/subuid and /etc/subgid as read-only ranges
 
 #pragma once
 
@@ -32,6 +33,7 @@ struct Config {
     Policy policy;
     std::chrono::milliseconds userns_check_interval{2000};
     ProbeMode probe = ProbeMode::kAuto;
+    bool import_subordinate_ids = true;
 };
 
 // Parses the text of a configuration file; `filename` only labels errors. A failure's message

@@ -35,12 +35,14 @@ enum class ErrorKind {
     // Another allocator holds a lock we must take to choose (/etc/.pwd.lock, nsresourced's
     // registry lock); try again later.
     kBusy,
+    // The range comes from /etc/subuid or /etc/subgid: edit the file instead.
+    kImportedRange,
     // The allocator's own failure; also what the Varlink server sends for a handler's failure.
     kInternal,
 };
 
 // The IDL types the interface uses; kRange is the interface's own type Range.
-enum class FieldType { kString, kInt, kRange };
+enum class FieldType { kString, kInt, kBool, kRange };
 
 struct Field {
     std::string_view name;
@@ -82,6 +84,7 @@ inline constexpr Field kRangeFields[] = {
     {"created", FieldType::kInt},
     {"userNamespaceInode", FieldType::kInt, true},
     {"userNamespaceId", FieldType::kInt, true},
+    {"imported", FieldType::kBool, true},
 };
 inline constexpr Field kAllocateRangeIn[] = {
     {"name", FieldType::kString},
@@ -129,7 +132,9 @@ inline constexpr TypeDecl kRangeType{
     "Range",
     "A live range. created is in microseconds since the epoch; owner is the allocating UID. "
     "userNamespaceInode and userNamespaceId identify the user namespace the range is bound to "
-    "(owner and root only; the id only where the kernel has namespace ids, Linux 6.18+).",
+    "(owner and root only; the id only where the kernel has namespace ids, Linux 6.18+). "
+    "imported is true for the read-only ranges imported from /etc/subuid and /etc/subgid "
+    "(named sub-<owner>).",
     detail::kRangeFields};
 
 inline constexpr MethodDecl kAllocateRange{
@@ -147,7 +152,9 @@ inline constexpr MethodDecl kAllocateRange{
     detail::kAllocateRangeIn, detail::kAllocateRangeOut};
 inline constexpr MethodDecl kReleaseRange{
     "ReleaseRange",
-    "Releases a range: its UIDs no longer resolve and may be handed out again.",
+    "Releases a range: its UIDs no longer resolve and may be handed out again. Ranges imported "
+    "from /etc/subuid and /etc/subgid are released by editing those files, not here "
+    "(ImportedRange).",
     detail::kReleaseRangeIn, {}};
 inline constexpr MethodDecl kGetRange{
     "GetRange",
@@ -179,6 +186,10 @@ inline constexpr ErrorDecl kErrors[] = {
      "for the whole time the call waited for it (seconds); holderPid where known. Try again "
      "later.",
      detail::kBusyParams},
+    {ErrorKind::kImportedRange, "io.transient.Allocator.ImportedRange",
+     "The range comes from /etc/subuid or /etc/subgid (imported: true); edit those files "
+     "instead.",
+     detail::kNameParam},
     {ErrorKind::kInternal, "io.transient.Allocator.SystemError",
      "The allocator failed in a way the caller cannot fix (e.g. writing the range table); nothing "
      "was changed. message, where present, says what for the administrator; the journal says "

@@ -27,6 +27,7 @@
 #include "allocator/allocator.hpp"
 #include "allocator/collision.hpp"
 #include "allocator/config.hpp"
+#include "allocator/subids.hpp"
 #include "allocator/service.hpp"
 #include "base/daemon.hpp"
 #include "base/log.hpp"
@@ -253,6 +254,7 @@ public:
                           "https://github.com/transient-uids/transient"}) {
         alloc_.set_release_observer(allocator::log_automatic_release);
         alloc_.set_sweep_spacing(config.userns_check_interval);
+        import_subordinate_ids_ = config.import_subordinate_ids;
     }
 
     // Releases what died while we were not running and starts the sweep timer.
@@ -261,6 +263,8 @@ public:
             base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
         report_probe_problem(sweeper_, *alloc_.probe());
         if (!add_sweep_timer(event_.get(), sweeper_))
+            return false;
+        if (!allocator::start_subid_import(event_.get(), alloc_, import_subordinate_ids_))
             return false;
         server_.add_interface(allocator::make_interface(alloc_, event_.get()));
         return true;
@@ -279,6 +283,7 @@ public:
 
 private:
     allocator::Allocator alloc_;
+    bool import_subordinate_ids_ = true;
     Sweeper sweeper_;
     base::EventPtr event_;
     varlink::Server server_;

@@ -176,6 +176,8 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
 void vl_release_range(Allocator& a, Call& call) {
     const std::string name = call.parameters().at("name").get<std::string>();
     auto r = a.release(name, call.peer().uid);
+    if (!r && r.error().kind == ErrorKind::kImportedRange)
+        return reply_failure(call, r.error(), {{"name", name}});
     if (!r)
         return reply_failure(call, r.error());
     audit(kMessageIdReleased, "Released", *r, call.peer().uid);
@@ -256,6 +258,8 @@ std::string field_type(FieldType type) {
         return "string";
     case FieldType::kInt:
         return "int";
+    case FieldType::kBool:
+        return "bool";
     case FieldType::kRange:
         return std::string(kRangeType.name);
     }
@@ -289,6 +293,8 @@ varlink::Type param_type(FieldType type) {
         return Type::kString;
     case FieldType::kInt:
         return Type::kInt;
+    case FieldType::kBool:
+        return Type::kBool;
     case FieldType::kRange:
         return Type::kObject;
     }
@@ -327,6 +333,8 @@ json range_to_json(const RangeEntry& r, bool details) {
     json j{{"name", r.name},   {"start", r.start},
            {"size", r.size},   {"owner", r.owner},
            {"created", r.created_usec}};
+    if ((r.flags & shm::kEntryFlagImported) != 0)
+        j["imported"] = true;
     if (details && is_bound(r)) {
         j["userNamespaceInode"] = r.userns_ino;
         if ((r.flags & kEntryFlagUsernsNoId) == 0)

@@ -95,6 +95,7 @@ struct Range {
     // The user namespace the range is bound to (shown to its owner and root only).
     std::optional<uint64_t> userns_inode;
     std::optional<uint64_t> userns_id;
+    bool imported = false;  // from /etc/subuid or /etc/subgid: read-only
 };
 
 std::optional<uint64_t> get_uint(const json& object, const char* key) {
@@ -120,6 +121,8 @@ std::optional<Range> parse_range(const json& j) {
         r.created = it->get<int64_t>();
     r.userns_inode = get_uint(j, "userNamespaceInode");
     r.userns_id = get_uint(j, "userNamespaceId");
+    if (auto it = j.find("imported"); it != j.end() && it->is_boolean())
+        r.imported = it->get<bool>();
     return r;
 }
 
@@ -168,6 +171,10 @@ std::string describe_error(const varlink::Client::Reply& reply,
             if (p.contains("holderPid") && p["holderPid"].is_number_integer())
                 what += " (PID " + std::to_string(p["holderPid"].get<std::int64_t>()) + ")";
             what += "; try again later";
+            break;
+        case ErrorKind::kImportedRange:
+            what = "the range comes from /etc/subuid or /etc/subgid: edit those files to "
+                   "change it";
             break;
         case ErrorKind::kInternal:
             what = "the daemon failed: " +
@@ -416,7 +423,8 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     for (const Range& r : ranges)
         rows.push_back({printable(r.name), std::to_string(r.start),
                         std::to_string(r.start + r.size - 1), std::to_string(r.size),
-                        format_owner(r.owner), format_created(r.created)});
+                        format_owner(r.owner) + (r.imported ? " (imported)" : ""),
+                        format_created(r.created)});
     static constexpr bool kRight[] = {false, true, true, true, false, false};
     print_table(rows, kRight);
     std::printf("\n%zu %s listed.\n", ranges.size(), ranges.size() == 1 ? "range" : "ranges");
@@ -439,6 +447,8 @@ void print_range(const Range& r, const std::optional<uint64_t>& uid) {
         {"Owner", owner},
         {"Created", format_created(r.created)},
     };
+    if (r.imported)
+        lines.push_back({"Source", "/etc/subuid, /etc/subgid (read-only)"});
     if (r.userns_inode || r.userns_id) {
         std::string ns = "user namespace";
         if (r.userns_inode)
@@ -615,6 +625,8 @@ int run(int argc, char** argv) {
     if (!ctx.userns.empty() && verb != "allocate")
         return usage_error("--userns is only meaningful for allocate.");
 
+    if (ctx.socket.empty())
+        ctx.socket = base::runtime_path(kInterfaceName);
 
     int r = command->run(ctx, args);
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) {

@@ -60,8 +60,13 @@ int next(Cursor& c, shm::IdKind kind, Pack&& pack) noexcept {
     if (int r = acquire_table(&lease); r < 0)
         return r;  // -ENOENT: no table, nothing to list (NOTFOUND)
     shm::RangeRecord range;
-    if (int r = shm::find_next(*lease.view(), c.next_start, &range); r < 0)
-        return r;  // -ESRCH: past the last range
+    // Skips the ranges without records of this kind (UID-only or GID-only imported ranges).
+    do {
+        if (int r = shm::find_next(*lease.view(), c.next_start, &range); r < 0)
+            return r;  // -ESRCH: past the last range
+        if (!shm::range_has_kind(range, kind))
+            c.next_start = std::uint64_t{range.start} + range.size;
+    } while (!shm::range_has_kind(range, kind));
     if (int r = pack(shm::ranged_id_name(range, 0, kind), range.start); r < 0)
         return r;  // -ERANGE: the same range again with the caller's larger buffer
     c.next_start = std::uint64_t{range.start} + range.size;

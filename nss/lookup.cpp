@@ -44,6 +44,8 @@ int resolve_id(std::uint32_t id, shm::IdKind kind, Resolved* ret) noexcept {
         return r;
     if (int r = shm::find_by_id(*lease.view(), id, &ret->range, &ret->seq); r < 0)
         return r;
+    if (!shm::range_has_kind(ret->range, kind))
+        return -ESRCH;
     ret->name = shm::ranged_id_name(ret->range, id - ret->range.start, kind);
     if (lease.cached())
         ret->view = lease.view();  // never unmapped: a valid cache key beyond the lease

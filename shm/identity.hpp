@@ -83,6 +83,12 @@ inline bool is_foreign_id(std::uint32_t id) noexcept {
     return id >= kForeignBase && id - kForeignBase < kForeignCount;
 }
 
+// Whether a range has records of `kind`: a range imported from only one of /etc/subuid and
+// /etc/subgid (kEntryFlagNoUid / kEntryFlagNoGid) has users only or groups only.
+inline bool range_has_kind(const RangeRecord& r, IdKind kind) noexcept {
+    return (r.flags & (kind == IdKind::kUser ? kEntryFlagNoUid : kEntryFlagNoGid)) == 0;
+}
+
 namespace detail {
 
 // Parses a canonical decimal number (no sign, no leading zeros) of at most 10 digits.
@@ -282,6 +288,8 @@ inline int lookup_id(const TableView* v, std::uint32_t id, IdKind kind, Identity
     const int e = find_by_id(*v, id, &r);
     if (e < 0)
         return e;
+    if (!range_has_kind(r, kind))
+        return -ESRCH;
     detail::fill_ranged(r, id - r.start, kind, ret);
     return 0;
 }
@@ -320,7 +328,7 @@ inline int lookup_name(const TableView* v, const char* name, std::size_t len, Id
     const int e = find_by_name(*v, range, static_cast<std::size_t>(dash - range), &r);
     if (e < 0)
         return e;
-    if (n >= r.size)
+    if (n >= r.size || !range_has_kind(r, kind))
         return -ESRCH;
     detail::fill_ranged(r, n, kind, ret);
     return 0;

@@ -75,6 +75,25 @@ inline bool is_valid_range_shape(std::uint32_t start, std::uint32_t size) noexce
     return start != 0 && start <= 0xFFFE0000U && start != kForeignBase;
 }
 
+// An entry imported from /etc/subuid or /etc/subgid (kEntryFlagImported) has whatever start and
+// size the file gave, and may span several 64K blocks. It must still never cover UID 0, the
+// 16-bit and 32-bit (uid_t) -1, or the foreign range, whose names come from elsewhere.
+inline bool is_valid_imported_shape(std::uint32_t start, std::uint32_t size) noexcept {
+    const std::uint64_t end = std::uint64_t{start} + size;  // one past the last ID
+    if (size == 0 || start == 0 || end > 0xFFFFFFFFULL)
+        return false;
+    if (start <= 0xFFFFU && end > 0xFFFFU)
+        return false;
+    return end <= kForeignBase || start >= std::uint64_t{kForeignBase} + kContainerRangeSize;
+}
+
+inline bool is_valid_entry_shape(std::uint32_t start, std::uint32_t size,
+                                 std::uint32_t flags) noexcept {
+    if ((flags & kEntryFlagImported) != 0)
+        return is_valid_imported_shape(start, size);
+    return is_valid_range_shape(start, size);
+}
+
 namespace detail {
 
 inline const FileHeader& header(const TableView& v) noexcept {
@@ -114,6 +133,15 @@ inline std::uint64_t entry_count(const std::byte* copy, std::uint32_t capacity) 
 
 inline std::uint32_t entry_start(const EntryWords& e) noexcept {
     return static_cast<std::uint32_t>(e.start_size.load(std::memory_order_relaxed));
+}
+
+// Whether an entry may contain IDs of a 64K block after the one it starts in: only an imported
+// one can (a 64K range is aligned, a single ID is its own block). The containment check after
+// the latch re-check decides; this only saves loading entries that cannot match.
+inline bool spans_blocks(const EntryWords& e) noexcept {
+    const auto flags =
+            static_cast<std::uint32_t>(e.owner_flags.load(std::memory_order_relaxed) >> 32);
+    return (flags & kEntryFlagImported) != 0;
 }
 
 inline void load_name(const EntryWords& e, char (&out)[kNameWords * 8]) noexcept {
@@ -217,7 +245,7 @@ inline bool is_valid_padded_name(const char (&name)[kNameWords * 8], std::size_t
 inline int validate_record(const RangeRecord& r) noexcept {
     if (!is_valid_padded_name(r.name, padded_name_length(r.name)))
         return -EBADMSG;
-    if (!is_valid_range_shape(r.start, r.size))
+    if (!is_valid_entry_shape(r.start, r.size, r.flags))
         return -EBADMSG;
     return 0;
 }
@@ -321,7 +349,9 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
             else
                 hi = mid;
         }
-        if (lo == first)
+        // None starts in id's block at or below id: the last entry starting before the block
+        // (first - 1) may still contain it, if it is an imported range spanning blocks.
+        if (lo == 0 || (lo == first && !detail::spans_blocks(detail::entry(copy, lo - 1))))
             return -ESRCH;
         detail::load_entry(detail::entry(copy, lo - 1), rec);
         return 0;

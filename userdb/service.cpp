@@ -211,6 +211,8 @@ void enumerate(Call& call, const shm::TableView* view, const Keys& keys, const F
             return call.error(kErrorServiceNotAvailable);
         }
         next = std::uint64_t{r.start} + 1;
+        if (!shm::range_has_kind(r, keys.kind))
+            continue;
         shm::Identity id;
         shm::identity_of_range(r, keys.kind, &id);
         if (!filter.matches(id))

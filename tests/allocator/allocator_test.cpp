@@ -14,6 +14,7 @@
 
 #include "allocator/allocator.hpp"
 #include "allocator/collision.hpp"
+#include "shm/identity.hpp"
 #include "shm/table_reader.hpp"
 
 namespace transient::allocator {
@@ -481,6 +482,68 @@ TEST_F(AllocatorTest, ContinuesFromTheTableAfterARestart) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->start, 589824U);
     EXPECT_EQ(a->allocate("web", 1, 0).error().kind, ErrorKind::kNameInUse);
+}
+
+RangeEntry imported(std::string name, std::uint32_t start, std::uint32_t size,
+                    std::uint32_t flags = 0) {
+    return RangeEntry{std::move(name), start, size, 1000, shm::kEntryFlagImported | flags, 0, 0,
+                      0};
+}
+
+TEST_F(AllocatorTest, ImportedRangesResolveAcrossBlocksAndAreReadOnly) {
+    auto a = make();
+    // Starts mid-block and spans two more 64K blocks; a UID-only one next to it.
+    std::vector<std::string> skipped;
+    ASSERT_TRUE(a->set_imported({imported("sub-alice", 100000, 200000),
+                                 imported("sub-bob", 300000, 10, shm::kEntryFlagNoGid)},
+                                &skipped));
+    EXPECT_TRUE(skipped.empty());
+    shm::TableReader table(dir_ + "/ranges.table");
+    auto view = table.view();
+    ASSERT_TRUE(view);
+    const shm::TableView* v = *view;
+    shm::Identity id;
+    ASSERT_EQ(shm::lookup_id(v, 100000 + 150000, shm::IdKind::kUser, &id), 0);
+    EXPECT_STREQ(id.name, "vu-sub-alice-150000");
+    ASSERT_EQ(shm::lookup_id(v, 300005, shm::IdKind::kUser, &id), 0);
+    EXPECT_STREQ(id.name, "vu-sub-bob-5");
+    EXPECT_EQ(shm::lookup_id(v, 300005, shm::IdKind::kGroup, &id), -ESRCH);
+    EXPECT_EQ(shm::lookup_name(v, "vg-sub-bob-5", shm::IdKind::kGroup, &id),
+              -ESRCH);
+    EXPECT_EQ(shm::lookup_id(v, 300010, shm::IdKind::kUser, &id), -ESRCH);
+
+    auto r = a->release("sub-alice", 0);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, ErrorKind::kImportedRange);
+    EXPECT_NE(r.error().message.find("/etc/subuid"), std::string::npos);
+    auto n = a->allocate("sub-mine", 65536, 0);
+    ASSERT_FALSE(n);
+    EXPECT_EQ(n.error().kind, ErrorKind::kInvalidName);
+    EXPECT_EQ(a->owned_by(1000), 0U);  // imported ranges count against no quota
+
+    // A later import replaces the earlier one; an empty one removes them all.
+    ASSERT_TRUE(a->set_imported({imported("sub-alice", 100000, 65536)}, &skipped));
+    ASSERT_EQ(a->ranges().size(), 1U);
+    ASSERT_TRUE(a->set_imported({}, &skipped));
+    EXPECT_TRUE(a->ranges().empty());
+}
+
+TEST_F(AllocatorTest, ImportSkipsEntriesOverlappingLiveRanges) {
+    auto a = make();
+    auto web = a->allocate("web", 65536, 0);
+    ASSERT_TRUE(web);
+    std::vector<std::string> skipped;
+    ASSERT_TRUE(a->set_imported({imported("sub-alice", web->start + 100, 10),
+                                 imported("sub-bob", 100000, 10)},
+                                &skipped));
+    ASSERT_EQ(skipped.size(), 1U);
+    EXPECT_NE(skipped[0].find("sub-alice"), std::string::npos) << skipped[0];
+    ASSERT_EQ(a->ranges().size(), 2U);
+    // A later allocation goes around an imported entry in the pool.
+    ASSERT_TRUE(a->set_imported({imported("sub-carol", web->start + 65536 + 7, 3)}, &skipped));
+    auto next = a->allocate("db", 65536, 0);
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->start, web->start + 2 * 65536);
 }
 
 }  // namespace

@@ -31,6 +31,7 @@ TEST(ConfigTest, EmptyTextGivesTheDefaults) {
     EXPECT_TRUE(c->policy.allow_container);
     EXPECT_EQ(c->userns_check_interval, std::chrono::milliseconds(2000));
     EXPECT_EQ(c->probe, ProbeMode::kAuto);
+    EXPECT_TRUE(c->import_subordinate_ids);
 }
 
 TEST(ConfigTest, ReadsEveryKey) {
@@ -43,7 +44,8 @@ TEST(ConfigTest, ReadsEveryKey) {
                           "AllowedSizes=65536\n"
                           "MaxRangesPerUser=3\n"
                           "UserNamespaceCheckSec=0.25\n"
-                          "UserNamespaceProbe=scan\n",
+                          "UserNamespaceProbe=scan\n"
+                          "ImportSubordinateIDs=no\n",
                           "allocd.conf");
     ASSERT_TRUE(c) << c.error().message;
     EXPECT_EQ(c->policy.pools.container_first, 1048576U);
@@ -55,6 +57,7 @@ TEST(ConfigTest, ReadsEveryKey) {
     EXPECT_EQ(c->policy.max_ranges_per_user, 3U);
     EXPECT_EQ(c->userns_check_interval, std::chrono::milliseconds(250));
     EXPECT_EQ(c->probe, ProbeMode::kScan);
+    EXPECT_FALSE(c->import_subordinate_ids);
 }
 
 TEST(ConfigTest, LaterKeysWinLikeSystemds) {
@@ -80,6 +83,8 @@ TEST(ConfigTest, NamesTheFileAndLineOfEveryError) {
               "allocd.conf:2: AllowedSizes= must name at least one of 1 and 65536");
     EXPECT_EQ(error_of("[Allocator]\nUserNamespaceProbe=bpf\n"),
               "allocd.conf:2: UserNamespaceProbe= takes auto, file-handle or scan, got 'bpf'");
+    EXPECT_EQ(error_of("[Allocator]\nImportSubordinateIDs=1\n"),
+              "allocd.conf:2: ImportSubordinateIDs= takes yes or no, got '1'");
 }
 
 TEST(ConfigTest, RefusesPoolsOutsideSystemdsRanges) {

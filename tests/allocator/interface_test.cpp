@@ -140,7 +140,8 @@ ParsedFields declared(std::span<const Field> fields) {
     ParsedFields out;
     for (const Field& f : fields) {
         const std::string type = f.type == FieldType::kString ? "string"
-                                  : f.type == FieldType::kInt ? "int"
+                                 : f.type == FieldType::kInt  ? "int"
+                                 : f.type == FieldType::kBool ? "bool"
                                                               : std::string(kRangeType.name);
         out.emplace_back(std::string(f.name), ParsedField{(f.optional ? "?" : "") + type});
     }
@@ -216,6 +217,8 @@ TEST(InterfaceTest, MakeInterfaceServesTheDeclaration) {
                                                    ? varlink::Type::kString
                                            : decl.parameters[j].type == FieldType::kInt
                                                    ? varlink::Type::kInt
+                                           : decl.parameters[j].type == FieldType::kBool
+                                                   ? varlink::Type::kBool
                                                    : varlink::Type::kObject;
                 EXPECT_EQ(served.params[j].type, want) << served.name;
             }
