@@ -5,8 +5,11 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
 
+#include <pwd.h>
+
 #include <cstdio>
 #include <limits>
+#include <vector>
 
 #include "allocator/policy.hpp"
 
@@ -21,8 +24,8 @@ const char kInterfaceDescription[] = R"(# Transient UID/GID ranges: allocated he
 # libnss_transient.so.2 and transient-userdbd read. UID start+n of range NAME is user
 # vu-NAME-n, GID start+n is group vg-NAME-n.
 #
-# Anyone may call (the socket is 0666); a range is owned by the UID that allocated it. Root may
-# do everything. Any other caller may own at most MaxRangesPerUser ranges at a time
+# Anyone may call (the socket is 0666); a range is owned by the UID that allocated it, or by the
+# owner root named for it. Root may do everything. Any other caller may own at most MaxRangesPerUser ranges at a time
 # (/etc/transient/allocd.conf, default 16), may release only its own ranges, and works in its
 # own name scope: a name of the form u<UID>-<rest> belongs to that UID, and a name without such
 # a prefix, given by UID N, means u<N>-<name>. So "web" from UID 1000 is range u1000-web (users
@@ -31,7 +34,7 @@ const char kInterfaceDescription[] = R"(# Transient UID/GID ranges: allocated he
 # range is bound to is shown only to the range's owner and to root.
 interface io.transient.Allocator
 
-# A live range. created is in microseconds since the epoch; owner is the allocating UID.
+# A live range. created is in microseconds since the epoch; owner is the UID it belongs to.
 # userNamespaceInode and userNamespaceId identify the user namespace the range is bound to
 # (owner and root only; the id only where the kernel has namespace ids, Linux 6.18+).
 type Range (
@@ -44,8 +47,15 @@ type Range (
   userNamespaceId: ?int
 )
 
-# Allocates size (1 or 65536, unless allocd.conf allows only one of them) UIDs and the same
-# GIDs, owned by the caller. 65536-ranges are 64K-aligned and come from 524288…1879048191,
+# Allocates size UIDs and the same GIDs: 1 or 65536 (unless allocd.conf allows only one of
+# them), and for root any multiple of 65536 up to MaxRangeSize (allocd.conf, default 8388608);
+# a larger size from another caller is PermissionDenied. A name too long for the size (its last
+# user vu-NAME-<size-1> over 31 bytes) is InvalidName. owner (a UID, as a number or in decimal,
+# or a user name) is whose range it is: its quota, its release right, its subordinate IDs; only
+# root may name another user (PermissionDenied), and an unknown user is InvalidParameter.
+# Root's names are used as given whatever the owner. Released IDs are handed out again last:
+# never-used ones first, then the least recently released. 65536-ranges are 64K-aligned and
+# contiguous, and come from 524288…1879048191,
 # single IDs from 61184…65519 (or narrower pools set in allocd.conf). No ID of the range is
 # known to another NSS or userdb source, overlaps /etc/subuid or /etc/subgid, or is held by
 # systemd-nspawn, DynamicUser= or systemd-nsresourced.
@@ -57,7 +67,8 @@ type Range (
 method AllocateRange(
   name: string,
   size: int,
-  userNamespaceFileDescriptor: ?int
+  userNamespaceFileDescriptor: ?int,
+  owner: ?string
 ) -> (name: string, start: int, size: int)
 
 # Releases a range: its UIDs no longer resolve and may be handed out again.
@@ -72,10 +83,11 @@ method ListRanges() -> (range: Range)
 
 error NameInUse (name: string)
 error NoSuchRange ()
-error InvalidName (name: string)
-error InvalidSize (size: int)
+# message, where present, says what is wrong (e.g. how long the name may be for that size).
+error InvalidName (name: string, message: ?string)
+error InvalidSize (size: int, message: ?string)
 error PoolExhausted ()
-error PermissionDenied ()
+error PermissionDenied (message: ?string)
 error QuotaExceeded ()
 # The file descriptor does not refer to a user namespace, or to the allocator's own.
 error NotUserNamespace ()
@@ -114,6 +126,10 @@ void audit(const char* message_id, const char* verb, const RangeEntry& r, uid_t 
 void reply_failure(Call& call, const Failure& f, json params = json::object()) {
     if (f.kind == ErrorKind::kInternal) {
         std::fprintf(stderr, SD_ERR "%s\n", f.message.c_str());
+        params["message"] = f.message;
+    } else if ((f.kind == ErrorKind::kInvalidName || f.kind == ErrorKind::kInvalidSize ||
+                f.kind == ErrorKind::kPermissionDenied) &&
+               !f.message.empty()) {
         params["message"] = f.message;
     } else if (f.kind == ErrorKind::kBusy) {
         std::fprintf(stderr, SD_WARNING "%s, giving up on this call.\n", f.message.c_str());
@@ -210,6 +226,40 @@ int on_busy_retry(sd_event_source* source, uint64_t now, void* userdata) noexcep
     return 0;
 }
 
+// The UID an `owner` parameter names: a number, a decimal string or a user name (looked up with
+// getpwnam_r(); the allocator's own module is bypassed, so a vu-* user owns nothing).
+std::optional<uid_t> resolve_owner(const json& j) {
+    if (j.is_number_unsigned())
+        return j.get<std::uint64_t>() < 0xFFFFFFFFULL
+                       ? std::optional(static_cast<uid_t>(j.get<std::uint64_t>()))
+                       : std::nullopt;
+    if (!j.is_string())
+        return std::nullopt;
+    const std::string s = j.get<std::string>();
+    if (s.empty() || s.size() > 256)
+        return std::nullopt;
+    if (s.find_first_not_of("0123456789") == std::string::npos) {
+        if (s.size() > 10 || (s.size() > 1 && s[0] == '0'))
+            return std::nullopt;
+        const std::uint64_t v = std::stoull(s);
+        return v < 0xFFFFFFFFULL ? std::optional(static_cast<uid_t>(v)) : std::nullopt;
+    }
+    std::vector<char> buf(4096);
+    for (int i = 0; i < 6; i++) {
+        passwd pw{};
+        passwd* result = nullptr;
+        const int r = ::getpwnam_r(s.c_str(), &pw, buf.data(), buf.size(), &result);
+        if (r == ERANGE) {
+            buf.resize(buf.size() * 4);
+            continue;
+        }
+        if (r == 0 && result != nullptr)
+            return pw.pw_uid;
+        return std::nullopt;
+    }
+    return std::nullopt;
+}
+
 void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds busy_timeout,
                        Call& call) {
     const json& p = call.parameters();
@@ -221,10 +271,16 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
                                                       std::numeric_limits<std::int64_t>::max()
                                       ? -1
                                       : size_json.get<std::int64_t>();
+    std::optional<uid_t> owner;
+    if (auto it = p.find("owner"); it != p.end() && !it->is_null()) {
+        owner = resolve_owner(*it);
+        if (!owner)
+            return call.invalid_parameter("owner");
+    }
     std::optional<UsernsIdentity> userns;
     if (!take_userns(a, call, userns))
         return;
-    const AllocateRequest req{name, size, call.peer().uid, userns};
+    const AllocateRequest req{name, size, call.peer().uid, userns, owner};
     auto r = a.allocate(req);
     if (!r && r.error().kind == ErrorKind::kBusy && event != nullptr && !call.oneway()) {
         uint64_t now = 0;
@@ -354,7 +410,8 @@ varlink::Interface make_interface(Allocator& a, sd_event* event,
                     {"AllocateRange",
                      {{"name", Type::kString},
                       {"size", Type::kInt},
-                      {kUsernsParam, Type::kInt, true}},
+                      {kUsernsParam, Type::kInt, true},
+                      {"owner", Type::kAny, true}},
                      [&a, event, busy_timeout](Call& call) {
                          vl_allocate_range(a, event, busy_timeout, call);
                      }},
