@@ -354,7 +354,9 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
         return r;
     if ((r = detail::validate_record(rec)) < 0)
         return r;
-    if (std::uint64_t{id} >= std::uint64_t{rec.start} + rec.size)
+    // Both bounds: with a corrupt block index or unsorted entries, the candidate before the
+    // block may start above id.
+    if (id < rec.start || std::uint64_t{id} >= std::uint64_t{rec.start} + rec.size)
         return -ESRCH;
     *ret = rec;
     return 0;

@@ -611,9 +611,11 @@ TEST_F(TableValidationTest, SurvivesHostileMultiBlockEntries) {
         EXPECT_EQ(find_by_id(v, shape.start + 0x10000, &r), -EBADMSG);
         std::mt19937_64 rng(6);
         check_readers(v, known_, rng);
-        for (std::uint32_t off = 0; off < 130; off++)
-            if (find_by_id(v, shape.start + off * 0x10000, &r) == 0)
+        for (std::uint32_t off = 0; off < 130; off++) {
+            if (find_by_id(v, shape.start + off * 0x10000, &r) == 0) {
                 ASSERT_NE(r.start, shape.start) << "a hostile entry was handed out";
+            }
+        }
     }
     // A name that fits 64K ranges but not 128 blocks' 7-digit offsets.
     std::vector<std::byte> image = image_;
