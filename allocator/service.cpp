@@ -25,7 +25,8 @@ const char kInterfaceDescription[] = R"(# Transient UID/GID ranges: allocated he
 # vu-NAME-n, GID start+n is group vg-NAME-n.
 #
 # Anyone may call (the socket is 0666); a range is owned by the UID that allocated it, or by the
-# owner root named for it. Root may do everything. Any other caller may own at most MaxRangesPerUser ranges at a time
+# owner root named for it. Root may do everything. Any other caller may own at most
+# MaxRangesPerUser ranges at a time
 # (/etc/transient/allocd.conf, default 16), may release only its own ranges, and works in its
 # own name scope: a name of the form u<UID>-<rest> belongs to that UID, and a name without such
 # a prefix, given by UID N, means u<N>-<name>. So "web" from UID 1000 is range u1000-web (users

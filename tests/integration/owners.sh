@@ -15,7 +15,8 @@
 PROVIDER=${TRANSIENT_SUBID_PROVIDER:?the built libsubid_transient.so}
 LIBDIR=$TRANSIENT_SANDBOX_LIBDIR
 for tool in getsubids setpriv getent jq; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing: scripts/deps.sh installs it" >&2; exit 1; }
+    command -v "$tool" >/dev/null ||
+        { echo "$tool is missing: scripts/deps.sh installs it" >&2; exit 1; }
 done
 if [ "$(findmnt -n -o FSTYPE --target "$LIBDIR" 2>/dev/null)" != overlay ]; then
     echo "the sandbox could not overlay $LIBDIR: getsubids cannot load the provider; skipping" >&2
@@ -45,11 +46,13 @@ it_section "a 110-block range for user kubelet"
 it_expect_fail "another user cannot allocate for kubelet" \
     as_user $OTHER "$CTL" allocate x --size 1 --owner kubelet
 it_expect_match "... permission denied, saying why" "root" "$IT_ERR"
-it_expect_fail "another user cannot allocate two blocks" as_user $OTHER "$CTL" allocate x --size 131072
+it_expect_fail "another user cannot allocate two blocks" \
+    as_user $OTHER "$CTL" allocate x --size 131072
 it_expect_fail "a name too long for 7-digit offsets is refused" \
     "$CTL" allocate abcdefghijklmnopqrstu --size 8388608
 it_expect_match "... saying how long it may be" "at most 20 bytes" "$IT_ERR"
-it_expect_ok "root allocates kubelet for kubelet" "$CTL" allocate kubelet --size $SIZE --owner kubelet
+it_expect_ok "root allocates kubelet for kubelet" \
+    "$CTL" allocate kubelet --size $SIZE --owner kubelet
 S=$(it_range_start kubelet)
 it_expect_eq "size" "$SIZE" "$(it_ctl_json show kubelet | jq -r .size)"
 it_expect_eq "owner" "$KUBELET" "$(it_ctl_json show kubelet | jq -r .owner)"
@@ -58,9 +61,8 @@ it_run "$CTL" show kubelet
 it_expect_match "show names the owner" "Owner: +kubelet \\($KUBELET\\)" "$IT_OUT"
 for n in 0 $((SIZE / 2 + 17)) $((SIZE - 1)); do
     it_run getent passwd $((S + n))
-    it_expect_eq "getent passwd $((S + n))" \
-        "vu-kubelet-$n:x:$((S + n)):$((S + n)):UID $n of transient range kubelet:/:/usr/sbin/nologin" \
-        "$IT_OUT"
+    want="vu-kubelet-$n:x:$((S + n)):$((S + n)):UID $n of transient range kubelet"
+    it_expect_eq "getent passwd $((S + n))" "$want:/:/usr/sbin/nologin" "$IT_OUT"
 done
 it_run getent group $((S + SIZE - 1))
 it_expect_match "getent group of the last GID" "^vg-kubelet-$((SIZE - 1)):" "$IT_OUT"
