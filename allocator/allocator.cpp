@@ -5,6 +5,9 @@
 #include <time.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <fstream>
 #include <string>
 
 #include "allocator/policy.hpp"
@@ -25,7 +28,86 @@ std::unexpected<Failure> fail(ErrorKind kind, std::string message) {
     return std::unexpected(Failure{kind, std::move(message)});
 }
 
+// A history file longer than this is damaged: the pools hold fewer than 70000 keys.
+constexpr std::size_t kMaxHistoryLines = 1 << 17;
+
+// The keys a range's release records: its 64K block starts, or its single ID.
+template <typename Fn>
+void for_each_key(const RangeEntry& r, Fn&& fn) {
+    if (r.size == 1 || (r.flags & shm::kEntryFlagImported) != 0) {
+        if (r.size == 1)
+            fn(r.start);
+        return;
+    }
+    for (std::uint64_t b = r.start; b < r.end(); b += shm::kContainerRangeSize)
+        fn(static_cast<std::uint32_t>(b));
+}
+
 }  // namespace
+
+std::string release_history_path(const std::string& table_path) {
+    const auto slash = table_path.rfind('/');
+    return (slash == std::string::npos ? std::string() : table_path.substr(0, slash + 1)) +
+           "ranges.released";
+}
+
+ReleaseHistory::ReleaseHistory(std::string path) : path_(std::move(path)) { load(); }
+
+void ReleaseHistory::load() {
+    if (path_.empty())
+        return;
+    std::ifstream in(path_);
+    std::string line;
+    for (std::size_t n = 0; n < kMaxHistoryLines && std::getline(in, line); n++) {
+        std::uint32_t id = 0;
+        auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), id);
+        if (ec != std::errc{} || end != line.data() + line.size())
+            continue;
+        ranks_[id] = next_++;  // a later line wins: it was released later
+    }
+}
+
+void ReleaseHistory::save() const {
+    if (path_.empty())
+        return;
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> order;
+    order.reserve(ranks_.size());
+    for (const auto& [id, rank] : ranks_)
+        order.emplace_back(rank, id);
+    std::sort(order.begin(), order.end());
+    std::string text;
+    for (const auto& [rank, id] : order)
+        text += std::to_string(id) + "\n";
+    // Readers of the old file see it whole until the rename; a crash leaves one or the other.
+    const std::string tmp = path_ + ".new";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << text;
+        if (!out.flush()) {
+            std::fprintf(stderr, "<4>Failed to write %s: the reuse order is kept in memory.\n",
+                         tmp.c_str());
+            return;
+        }
+    }
+    if (::rename(tmp.c_str(), path_.c_str()) < 0)
+        std::fprintf(stderr, "<4>Failed to rename %s: the reuse order is kept in memory.\n",
+                     tmp.c_str());
+}
+
+void ReleaseHistory::record(std::span<const RangeEntry> released) {
+    if (released.empty())
+        return;
+    for (const RangeEntry& r : released)
+        for_each_key(r, [&](std::uint32_t id) { ranks_[id] = next_++; });
+    save();
+}
+
+std::optional<std::uint64_t> ReleaseHistory::rank(std::uint32_t id) const {
+    auto it = ranks_.find(id);
+    if (it == ranks_.end())
+        return std::nullopt;
+    return it->second;
+}
 
 bool is_valid_range_name(std::string_view name) {
     return shm::is_valid_range_name(name.data(), name.size());
@@ -37,7 +119,8 @@ Allocator::Allocator(shm::TableWriter writer, std::unique_ptr<CollisionChecker> 
       checker_(std::move(checker)),
       policy_(policy),
       probe_(std::move(probe)),
-      ranges_(writer_.recovery().ranges) {}
+      ranges_(writer_.recovery().ranges),
+      history_(release_history_path(writer_.path())) {}
 
 std::size_t Allocator::owned_by(uid_t owner) const {
     return static_cast<std::size_t>(std::count_if(
@@ -50,29 +133,44 @@ bool Allocator::candidate_free(std::uint32_t start, std::uint32_t size) {
     return !checker_->range_taken(start, size).has_value();
 }
 
-std::optional<std::uint32_t> Allocator::pick_container_base() {
+std::optional<std::uint32_t> Allocator::pick_container_base(std::uint32_t size) {
     // First fit over the gaps between our own ranges (sorted by start), asking the other
-    // sources of truth only about candidates we do not already hold.
+    // sources of truth only about candidates we do not already hold. Candidates with a block
+    // released before wait (ReleaseHistory): they are tried only when no never-used one is
+    // free, the one whose newest release is oldest first.
     const std::uint64_t first =
             shm::round_up(policy_.pools.container_first, shm::kContainerRangeSize);
     const std::uint64_t last = policy_.pools.container_last;  // inclusive
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> reused;  // (newest release, base)
     auto it = ranges_.begin();
-    for (std::uint64_t base = first; base + shm::kContainerRangeSize - 1 <= last;
-         base += shm::kContainerRangeSize) {
+    for (std::uint64_t base = first; base + size - 1 <= last; base += shm::kContainerRangeSize) {
         while (it != ranges_.end() && it->end() <= base)
             ++it;
-        if (it != ranges_.end() && it->start < base + shm::kContainerRangeSize) {
+        if (it != ranges_.end() && it->start < base + size) {
             // Occupied by one of ours: skip to the first aligned base past it.
             base = shm::round_up(it->end(), shm::kContainerRangeSize) - shm::kContainerRangeSize;
             continue;
         }
-        if (candidate_free(static_cast<std::uint32_t>(base), shm::kContainerRangeSize))
+        std::uint64_t newest = 0;
+        for (std::uint64_t b = base; b < base + size; b += shm::kContainerRangeSize)
+            newest = std::max(newest, history_.rank(static_cast<std::uint32_t>(b)).value_or(0));
+        if (newest != 0) {
+            reused.emplace_back(newest, static_cast<std::uint32_t>(base));
+            continue;
+        }
+        if (candidate_free(static_cast<std::uint32_t>(base), size))
             return static_cast<std::uint32_t>(base);
     }
+    std::sort(reused.begin(), reused.end());
+    for (const auto& [rank, base] : reused)
+        if (candidate_free(base, size))
+            return base;
     return std::nullopt;
 }
 
 std::optional<std::uint32_t> Allocator::pick_dynamic_id() {
+    // As pick_container_base(): never-used IDs first, then the least recently released.
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> reused;  // (release, ID)
     auto it = ranges_.begin();
     for (std::uint64_t id = policy_.pools.dynamic_first; id <= policy_.pools.dynamic_last; id++) {
         while (it != ranges_.end() && it->end() <= id)
@@ -81,21 +179,39 @@ std::optional<std::uint32_t> Allocator::pick_dynamic_id() {
             continue;
         if (!shm::is_valid_range_shape(static_cast<std::uint32_t>(id), 1))
             continue;
+        if (auto rank = history_.rank(static_cast<std::uint32_t>(id))) {
+            reused.emplace_back(*rank, static_cast<std::uint32_t>(id));
+            continue;
+        }
         if (candidate_free(static_cast<std::uint32_t>(id), 1))
             return static_cast<std::uint32_t>(id);
     }
+    std::sort(reused.begin(), reused.end());
+    for (const auto& [rank, id] : reused)
+        if (candidate_free(id, 1))
+            return id;
     return std::nullopt;
 }
 
 std::optional<std::uint32_t> Allocator::pick(std::uint32_t size) {
-    return size == 1 ? pick_dynamic_id() : pick_container_base();
+    return size == 1 ? pick_dynamic_id() : pick_container_base(size);
 }
 
 Outcome<void> Allocator::publish(std::vector<RangeEntry> next) {
     if (auto r = writer_.publish(next); !r)
         return fail(ErrorKind::kInternal,
                     "Failed to publish the range table: " + r.error().message());
+    // Whatever left the table (released, or its namespace gone) goes to the reuse order.
+    std::vector<RangeEntry> gone;
+    auto kept = next.begin();
+    for (const RangeEntry& r : ranges_) {
+        while (kept != next.end() && kept->start < r.start)
+            ++kept;
+        if (kept == next.end() || kept->start != r.start || kept->name != r.name)
+            gone.push_back(r);
+    }
     ranges_ = std::move(next);
+    history_.record(gone);
     return {};
 }
 
@@ -113,9 +229,28 @@ Outcome<void> Allocator::check_request(const std::string& name, const AllocateRe
         return fail(ErrorKind::kPermissionDenied,
                     "Range names starting with u" + std::to_string(*name_scope(name)) +
                             "- belong to UID " + std::to_string(*name_scope(name)));
-    if (req.size != 1 && req.size != shm::kContainerRangeSize)
+    if (req.owner && req.caller != 0 && *req.owner != req.caller)
+        return fail(ErrorKind::kPermissionDenied,
+                    "Only root may allocate a range for another user (UID " +
+                            std::to_string(*req.owner) + ")");
+    const std::int64_t block = shm::kContainerRangeSize;
+    if (req.size != 1 &&
+        (req.size < block || req.size % block != 0 || req.size > policy_.max_range_size))
         return fail(ErrorKind::kInvalidSize,
-                    "Invalid range size " + std::to_string(req.size) + ": must be 1 or 65536");
+                    "Invalid range size " + std::to_string(req.size) +
+                            ": must be 1 or a multiple of 65536 up to MaxRangeSize=" +
+                            std::to_string(policy_.max_range_size));
+    // Multi-block ranges (kubelet wants 110 blocks) take a large share of a shared pool.
+    if (req.size > block && req.caller != 0)
+        return fail(ErrorKind::kPermissionDenied,
+                    "Only root may allocate more than 65536 IDs at once");
+    if (const std::size_t most = shm::max_range_name_length(static_cast<std::uint32_t>(req.size));
+        name.size() > most)
+        return fail(ErrorKind::kInvalidName,
+                    "'" + name + "' is too long for a range of " + std::to_string(req.size) +
+                            " IDs: its last user vu-" + name + "-" +
+                            std::to_string(req.size - 1) + " would exceed 31 bytes; the name " +
+                            "may have at most " + std::to_string(most) + " bytes");
     if ((req.size == 1 && !policy_.allow_single) || (req.size != 1 && !policy_.allow_container))
         return fail(ErrorKind::kInvalidSize, "Ranges of size " + std::to_string(req.size) +
                                                      " are not allowed by the configuration");
@@ -188,7 +323,10 @@ Outcome<RangeEntry> Allocator::allocate(const AllocateRequest& req) {
     const std::string name = scoped_name(req.name, req.caller);
     if (auto r = check_request(name, req); !r)
         return std::unexpected(r.error());
-    if (auto r = check_quota(req.caller); !r)
+    const auto owner = static_cast<uid_t>(req.owner.value_or(req.caller));
+    // Root is never refused for the quota, not even for another owner (whose own requests then
+    // count these ranges too).
+    if (auto r = check_quota(req.caller == 0 ? 0 : owner); !r)
         return std::unexpected(r.error());
     if (auto why = checker_->begin_choice())
         return std::unexpected(*why);
@@ -198,8 +336,7 @@ Outcome<RangeEntry> Allocator::allocate(const AllocateRequest& req) {
     if (!start)
         return std::unexpected(start.error());
 
-    RangeEntry entry{name, *start, size, static_cast<std::uint32_t>(req.caller), 0, now_usec(), 0,
-                     0};
+    RangeEntry entry{name, *start, size, static_cast<std::uint32_t>(owner), 0, now_usec(), 0, 0};
     if (req.userns)
         bind_entry(entry, *req.userns);
     std::vector<RangeEntry> next = ranges_;
@@ -214,9 +351,21 @@ Outcome<RangeEntry> Allocator::allocate(const AllocateRequest& req) {
 }
 
 Outcome<RangeEntry> Allocator::release(std::string_view given, uid_t caller) {
-    const std::string name = scoped_name(given, caller);
-    auto it = std::find_if(ranges_.begin(), ranges_.end(),
-                           [&](const RangeEntry& r) { return r.name == name; });
+    std::string name = scoped_name(given, caller);
+    auto named = [&](const std::string& n) {
+        return std::find_if(ranges_.begin(), ranges_.end(),
+                            [&](const RangeEntry& r) { return r.name == n; });
+    };
+    auto it = named(name);
+    // A range root allocated for the caller has root's name as given ("kubelet", owner 1000):
+    // its owner may release it by that name.
+    if (it == ranges_.end() && name != given) {
+        auto theirs = named(std::string(given));
+        if (theirs != ranges_.end() && theirs->owner == caller) {
+            it = theirs;
+            name = std::string(given);
+        }
+    }
     if (it == ranges_.end())
         return fail(ErrorKind::kNoSuchRange, "No range named '" + name + "'");
     if ((it->flags & shm::kEntryFlagImported) != 0)

@@ -17,7 +17,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 #include <vector>
 
@@ -76,7 +78,9 @@ struct Policy {
     // Ranges one non-root UID may own at a time; root is not limited.
     std::uint32_t max_ranges_per_user = 16;
     bool allow_single = true;     // size 1
-    bool allow_container = true;  // size 65536
+    bool allow_container = true;  // sizes 65536 and up
+    // The largest range (a multiple of 65536); sizes above 65536 are for root only.
+    std::uint32_t max_range_size = shm::kMaxRangeSize;
 };
 
 struct AllocateRequest {
@@ -86,6 +90,34 @@ struct AllocateRequest {
     // The user namespace the range lives and dies with, already identified (the caller's fd
     // is closed by now: the allocator never keeps a namespace alive).
     std::optional<UsernsIdentity> userns;
+    // Whose range it is (quotas, release rights, the subid provider, listings); nothing: the
+    // caller. Only root may name another UID.
+    std::optional<uid_t> owner = std::nullopt;
+};
+
+// The order released IDs are handed out again: files outlive ranges (a rootless podman storage,
+// a chowned tree), so never-used 64K blocks and single IDs go first, then released ones, least
+// recently released first. Kept in a small state file next to the table (the runtime
+// directory): one released block start or single ID per line, oldest release first, rewritten
+// (to a temporary file, then renamed) on every release. A missing or damaged file only loses
+// the order: unreadable lines are skipped, and IDs it does not name count as never used.
+class ReleaseHistory {
+public:
+    explicit ReleaseHistory(std::string path = {});  // empty: kept in memory only
+    // Records the release of `r`'s blocks (or its single ID) now, and saves the file.
+    void record(std::span<const RangeEntry> released);
+    // The release rank of a block start or single ID (higher: released later), or nothing if it
+    // was never released.
+    std::optional<std::uint64_t> rank(std::uint32_t id) const;
+    const std::string& path() const { return path_; }
+
+private:
+    void load();
+    void save() const;
+
+    std::string path_;
+    std::unordered_map<std::uint32_t, std::uint64_t> ranks_;
+    std::uint64_t next_ = 1;
 };
 
 class Allocator {
@@ -97,7 +129,7 @@ public:
     Allocator(shm::TableWriter writer, std::unique_ptr<CollisionChecker> checker,
               Policy policy = {}, std::unique_ptr<UsernsProbe> probe = nullptr);
 
-    // Takes a free range of `size` IDs (1 or 65536) for the caller and publishes it before
+    // Takes a free range of `size` IDs (1, or 64K blocks) for the owner and publishes it before
     // returning: once this returns a range, every reader sees it. Returns the entry as stored
     // (with its scoped name).
     Outcome<RangeEntry> allocate(const AllocateRequest& request);
@@ -151,7 +183,7 @@ private:
     Outcome<void> check_quota(uid_t caller);
     Outcome<std::uint32_t> choose(std::uint32_t size);
     std::optional<std::uint32_t> pick(std::uint32_t size);
-    std::optional<std::uint32_t> pick_container_base();
+    std::optional<std::uint32_t> pick_container_base(std::uint32_t size);
     std::optional<std::uint32_t> pick_dynamic_id();
     bool candidate_free(std::uint32_t start, std::uint32_t size);
     Outcome<void> publish(std::vector<RangeEntry> next);
@@ -170,7 +202,11 @@ private:
     std::chrono::milliseconds sweep_spacing_{0};
     std::function<void()> sweep_runner_;
     std::optional<std::chrono::steady_clock::time_point> last_sweep_;
+    ReleaseHistory history_;
 };
+
+// Where the allocator keeps its ReleaseHistory for the table at `table_path`: beside it.
+std::string release_history_path(const std::string& table_path);
 
 bool is_valid_range_name(std::string_view name);
 

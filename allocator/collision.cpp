@@ -123,31 +123,36 @@ std::optional<Failure> SystemCollisionChecker::begin_choice() {
 void SystemCollisionChecker::end_choice() {
     // Reverse order; the allocator has published its choice by now, so the other allocators'
     // NSS checks see it as soon as they can go on.
-    candidate_lock_.release();
+    candidate_locks_.clear();
     registry_lock_.reset();
     passwd_lock_.reset();
 }
 
 std::optional<std::string> SystemCollisionChecker::lock_candidate(std::uint32_t start,
                                                                   std::uint32_t size) {
-    candidate_lock_.release();
+    candidate_locks_.clear();
     if (!have_systemd())
         return std::nullopt;
     // 64K ranges are what nspawn picks, single UIDs what DynamicUser= picks.
     const std::string dir =
             sources_.systemd_run + (size == 1 ? "/dynamic-uid" : "/nspawn-uid");
-    const std::string path = dir + "/" + std::to_string(start);
     auto made = make_directories(dir);
     // nspawn locks its files with make_lock_file() (an OFD lock), PID 1 its dynamic-uid files
-    // with flock(): the kinds do not exclude each other, so each is taken its owner's way.
-    auto lock = made ? LockFile::try_take(path, size == 1 ? LockKind::kBsd : LockKind::kOfd)
-                     : Result<LockFile>(std::unexpected(made.error()));
-    if (!lock) {
-        if (lock.error().value() == EBUSY)
-            return "held by another allocator (" + path + " is locked)";
-        return "could not lock " + path + ": " + lock.error().message();
+    // with flock(): the kinds do not exclude each other, so each is taken its owner's way. A
+    // multi-block range takes the file of every block, each of which nspawn could pick.
+    const std::uint64_t step = size == 1 ? 1 : 0x10000;
+    for (std::uint64_t at = start; at < std::uint64_t{start} + size; at += step) {
+        const std::string path = dir + "/" + std::to_string(at);
+        auto lock = made ? LockFile::try_take(path, size == 1 ? LockKind::kBsd : LockKind::kOfd)
+                         : Result<LockFile>(std::unexpected(made.error()));
+        if (!lock) {
+            candidate_locks_.clear();
+            if (lock.error().value() == EBUSY)
+                return "held by another allocator (" + path + " is locked)";
+            return "could not lock " + path + ": " + lock.error().message();
+        }
+        candidate_locks_.push_back(std::move(*lock));
     }
-    candidate_lock_ = std::move(*lock);
     return std::nullopt;
 }
 
@@ -167,12 +172,17 @@ std::optional<std::string> SystemCollisionChecker::registry_claims(std::uint32_t
 std::optional<std::string> SystemCollisionChecker::range_taken(std::uint32_t start,
                                                                std::uint32_t size) {
     auto why = lock_candidate(start, size);
-    if (!why && have_systemd())
-        why = registry_claims(start);
-    if (!why)
-        why = probe_id(start);
-    if (!why && size > 1)
-        why = probe_id(start + 0xFFFE);
+    // Per 64K block, what nspawn and nsresourced would look at for a candidate of their own.
+    const std::uint64_t step = size == 1 ? 1 : 0x10000;
+    for (std::uint64_t at = start; !why && at < std::uint64_t{start} + size; at += step) {
+        const auto block = static_cast<std::uint32_t>(at);
+        if (have_systemd())
+            why = registry_claims(block);
+        if (!why)
+            why = probe_id(block);
+        if (!why && size > 1)
+            why = probe_id(block + 0xFFFE);
+    }
     if (!why)
         if (auto where = subid_overlap(sources_.subuid, start, size))
             why = "overlaps the subordinate UIDs of " + *where;
@@ -181,7 +191,7 @@ std::optional<std::string> SystemCollisionChecker::range_taken(std::uint32_t sta
             why = "overlaps the subordinate GIDs of " + *where;
     // A taken candidate's lock goes at once; a free one's stays until end_choice().
     if (why)
-        candidate_lock_.release();
+        candidate_locks_.clear();
     return why;
 }
 

@@ -2,15 +2,17 @@
 //
 // The production CollisionChecker. While the allocator chooses, it holds the locks systemd's
 // allocators take (system_locks.hpp); for each candidate it takes the candidate's own lock file,
-// looks for systemd-nsresourced's registry entries, asks NSS (and through nss-systemd every
-// userdb provider) about the IDs with our own module bypassed, and reads /etc/subuid and
-// /etc/subgid. systemd's allocators only probe a range's base and base+0xFFFE (nspawn), so we
-// probe at least those. Where /run/systemd does not exist there is no systemd to coexist with,
-// and its locks and registry are skipped.
+// looks for systemd-nsresourced's registry entries, asks NSS (and through nss-systemd every userdb
+// provider) about the IDs with our own module bypassed, and reads /etc/subuid and /etc/subgid.
+// systemd's allocators only probe a range's base and base+0xFFFE (nspawn), so we probe at least
+// those, in every 64K block of a multi-block candidate, and take every block's nspawn lock file:
+// nspawn sees each block as one of its own candidates. Where /run/systemd does not exist there is
+// no systemd to coexist with, and its locks and registry are skipped.
 
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "allocator/allocator.hpp"
 #include "allocator/system_locks.hpp"
@@ -42,7 +44,7 @@ private:
     CollisionSources sources_;
     shm::UniqueFd passwd_lock_;
     shm::UniqueFd registry_lock_;
-    LockFile candidate_lock_;
+    std::vector<LockFile> candidate_locks_;  // one per 64K block of the candidate
 };
 
 // Makes this process's own NSS lookups skip libnss_transient and our userdb endpoint, so that

@@ -118,6 +118,17 @@ Outcome<void> set_quota(Config& c, std::string_view v, const Where& w) {
     return {};
 }
 
+Outcome<void> set_max_range_size(Config& c, std::string_view v, const Where& w) {
+    auto n = parse_u64(v);
+    if (!n || *n < shm::kContainerRangeSize || *n % shm::kContainerRangeSize != 0 ||
+        *n > shm::kMaxRangeSize)
+        return error_at(w, "MaxRangeSize= wants a multiple of 65536 from 65536 to " +
+                                   std::to_string(shm::kMaxRangeSize) + ", got '" +
+                                   std::string(v) + "'");
+    c.policy.max_range_size = static_cast<std::uint32_t>(*n);
+    return {};
+}
+
 Outcome<void> set_check_interval(Config& c, std::string_view v,
                                                     const Where& w) {
     // Seconds, fractions allowed: tests use sub-second intervals.
@@ -166,6 +177,7 @@ constexpr Key kKeys[] = {
         {"DynamicRange", set_dynamic_range},
         {"AllowedSizes", set_allowed_sizes},
         {"MaxRangesPerUser", set_quota},
+        {"MaxRangeSize", set_max_range_size},
         {"UserNamespaceCheckSec", set_check_interval},
         {"UserNamespaceProbe", set_probe},
         {"ImportSubordinateIDs", set_import},

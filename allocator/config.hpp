@@ -9,7 +9,8 @@
 //   [Allocator]
 //   ContainerRange=524288-1879048191   # 64K ranges; a sub-range of systemd's container range
 //   DynamicRange=61184-65519           # single UIDs; a sub-range of systemd's dynamic range
-//   AllowedSizes=1 65536               # what callers may ask for
+//   AllowedSizes=1 65536               # what callers may ask for (65536: and multiples, root)
+//   MaxRangeSize=8388608               # the largest range root may ask for, 64K multiples
 //   MaxRangesPerUser=16                # per non-root owner UID; 0: only root may allocate
 //   UserNamespaceCheckSec=2            # how often bindings to user namespaces are checked
 //   UserNamespaceProbe=auto            # auto, file-handle or scan (see userns.hpp)

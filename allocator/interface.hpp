@@ -90,6 +90,7 @@ inline constexpr Field kAllocateRangeIn[] = {
     {"name", FieldType::kString},
     {"size", FieldType::kInt},
     {kUsernsFdParam, FieldType::kInt, true},
+    {"owner", FieldType::kString, true},
 };
 inline constexpr Field kAllocateRangeOut[] = {
     {"name", FieldType::kString},
@@ -103,12 +104,20 @@ inline constexpr Field kGetRangeIn[] = {
 };
 inline constexpr Field kRangeOut[] = {{"range", FieldType::kRange}};
 inline constexpr Field kNameParam[] = {{"name", FieldType::kString}};
-inline constexpr Field kSizeParam[] = {{"size", FieldType::kInt}};
+inline constexpr Field kNameMessageParams[] = {
+    {"name", FieldType::kString},
+    {"message", FieldType::kString, true},
+};
+inline constexpr Field kSizeMessageParams[] = {
+    {"size", FieldType::kInt},
+    {"message", FieldType::kString, true},
+};
+inline constexpr Field kMessageParam[] = {{"message", FieldType::kString, true}};
 inline constexpr Field kBusyParams[] = {
     {"lockFile", FieldType::kString},
     {"holderPid", FieldType::kInt, true},
 };
-inline constexpr Field kSystemErrorParams[] = {{"message", FieldType::kString, true}};
+
 
 }  // namespace detail
 
@@ -118,8 +127,8 @@ inline constexpr std::string_view kInterfaceDoc =
     "libnss_transient.so.2 and transient-userdbd read. UID start+n of range NAME is user "
     "vu-NAME-n, GID start+n is group vg-NAME-n.\n"
     "\n"
-    "Anyone may call (the socket is 0666); a range is owned by the UID that allocated it. Root "
-    "may do everything. Any other caller may own at "
+    "Anyone may call (the socket is 0666); a range is owned by the UID that allocated it, or by "
+    "the owner root named for it. Root may do everything. Any other caller may own at "
     "most MaxRangesPerUser ranges at a time (/etc/transient/allocd.conf, default 16), may release "
     "only its own ranges, and works in its own name scope: a name of the form u<UID>-<rest> "
     "belongs to that UID, and a name without such a prefix, given by UID N, means u<N>-<name>. So "
@@ -130,7 +139,7 @@ inline constexpr std::string_view kInterfaceDoc =
 
 inline constexpr TypeDecl kRangeType{
     "Range",
-    "A live range. created is in microseconds since the epoch; owner is the allocating UID. "
+    "A live range. created is in microseconds since the epoch; owner is the UID it belongs to. "
     "userNamespaceInode and userNamespaceId identify the user namespace the range is bound to "
     "(owner and root only; the id only where the kernel has namespace ids, Linux 6.18+). "
     "imported is true for the read-only ranges imported from /etc/subuid and /etc/subgid "
@@ -139,10 +148,17 @@ inline constexpr TypeDecl kRangeType{
 
 inline constexpr MethodDecl kAllocateRange{
     "AllocateRange",
-    "Allocates size (1 or 65536, unless allocd.conf allows only one of them) UIDs and the same "
-    "GIDs, owned by the caller. 65536-ranges are 64K-aligned and come from 524288…1879048191, "
-    "single IDs from 61184…65519 (or narrower pools set in allocd.conf). No ID of the range is "
-    "known to another NSS or userdb source, overlaps /etc/subuid or /etc/subgid, or is held by "
+    "Allocates size UIDs and the same GIDs: 1 or 65536 (unless allocd.conf allows only one of "
+    "them), and for root any multiple of 65536 up to MaxRangeSize (allocd.conf, default "
+    "8388608); a larger size from another caller is PermissionDenied. A name too long for the "
+    "size (its last user vu-NAME-<size-1> over 31 bytes) is InvalidName. owner (a UID in decimal, "
+    "or a user name) is whose range it is: its quota, its release right, its subordinate IDs; "
+    "only root may name another user (PermissionDenied), and an unknown user is "
+    "InvalidParameter. Root's names are used as given whatever the owner. Released IDs are "
+    "handed out again last: never-used ones first, then the least recently released. Ranges of "
+    "65536 IDs or more are 64K-aligned and contiguous, and come from 524288…1879048191, single "
+    "IDs from 61184…65519 (or narrower pools set in allocd.conf). No ID of the range is known to "
+    "another NSS or userdb source, overlaps /etc/subuid or /etc/subgid, or is held by "
     "systemd-nspawn, DynamicUser= or systemd-nsresourced.\n"
     "userNamespaceFileDescriptor is the index of a file descriptor passed with this call "
     "(SCM_RIGHTS) that refers to a user namespace, e.g. an open /proc/PID/ns/user; unless the "
@@ -172,10 +188,14 @@ inline constexpr MethodDecl kMethods[] = {kAllocateRange, kReleaseRange, kGetRan
 inline constexpr ErrorDecl kErrors[] = {
     {ErrorKind::kNameInUse, "io.transient.Allocator.NameInUse", "", detail::kNameParam},
     {ErrorKind::kNoSuchRange, "io.transient.Allocator.NoSuchRange", "", {}},
-    {ErrorKind::kInvalidName, "io.transient.Allocator.InvalidName", "", detail::kNameParam},
-    {ErrorKind::kInvalidSize, "io.transient.Allocator.InvalidSize", "", detail::kSizeParam},
+    {ErrorKind::kInvalidName, "io.transient.Allocator.InvalidName",
+     "message, where present, says what is wrong (e.g. how long the name may be for that size).",
+     detail::kNameMessageParams},
+    {ErrorKind::kInvalidSize, "io.transient.Allocator.InvalidSize", "",
+     detail::kSizeMessageParams},
     {ErrorKind::kPoolExhausted, "io.transient.Allocator.PoolExhausted", "", {}},
-    {ErrorKind::kPermissionDenied, "io.transient.Allocator.PermissionDenied", "", {}},
+    {ErrorKind::kPermissionDenied, "io.transient.Allocator.PermissionDenied", "",
+     detail::kMessageParam},
     {ErrorKind::kQuotaExceeded, "io.transient.Allocator.QuotaExceeded", "", {}},
     {ErrorKind::kNotUserNamespace, "io.transient.Allocator.NotUserNamespace",
      "The file descriptor does not refer to a user namespace, or to the allocator's own.", {}},
@@ -194,7 +214,7 @@ inline constexpr ErrorDecl kErrors[] = {
      "The allocator failed in a way the caller cannot fix (e.g. writing the range table); nothing "
      "was changed. message, where present, says what for the administrator; the journal says "
      "more.",
-     detail::kSystemErrorParams},
+     detail::kMessageParam},
 };
 
 // The declared error of a kind, e.g. "io.transient.Allocator.NameInUse".

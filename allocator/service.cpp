@@ -5,12 +5,15 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
 
+#include <pwd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <span>
 #include <stdexcept>
 #include <string_view>
+#include <vector>
 
 #include "allocator/policy.hpp"
 
@@ -46,6 +49,10 @@ void audit(const char* message_id, const char* verb, const RangeEntry& r, uid_t 
 void reply_failure(Call& call, const Failure& f, json params = json::object()) {
     if (f.kind == ErrorKind::kInternal) {
         std::fprintf(stderr, SD_ERR "%s\n", f.message.c_str());
+        params["message"] = f.message;
+    } else if ((f.kind == ErrorKind::kInvalidName || f.kind == ErrorKind::kInvalidSize ||
+                f.kind == ErrorKind::kPermissionDenied) &&
+               !f.message.empty()) {
         params["message"] = f.message;
     } else if (f.kind == ErrorKind::kBusy) {
         std::fprintf(stderr, SD_WARNING "%s, giving up on this call.\n", f.message.c_str());
@@ -139,6 +146,40 @@ int on_busy_retry(sd_event_source* source, uint64_t now, void* userdata) noexcep
     return 0;
 }
 
+// The UID an `owner` parameter names: a number, a decimal string or a user name (looked up with
+// getpwnam_r(); the allocator's own module is bypassed, so a vu-* user owns nothing).
+std::optional<uid_t> resolve_owner(const json& j) {
+    if (j.is_number_unsigned())
+        return j.get<std::uint64_t>() < 0xFFFFFFFFULL
+                       ? std::optional(static_cast<uid_t>(j.get<std::uint64_t>()))
+                       : std::nullopt;
+    if (!j.is_string())
+        return std::nullopt;
+    const std::string s = j.get<std::string>();
+    if (s.empty() || s.size() > 256)
+        return std::nullopt;
+    if (s.find_first_not_of("0123456789") == std::string::npos) {
+        if (s.size() > 10 || (s.size() > 1 && s[0] == '0'))
+            return std::nullopt;
+        const std::uint64_t v = std::stoull(s);
+        return v < 0xFFFFFFFFULL ? std::optional(static_cast<uid_t>(v)) : std::nullopt;
+    }
+    std::vector<char> buf(4096);
+    for (int i = 0; i < 6; i++) {
+        passwd pw{};
+        passwd* result = nullptr;
+        const int r = ::getpwnam_r(s.c_str(), &pw, buf.data(), buf.size(), &result);
+        if (r == ERANGE) {
+            buf.resize(buf.size() * 4);
+            continue;
+        }
+        if (r == 0 && result != nullptr)
+            return pw.pw_uid;
+        return std::nullopt;
+    }
+    return std::nullopt;
+}
+
 void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds busy_timeout,
                        Call& call) {
     const json& p = call.parameters();
@@ -150,10 +191,16 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
                                                       std::numeric_limits<std::int64_t>::max()
                                       ? -1
                                       : size_json.get<std::int64_t>();
+    std::optional<uid_t> owner;
+    if (auto it = p.find("owner"); it != p.end() && !it->is_null()) {
+        owner = resolve_owner(*it);
+        if (!owner)
+            return call.invalid_parameter("owner");
+    }
     std::optional<UsernsIdentity> userns;
     if (!take_userns(a, call, userns))
         return;
-    const AllocateRequest req{name, size, call.peer().uid, userns};
+    const AllocateRequest req{name, size, call.peer().uid, userns, owner};
     auto r = a.allocate(req);
     if (!r && r.error().kind == ErrorKind::kBusy && event != nullptr && !call.oneway()) {
         uint64_t now = 0;

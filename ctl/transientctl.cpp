@@ -134,7 +134,12 @@ std::string describe_error(const varlink::Client::Reply& reply,
     const std::string_view name = reply.error;
     const json& p = reply.parameters;
     std::string what;
-    if (const auto kind = error_kind(name)) {
+    const auto kind = error_kind(name);
+    if (kind && (*kind == ErrorKind::kInvalidName || *kind == ErrorKind::kInvalidSize ||
+                 *kind == ErrorKind::kPermissionDenied) &&
+        p.contains("message") && p["message"].is_string())
+        what = printable(p["message"].get<std::string>());
+    else if (kind) {
         switch (*kind) {
         case ErrorKind::kNameInUse:
             what = "a range with this name already exists";
@@ -147,7 +152,8 @@ std::string describe_error(const varlink::Client::Reply& reply,
                    "letters, digits, '_' and '-', and be at most 22 bytes long";
             break;
         case ErrorKind::kInvalidSize:
-            what = "invalid size: a range has either 1 or 65536 UIDs";
+            what = "invalid size: a range has 1 UID or a multiple of 65536 (more than 65536: "
+                   "root only)";
             break;
         case ErrorKind::kPoolExhausted:
             what = "no free UIDs are left in the pool";
@@ -222,6 +228,7 @@ struct Context {
     bool json_output = false;
     std::optional<uint64_t> size;
     std::string userns;  // --userns PATH
+    std::string owner;   // --owner USER|UID
 };
 
 std::optional<varlink::Client> connect(const Context& ctx) {
@@ -303,6 +310,8 @@ int do_allocate(const Context& ctx, std::span<const std::string> args) {
     const std::string& name = args[0];
     const uint64_t size = ctx.size.value_or(65536);
     json parameters{{"name", name}, {"size", size}};
+    if (!ctx.owner.empty())
+        parameters["owner"] = ctx.owner;  // the daemon resolves names (getpwnam_r)
     // The daemon binds the range to this namespace; our descriptor goes away when we exit.
     int userns_fd = -1;
     if (!ctx.userns.empty()) {
@@ -515,7 +524,8 @@ void help() {
         "Allocate and inspect transient UID/GID ranges of transient-allocd.\n"
         "\n"
         "Commands:\n"
-        "  allocate NAME [--size 1|65536]  Allocate a range of 65536 (default) or 1 UIDs\n"
+        "  allocate NAME [--size N] [--owner USER]\n"
+        "                                  Allocate a range of 65536 (default) or N UIDs\n"
         "  release NAME                    Release a range\n"
         "  list                            List the live ranges (default)\n"
         "  show NAME|UID                   Show a range, by name or by one of its UIDs\n"
@@ -527,7 +537,10 @@ void help() {
         "     --socket PATH     Talk to the daemon at PATH instead of\n"
         "                       $TRANSIENT_RUNTIME_DIR/io.transient.Allocator\n"
         "                       (%s/io.transient.Allocator if unset)\n"
-        "     --size N          Number of UIDs to allocate: 1 or 65536\n"
+        "     --size N          Number of UIDs to allocate: 1 or 65536; root: any multiple\n"
+        "                       of 65536 up to MaxRangeSize= (allocd.conf, default 8388608)\n"
+        "     --owner USER      Allocate for USER (a name or UID; root only): whose quota,\n"
+        "                       release right and subordinate IDs the range is\n"
         "     --userns PATH     Release the allocated range automatically once the user\n"
         "                       namespace PATH (e.g. /proc/PID/ns/user) is gone\n",
         base::kDefaultRuntimeDir);
@@ -541,7 +554,7 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
-    {"allocate", 1, "allocate NAME [--size 1|65536] [--userns PATH]", do_allocate},
+    {"allocate", 1, "allocate NAME [--size N] [--owner USER] [--userns PATH]", do_allocate},
     {"release", 1, "release NAME", do_release},
     {"list", 0, "list", do_list},
     {"show", 1, "show NAME|UID", do_show},
@@ -558,7 +571,7 @@ int usage_error(const std::string& message) {
 // Fills `ctx` from the options. Returns an exit status if there is nothing more to do (help,
 // version, a usage error), nothing if the command is to run; optind points at its name.
 std::optional<int> parse_options(int argc, char** argv, Context& ctx) {
-    enum { kArgVersion = 0x100, kArgJson, kArgSocket, kArgSize, kArgUserns };
+    enum { kArgVersion = 0x100, kArgJson, kArgSocket, kArgSize, kArgUserns, kArgOwner };
     static const option kOptions[] = {
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kArgVersion},
@@ -566,6 +579,7 @@ std::optional<int> parse_options(int argc, char** argv, Context& ctx) {
         {"socket", required_argument, nullptr, kArgSocket},
         {"size", required_argument, nullptr, kArgSize},
         {"userns", required_argument, nullptr, kArgUserns},
+        {"owner", required_argument, nullptr, kArgOwner},
         {},
     };
     int c;
@@ -589,12 +603,17 @@ std::optional<int> parse_options(int argc, char** argv, Context& ctx) {
             ctx.size = parse_uint(optarg);
             if (!ctx.size || *ctx.size > UINT32_MAX)
                 return usage_error("Invalid size '" + printable(optarg) +
-                                   "', expected 1 or 65536.");
+                                   "', expected 1 or a multiple of 65536.");
             break;
         case kArgUserns:
             if (*optarg == '\0')
                 return usage_error("The user namespace path must not be empty.");
             ctx.userns = optarg;
+            break;
+        case kArgOwner:
+            if (*optarg == '\0')
+                return usage_error("The owner must not be empty.");
+            ctx.owner = optarg;
             break;
         default:  // getopt_long() has described the problem
             return usage_error("");
@@ -624,6 +643,8 @@ int run(int argc, char** argv) {
         return usage_error("--size is only meaningful for allocate.");
     if (!ctx.userns.empty() && verb != "allocate")
         return usage_error("--userns is only meaningful for allocate.");
+    if (!ctx.owner.empty() && verb != "allocate")
+        return usage_error("--owner is only meaningful for allocate.");
 
     if (ctx.socket.empty())
         ctx.socket = base::runtime_path(kInterfaceName);

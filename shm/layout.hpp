@@ -35,9 +35,13 @@ static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && sizeof(std::atomic<std:
 
 // "TRNSRNG1" read as a little-endian word.
 inline constexpr std::uint64_t kMagic = 0x31474e52534e5254ULL;
-// Version 2 added the block index to each copy. Readers still read version 1 (searching without
-// the index), and the writer migrates a version-1 table to a new file.
-inline constexpr std::uint32_t kVersion = 2;
+// Version 2 added the block index to each copy. Version 3 has the same layout but may hold
+// ranges of several 64K blocks, which a version-2 reader would look for only in their first
+// block (and reject there): the new number makes such readers refuse the table
+// (EPROTONOSUPPORT) rather than answer "no such user" for a taken UID. Readers still read
+// versions 1 and 2, and the writer migrates either to a new file.
+inline constexpr std::uint32_t kVersion = 3;
+inline constexpr std::uint32_t kVersionSingleBlock = 2;
 inline constexpr std::uint32_t kVersionWithoutBlockIndex = 1;
 
 // The file name inside the runtime directory.
@@ -61,15 +65,21 @@ inline constexpr std::uint32_t kForeignBase = 0x7FFE0000;  // 2147352576
 inline constexpr std::uint32_t kForeignCount = 0xFFFF;     // N = 0 … 65534
 
 // Range names: [A-Za-z_][A-Za-z0-9_-]*, so that "vu-<name>-65535" stays within systemd's
-// 31-byte user-name limit.
+// 31-byte user-name limit. A range of more than 65536 IDs has longer offsets, so its name must be
+// shorter still (max_range_name_length() in reader.hpp).
 inline constexpr std::size_t kMaxRangeNameLength = 22;
+inline constexpr std::size_t kMaxUserNameBytes = 31;
+// The largest range the format allows: 128 blocks (MaxRangeSize= may only lower it). It keeps
+// offsets at 7 digits and a range well inside the container pool.
+inline constexpr std::uint32_t kMaxRangeSize = 128 * 0x10000;
 inline constexpr std::size_t kNameWords = 3;  // 24 bytes: 22 characters, NUL, padding
 
 enum class TableState : std::uint64_t { kLive = 0, kRetired = 1 };
 
 // One live range. Eight 8-byte words, one cache line.
 struct EntryWords {
-    // Low 32 bits: first UID/GID. High 32 bits: number of IDs (1 or 65536).
+    // Low 32 bits: first UID/GID. High 32 bits: number of IDs (1, or a multiple of 65536 up to
+    // kMaxRangeSize; imported entries: whatever /etc/subuid said).
     std::atomic<std::uint64_t> start_size;
     // Low 32 bits: the owner's UID. High 32 bits: flags (kEntryFlag*).
     std::atomic<std::uint64_t> owner_flags;
@@ -104,8 +114,9 @@ inline constexpr std::uint32_t kEntryFlagNoGid = 1U << 4;
 // 32-bit entry indexes, where block_index[b] is the index of the first entry whose start is at
 // or above b << 16. The entries that start in 64K block b are [block_index[b],
 // block_index[b + 1]), and a range containing ID x starts in block x >> 16 (a 64K range is
-// 64K-aligned, a single ID is its own start), so a lookup by ID reads two index words and, but
-// for the single IDs of block 0, one entry: O(1).
+// 64K-aligned, a single ID is its own start) or, being several blocks long (version 3), is the
+// last entry starting before that block, block_index[x >> 16] - 1. So a lookup by ID reads two
+// index words and, but for the single IDs of block 0, one or two entries: O(1).
 struct CopyHeader {
     std::atomic<std::uint64_t> count;
     std::atomic<std::uint64_t> reserved[7];

@@ -66,13 +66,27 @@ inline bool is_valid_range_name(const char* s, std::size_t n) noexcept {
     return true;
 }
 
+// 1 ID, or 1 … kMaxRangeSize / 65536 whole, aligned 64K blocks.
 inline bool is_valid_range_shape(std::uint32_t start, std::uint32_t size) noexcept {
     if (size == 1)
         return start != 0xFFFFU && start != 0xFFFFFFFFU;
-    if (size != kContainerRangeSize || (start & 0xFFFFU) != 0)
+    if (size == 0 || size % kContainerRangeSize != 0 || size > kMaxRangeSize ||
+        (start & 0xFFFFU) != 0 || start == 0)
         return false;
-    // Never the foreign range and never anything that would wrap or reach (uid_t) -1.
-    return start != 0 && start <= 0xFFFE0000U && start != kForeignBase;
+    // Never the foreign range and never anything that would wrap or reach (uid_t) -1: the last
+    // block a range may cover is 0xFFFE0000's. 64-bit sums, so nothing wraps here either.
+    const std::uint64_t end = std::uint64_t{start} + size;
+    return end <= 0xFFFF0000ULL && (end <= kForeignBase || start > kForeignBase);
+}
+
+// The longest range name whose user names ("vu-<name>-<size - 1>") stay within systemd's
+// 31 bytes: 22 up to 65536 IDs, 20 for 8388608 (7-digit offsets).
+inline std::size_t max_range_name_length(std::uint32_t size) noexcept {
+    std::size_t digits = 1;
+    for (std::uint32_t n = size > 0 ? size - 1 : 0; n >= 10; n /= 10)
+        digits++;
+    const std::size_t room = kMaxUserNameBytes - 4 - digits;  // "vu-", "-"
+    return room < kMaxRangeNameLength ? room : kMaxRangeNameLength;
 }
 
 // An entry imported from /etc/subuid or /etc/subgid (kEntryFlagImported) has whatever start and
@@ -247,6 +261,10 @@ inline int validate_record(const RangeRecord& r) noexcept {
         return -EBADMSG;
     if (!is_valid_entry_shape(r.start, r.size, r.flags))
         return -EBADMSG;
+    // A name too long for its range's offsets would give user names no lookup finds.
+    if (r.size > kContainerRangeSize &&
+        padded_name_length(r.name) > max_range_name_length(r.size))
+        return -EBADMSG;
     return 0;
 }
 
@@ -265,7 +283,7 @@ inline int compare_name(const EntryWords& e, const NameKey& key) noexcept {
 
 // Validates the geometry of a mapping of `size` bytes at `p` and fills `*ret`. Returns 0,
 // -EBADMSG (not a table, or corrupt), -EPROTONOSUPPORT (another version), or -ESTALE (retired).
-// Tables of version kVersion and kVersionWithoutBlockIndex are read.
+// Tables of versions kVersion, kVersionSingleBlock and kVersionWithoutBlockIndex are read.
 inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept {
     if (p == nullptr || size < sizeof(FileHeader))
         return -EBADMSG;
@@ -276,7 +294,8 @@ inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept 
         return -ESTALE;
     const std::uint64_t vh = h.version_header_size.load(std::memory_order_relaxed);
     const auto version = static_cast<std::uint32_t>(vh);
-    if (version != kVersion && version != kVersionWithoutBlockIndex)
+    if (version != kVersion && version != kVersionSingleBlock &&
+        version != kVersionWithoutBlockIndex)
         return -EPROTONOSUPPORT;
     if ((vh >> 32) != sizeof(FileHeader))
         return -EBADMSG;
@@ -325,8 +344,10 @@ inline bool table_retired(const TableView& v) noexcept {
 }
 
 // The range containing `id`. Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(1) (the block index), or
-// O(log n) in a version-1 table or among the single IDs of one 64K block. *ret_seq (if not null)
-// receives the latch value the answer was read at (see table_seq()).
+// O(log n) in a version-1 table or among the single IDs of one 64K block. A range of several
+// blocks is found from any of them: when no entry of id's block starts at or below id, the
+// candidate is the last entry starting before that block. *ret_seq (if not null) receives the
+// latch value the answer was read at (see table_seq()).
 inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
                       std::uint64_t* ret_seq = nullptr) noexcept {
     RangeRecord rec;
@@ -335,11 +356,12 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
         // The entries to search: those starting in id's 64K block, or all of them. Index words
         // are clamped to the count, so a corrupt index can only make a range unfindable, and
         // the containment check below rejects whatever else it points at.
-        std::uint64_t first = 0, lo = 0, hi = count;
+        std::uint64_t lo = 0, hi = count;
         if (v.version >= 2) {
             const std::uint32_t b = id >> 16;
-            first = lo = std::min<std::uint64_t>(detail::block_index(copy, v.capacity, b), count);
+            lo = std::min<std::uint64_t>(detail::block_index(copy, v.capacity, b), count);
             hi = std::min<std::uint64_t>(detail::block_index(copy, v.capacity, b + 1), count);
+            hi = std::max(lo, hi);  // a corrupt index must not turn the search around
         }
         // Binary search for the last entry with start <= id.
         while (lo < hi) {
@@ -349,9 +371,9 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
             else
                 hi = mid;
         }
-        // None starts in id's block at or below id: the last entry starting before the block
-        // (first - 1) may still contain it, if it is an imported range spanning blocks.
-        if (lo == 0 || (lo == first && !detail::spans_blocks(detail::entry(copy, lo - 1))))
+        // lo - 1 is the last entry starting at or below id: within the block, or (lo at the
+        // block's first entry) the last one before it, which may be a multi-block range.
+        if (lo == 0)
             return -ESRCH;
         detail::load_entry(detail::entry(copy, lo - 1), rec);
         return 0;
@@ -360,7 +382,9 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
         return r;
     if ((r = detail::validate_record(rec)) < 0)
         return r;
-    if (std::uint64_t{id} >= std::uint64_t{rec.start} + rec.size)
+    // Both bounds: with a corrupt block index or unsorted entries, the candidate before the
+    // block may start above id.
+    if (id < rec.start || std::uint64_t{id} >= std::uint64_t{rec.start} + rec.size)
         return -ESRCH;
     *ret = rec;
     return 0;

@@ -243,7 +243,8 @@ Result<void> TableWriter::check(std::span<const RangeEntry> ranges, std::uint32_
     for (std::size_t i = 0; i < ranges.size(); i++) {
         const RangeEntry& r = ranges[i];
         if (!is_valid_range_name(r.name.data(), r.name.size()) ||
-            !is_valid_entry_shape(r.start, r.size, r.flags))
+            !is_valid_entry_shape(r.start, r.size, r.flags) ||
+            (r.size > kContainerRangeSize && r.name.size() > max_range_name_length(r.size)))
             return errno_error(EINVAL);
         if (i > 0 && ranges[i - 1].end() > r.start)
             return errno_error(EINVAL);

@@ -45,7 +45,8 @@ struct Recovery {
 class TableWriter {
 public:
     // Opens the table at `path`, creating it (mode 0644) if it does not exist. A table of an
-    // older layout that readers still read (version 1) is rewritten in this one with its ranges
+    // older layout that readers still read (versions 1 and 2) is rewritten in this one with its
+    // ranges
     // (`recovery().migrated`). Any other file that is not a usable table is retired (if it is a
     // table) and replaced by an empty table; `recovery().replaced` says so. Fails with EBUSY if
     // another writer holds it.

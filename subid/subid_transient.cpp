@@ -18,9 +18,8 @@
 //     answer is then an error (has_range denies), as the owner of an ID is no longer defined.
 //
 // Sizes: anything the table may hold (1, a 64K-aligned multiple of 65536, and whatever an
-// imported /etc/subuid entry says), not only the 1 and 65536 that shm::is_valid_range_shape()
-// accepts today. Note that shm::find_by_id() assumes no range spans 64K blocks (it searches only
-// the entries that start in the ID's block), so it is not used here.
+// imported /etc/subuid entry says), which is more than shm::is_valid_range_shape() accepts
+// (imported entries), so the provider walks the entries itself rather than use find_by_id().
 
 #include "subid/subid.hpp"
 

@@ -132,7 +132,142 @@ TEST_F(AllocatorTest, HandsOutAlignedContainerRangesFirstFit) {
     ASSERT_TRUE(a->release("web", 0));
     auto r3 = a->allocate("cache", 65536, 0);
     ASSERT_TRUE(r3);
-    EXPECT_EQ(r3->start, 524288U);
+    EXPECT_EQ(r3->start, 524288U + 2 * 65536) << "a released block waits behind never-used ones";
+}
+
+Pools blocks(std::uint32_t n, std::uint32_t ids = 2) {
+    Pools p;
+    p.container_first = 524288;
+    p.container_last = 524288 + n * 65536 - 1;
+    p.dynamic_first = 61184;
+    p.dynamic_last = 61184 + ids - 1;
+    return p;
+}
+
+// Never-used blocks first, then released ones, least recently released first; single IDs alike.
+TEST_F(AllocatorTest, HandsOutReleasedIdsLastAndTheOldestReleaseFirst) {
+    auto a = make(blocks(3));
+    ASSERT_TRUE(a->allocate("a", 65536, 0));
+    ASSERT_TRUE(a->allocate("b", 65536, 0));
+    ASSERT_TRUE(a->release("a", 0));
+    EXPECT_EQ(a->allocate("c", 65536, 0)->start, 524288U + 2 * 65536);
+    ASSERT_TRUE(a->release("c", 0));
+    ASSERT_TRUE(a->release("b", 0));
+    // Released: a (block 0), then c (block 2), then b (block 1).
+    EXPECT_EQ(a->allocate("d", 65536, 0)->start, 524288U);
+    EXPECT_EQ(a->allocate("e", 65536, 0)->start, 524288U + 2 * 65536);
+    EXPECT_EQ(a->allocate("f", 65536, 0)->start, 524288U + 65536);
+
+    ASSERT_TRUE(a->allocate("s", 1, 0));
+    ASSERT_TRUE(a->release("s", 0));
+    EXPECT_EQ(a->allocate("t", 1, 0)->start, 61185U);
+    EXPECT_EQ(a->allocate("u", 1, 0)->start, 61184U) << "the released ID, once nothing else is";
+}
+
+TEST_F(AllocatorTest, KeepsTheReuseOrderAcrossARestart) {
+    {
+        auto a = make(blocks(3));
+        ASSERT_TRUE(a->allocate("a", 65536, 0));
+        ASSERT_TRUE(a->allocate("b", 65536, 0));
+        ASSERT_TRUE(a->release("b", 0));
+        ASSERT_TRUE(a->release("a", 0));
+    }
+    EXPECT_TRUE(std::filesystem::exists(dir_ + "/ranges.released"));
+    auto a = make(blocks(3));
+    EXPECT_EQ(a->allocate("c", 65536, 0)->start, 524288U + 2 * 65536);
+    EXPECT_EQ(a->allocate("d", 65536, 0)->start, 524288U + 65536) << "b was released first";
+    EXPECT_EQ(a->allocate("e", 65536, 0)->start, 524288U);
+}
+
+TEST_F(AllocatorTest, RecordsRangesWhoseNamespaceDiedAsReleased) {
+    auto a = make(blocks(2));
+    ASSERT_TRUE(a->allocate({"web", 65536, 0, ns_of(42)}));
+    probe_->state = {{42, Liveness::kDead}};
+    ASSERT_EQ(a->reap_dead_bindings()->size(), 1U);
+    EXPECT_EQ(a->allocate("next", 65536, 0)->start, 524288U + 65536);
+}
+
+TEST_F(AllocatorTest, IgnoresADamagedReuseFile) {
+    std::ofstream(dir_ + "/ranges.released") << "x\n589824\n-1\n99999999999\n\n";
+    auto a = make(blocks(2));
+    EXPECT_EQ(a->allocate("a", 65536, 0)->start, 524288U) << "589824 was released";
+}
+
+TEST_F(AllocatorTest, AllocatesForAnotherOwnerOnlyAsRoot) {
+    auto a = make();
+    auto r = a->allocate({"kubelet", 65536, 0, std::nullopt, 1000});
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->name, "kubelet") << "root's names are used as given";
+    EXPECT_EQ(r->owner, 1000U);
+    EXPECT_EQ(a->owned_by(1000), 1U);
+    auto other = a->allocate({"x", 1, 1001, std::nullopt, 1000});
+    ASSERT_FALSE(other);
+    EXPECT_EQ(other.error().kind, ErrorKind::kPermissionDenied);
+    auto self = a->allocate({"x", 1, 1000, std::nullopt, 1000});
+    ASSERT_TRUE(self) << self.error().message;
+    EXPECT_EQ(self->name, "u1000-x");
+    EXPECT_EQ(a->release("kubelet", 1001).error().kind, ErrorKind::kNoSuchRange);
+    auto released = a->release("kubelet", 1000);
+    ASSERT_TRUE(released) << "its owner may release it by root's name";
+    EXPECT_EQ(released->name, "kubelet");
+}
+
+TEST_F(AllocatorTest, CountsRangesRootAllocatedForAUserAgainstItsQuota) {
+    Policy p;
+    p.max_ranges_per_user = 1;
+    auto a = make(p);
+    ASSERT_TRUE(a->allocate({"k", 1, 0, std::nullopt, 1000}));
+    ASSERT_TRUE(a->allocate({"k2", 1, 0, std::nullopt, 1000})) << "root is never refused";
+    EXPECT_EQ(a->allocate("mine", 1, 1000).error().kind, ErrorKind::kQuotaExceeded);
+}
+
+TEST_F(AllocatorTest, AllocatesContiguousMultiBlockRangesForRoot) {
+    auto a = make();
+    ASSERT_TRUE(a->allocate("first", 65536, 0));
+    auto r = a->allocate({"kubelet", 110 * 65536, 0, std::nullopt, 1000});
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->start, 524288U + 65536);
+    EXPECT_EQ(r->size, 110U * 65536);
+    EXPECT_EQ(a->allocate("next", 65536, 0)->start, 524288U + 111 * 65536);
+    shm::TableReader reader(dir_ + "/ranges.table");
+    auto v = reader.view();
+    ASSERT_TRUE(v);
+    shm::RangeRecord rec;
+    ASSERT_EQ(shm::find_by_id(**v, r->start + 55 * 65536 + 9, &rec), 0);
+    EXPECT_STREQ(rec.name, "kubelet");
+    EXPECT_EQ(rec.owner, 1000U);
+
+    auto user = a->allocate("big", 2 * 65536, 1000);
+    ASSERT_FALSE(user);
+    EXPECT_EQ(user.error().kind, ErrorKind::kPermissionDenied);
+    EXPECT_EQ(a->allocate("odd", 2 * 65536 + 1, 0).error().kind, ErrorKind::kInvalidSize);
+    EXPECT_EQ(a->allocate("huge", 129 * 65536, 0).error().kind, ErrorKind::kInvalidSize);
+    a.reset();  // one writer at a time
+    Policy small;
+    small.max_range_size = 4 * 65536;
+    auto b = make(small);
+    EXPECT_EQ(b->allocate("five", 5 * 65536, 0).error().kind, ErrorKind::kInvalidSize);
+}
+
+TEST_F(AllocatorTest, RefusesNamesTooLongForTheOffsetsOfTheirSize) {
+    auto a = make();
+    auto r = a->allocate(std::string(21, 'a'), 128 * 65536, 0);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, ErrorKind::kInvalidName);
+    EXPECT_NE(r.error().message.find("at most 20 bytes"), std::string::npos) << r.error().message;
+    EXPECT_TRUE(a->allocate(std::string(20, 'a'), 128 * 65536, 0));
+    EXPECT_TRUE(a->allocate(std::string(21, 'b'), 2 * 65536, 0)) << "6-digit offsets: 21 fit";
+}
+
+// A multi-block range fits the pool whole, and no block of it is one another source claims.
+TEST_F(AllocatorTest, PlacesMultiBlockRangesAroundTakenBlocksWithinThePool) {
+    auto a = make(blocks(6));
+    ASSERT_TRUE(a->allocate("a", 65536, 0));
+    checker_->taken = {524288 + 2 * 65536 + 0x100};
+    auto r = a->allocate("big", 3 * 65536, 0);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->start, 524288U + 3 * 65536);
+    EXPECT_EQ(a->allocate("more", 2 * 65536, 0).error().kind, ErrorKind::kPoolExhausted);
 }
 
 TEST_F(AllocatorTest, HandsOutSingleIdsFromTheDynamicPool) {

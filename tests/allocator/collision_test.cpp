@@ -246,6 +246,42 @@ TEST_F(CollisionTest, SkipsARangeNspawnHoldsAndKeepsTheLockOfAFreeOne) {
     EXPECT_FALSE(exists(ours));
 }
 
+// A multi-block candidate is as many nspawn candidates: a lock held on any of its blocks, or a
+// registry entry at any block's start, takes it; a free one holds every block's lock file.
+TEST_F(CollisionTest, ChecksEveryBlockOfAMultiBlockRange) {
+    const std::string registry = run_ + "/nsresource/registry/";
+    ASSERT_TRUE(make_directories(registry));
+    std::ofstream(registry + "u" + std::to_string(524288 + 2 * 65536) + ".userns") << "{}";
+    SystemCollisionChecker c(sources_);
+    ASSERT_EQ(c.begin_choice(), std::nullopt);
+    auto why = c.range_taken(524288, 3 * 65536);
+    ASSERT_TRUE(why) << "the registry claims its third block";
+    EXPECT_NE(why->find("systemd-nsresourced"), std::string::npos) << *why;
+    EXPECT_FALSE(exists(run_ + "/nspawn-uid/524288")) << "a rejected candidate's locks go";
+
+    const std::uint32_t base = 524288 + 3 * 65536;
+    EXPECT_EQ(c.range_taken(base, 3 * 65536), std::nullopt);
+    for (std::uint32_t b = 0; b < 3; b++)
+        EXPECT_TRUE(exists(run_ + "/nspawn-uid/" + std::to_string(base + b * 65536))) << b;
+    c.end_choice();
+    EXPECT_FALSE(exists(run_ + "/nspawn-uid/" + std::to_string(base + 2 * 65536)));
+}
+
+TEST_F(CollisionTest, SkipsAMultiBlockRangeNspawnHoldsAnyBlockOf) {
+    if (systemd_make_lock_file() == nullptr)
+        GTEST_SKIP() << "libsystemd-shared (systemd's make_lock_file()) is not installed";
+    SystemCollisionChecker c(sources_);
+    ASSERT_EQ(c.begin_choice(), std::nullopt);
+    const std::string held = run_ + "/nspawn-uid/" + std::to_string(524288 + 65536);
+    ASSERT_TRUE(make_directories(run_ + "/nspawn-uid"));
+    Holder h([&] { return hold_like_nspawn(held); });
+    auto why = c.range_taken(524288, 2 * 65536);
+    ASSERT_TRUE(why);
+    EXPECT_NE(why->find("is locked"), std::string::npos) << *why;
+    EXPECT_FALSE(exists(run_ + "/nspawn-uid/524288")) << "the first block's lock was let go";
+    c.end_choice();
+}
+
 TEST_F(CollisionTest, SkipsAUidDynamicUserHolds) {
     SystemCollisionChecker c(sources_);
     ASSERT_EQ(c.begin_choice(), std::nullopt);

@@ -187,8 +187,8 @@ inline RangeEntry slot_range(std::uint32_t i) {
 }
 
 // Validates a record independently of the reader's validate_record(): NUL-terminated name of
-// 1…22 characters from [A-Za-z_][A-Za-z0-9_-]*, size 1 or a 64K-aligned 65536 that is not the
-// foreign range and does not reach (uid_t) -1.
+// 1…22 characters from [A-Za-z_][A-Za-z0-9_-]*, size 1 or 64K-aligned whole blocks (at most
+// kMaxRangeSize) that do not cover the foreign range or reach (uid_t) -1.
 inline ::testing::AssertionResult valid_record(const RangeRecord& r) {
     const void* nul = std::memchr(r.name, '\0', sizeof r.name);
     if (nul == nullptr)
@@ -206,10 +206,14 @@ inline ::testing::AssertionResult valid_record(const RangeRecord& r) {
     if (r.size == 1) {
         if (r.start == 0xFFFFU || r.start == 0xFFFFFFFFU)
             return ::testing::AssertionFailure() << "reserved single UID " << r.start;
-    } else if (r.size == kContainerRangeSize) {
-        if (r.start == 0 || (r.start & 0xFFFFU) != 0 || r.start > 0xFFFE0000U ||
-            r.start == kForeignBase)
+    } else if (r.size % kContainerRangeSize == 0 && r.size != 0 && r.size <= kMaxRangeSize) {
+        const std::uint64_t end = std::uint64_t{r.start} + r.size;
+        if (r.start == 0 || (r.start & 0xFFFFU) != 0 || end > 0xFFFF0000ULL ||
+            (r.start <= kForeignBase && kForeignBase < end))
             return ::testing::AssertionFailure() << "bad container start " << r.start;
+        // "vu-<name>-<size - 1>" within 31 bytes.
+        if (4 + n + std::to_string(r.size - 1).size() > 31)
+            return ::testing::AssertionFailure() << "name too long for size " << r.size;
     } else {
         return ::testing::AssertionFailure() << "bad size " << r.size;
     }

@@ -555,6 +555,114 @@ TEST_F(TableValidationTest, WriterMigratesAVersion1TableKeepingEveryRange) {
     EXPECT_EQ(testing::to_entry(r), known_.back());
 }
 
+// Multi-block entries (issue 10). Entry 25 is a container of the fixture, 1000 blocks away
+// from its neighbours; `blocks` makes it that many blocks long.
+std::size_t size_at(std::size_t entry_offset) { return entry_offset + 4; }
+
+TEST_F(TableValidationTest, FindsAMultiBlockEntryFromEveryBlock) {
+    const RangeEntry& e = known_[25];
+    std::vector<std::byte> image = image_;
+    for (int c = 0; c < 2; c++)
+        set_u32(image, size_at(entry_at(c, 25)), 128 * kContainerRangeSize);
+    TableView v;
+    ASSERT_EQ(view(image, &v), 0);
+    RangeRecord r;
+    for (const std::uint32_t off : {0U, 65535U, 65536U, 64U * 65536 + 7, 128U * 65536 - 1}) {
+        ASSERT_EQ(find_by_id(v, e.start + off, &r), 0) << off;
+        EXPECT_EQ(r.start, e.start);
+        EXPECT_EQ(r.size, 128U * kContainerRangeSize);
+    }
+    EXPECT_EQ(find_by_id(v, e.start + 128 * 65536, &r), -ESRCH);
+    std::mt19937_64 rng(5);
+    check_readers(v, known_, rng);
+}
+
+// Sizes that are no whole number of blocks, too large, wrapping past (uid_t) -1 or covering the
+// foreign range; names too long for the offsets; entries overlapping the next one. No such
+// entry is handed out, no read leaves the (guarded) mapping, no answer misses its ID.
+TEST_F(TableValidationTest, SurvivesHostileMultiBlockEntries) {
+    const std::size_t victim = 25, last = known_.size() - 1;
+    const std::uint32_t victim_start = known_[victim].start;
+    struct Shape {
+        const char* what;
+        std::size_t entry;
+        std::uint32_t start;
+        std::uint32_t size;
+    };
+    const Shape shapes[] = {
+            {"129 blocks", victim, victim_start, 129 * kContainerRangeSize},
+            {"2 blocks and 1", victim, victim_start, 2 * kContainerRangeSize + 1},
+            {"size 2^32 - 64K", victim, victim_start, 0xFFFF0000U},
+            {"wrapping", last, 0xFFF00000U, 0x00200000U},
+            {"reaching -1", last, 0xFFFE0000U, 2 * kContainerRangeSize},
+            {"covering foreign", last, kForeignBase - 0x10000, 2 * kContainerRangeSize},
+            {"misaligned", victim, victim_start + 1, 2 * kContainerRangeSize},
+    };
+    for (const Shape& shape : shapes) {
+        SCOPED_TRACE(shape.what);
+        std::vector<std::byte> image = image_;
+        for (int c = 0; c < 2; c++) {
+            set_u32(image, entry_at(c, shape.entry), shape.start);
+            set_u32(image, size_at(entry_at(c, shape.entry)), shape.size);
+        }
+        TableView v;
+        ASSERT_EQ(view(image, &v), 0);
+        RangeRecord r;
+        EXPECT_EQ(find_by_id(v, shape.start + 0x10000, &r), -EBADMSG);
+        std::mt19937_64 rng(6);
+        check_readers(v, known_, rng);
+        for (std::uint32_t off = 0; off < 130; off++) {
+            if (find_by_id(v, shape.start + off * 0x10000, &r) == 0) {
+                ASSERT_NE(r.start, shape.start) << "a hostile entry was handed out";
+            }
+        }
+    }
+    // A name that fits 64K ranges but not 128 blocks' 7-digit offsets.
+    std::vector<std::byte> image = image_;
+    for (int c = 0; c < 2; c++) {
+        set_u32(image, size_at(entry_at(c, victim)), 128 * kContainerRangeSize);
+        std::byte* words = image.data() + entry_at(c, victim) + offsetof(EntryWords, name);
+        std::memset(words, 0, kNameWords * 8);
+        std::memset(words, 'a', 21);
+    }
+    TableView v;
+    ASSERT_EQ(view(image, &v), 0);
+    RangeRecord r;
+    EXPECT_EQ(find_by_id(v, victim_start + 100 * 65536, &r), -EBADMSG);
+
+    // Overlap: the victim grows over the next entry's start. Whatever is answered contains
+    // the ID asked for.
+    expect_safe_with_both_copies([&](auto& img, int c) {
+        set_u32(img, size_at(entry_at(c, victim)), 128 * kContainerRangeSize);
+        set_u32(img, entry_at(c, victim + 1), victim_start + 5 * 65536);
+    });
+    expect_safe_with_both_copies([&](auto& img, int c) {
+        for (std::size_t i = 20; i < known_.size(); i++)
+            set_u32(img, size_at(entry_at(c, i)), 128 * kContainerRangeSize);
+    });
+}
+
+// A version-2 table (64K ranges at most) is rewritten as version 3, so that version-2 readers,
+// which would miss the later blocks of a multi-block range, refuse the new file instead.
+TEST_F(TableValidationTest, WriterMigratesAVersion2Table) {
+    TempDir dir;
+    std::vector<std::byte> v2 = image_;
+    const std::uint64_t vh = get_word(v2, kVersionAt);
+    set_word(v2, kVersionAt, (vh & ~0xFFFFFFFFULL) | kVersionSingleBlock);
+    testing::write_file(dir.table(), v2);
+    TableView old_view;
+    ASSERT_EQ(view(v2, &old_view), 0);
+    EXPECT_EQ(old_view.version, kVersionSingleBlock);
+    auto w = TableWriter::open(dir.table(), kSmallCapacity);
+    ASSERT_TRUE(w) << w.error().message();
+    EXPECT_TRUE(w->recovery().migrated);
+    EXPECT_EQ(w->recovery().ranges, known_);
+    TableReader reader(dir.table());
+    auto v = reader.view();
+    ASSERT_TRUE(v) << v.error().message();
+    EXPECT_EQ((*v)->version, 3U);
+}
+
 TEST_F(TableValidationTest, SurvivesEntriesOutOfOrder) {
     expect_safe_with_both_copies([&](auto& image, int c) {
         auto* first = reinterpret_cast<std::array<std::byte, 64>*>(image.data() + entry_at(c, 0));
