@@ -32,6 +32,7 @@
 
 #include "allocator/interface.hpp"
 #include "base/paths.hpp"
+#include "shm/identity.hpp"
 #include "varlink/varlink.hpp"
 
 #ifndef PROJECT_VERSION
@@ -342,14 +343,15 @@ int do_allocate(const Context& ctx, std::span<const std::string> args) {
                   printable(name).c_str());
         return kExitFailure;
     }
+    const std::string users = format_names(shm::kUserNamePrefix, *r);
     if (r->size == 1)
         std::printf("Allocated range %s: UID %llu, user %s.\n", printable(r->name).c_str(),
-                    static_cast<unsigned long long>(r->start), format_names("vu-", *r).c_str());
+                    static_cast<unsigned long long>(r->start), users.c_str());
     else
         std::printf("Allocated range %s: UIDs %llu%s%llu (%llu), users %s.\n",
                     printable(r->name).c_str(), static_cast<unsigned long long>(r->start),
                     ellipsis(), static_cast<unsigned long long>(r->start + r->size - 1),
-                    static_cast<unsigned long long>(r->size), format_names("vu-", *r).c_str());
+                    static_cast<unsigned long long>(r->size), users.c_str());
     return EXIT_SUCCESS;
 }
 
@@ -451,8 +453,8 @@ void print_range(const Range& r, const std::optional<uint64_t>& uid) {
         {"Start", std::to_string(r.start)},
         {"End", std::to_string(r.start + r.size - 1)},
         {"Size", std::to_string(r.size)},
-        {"Users", format_names("vu-", r)},
-        {"Groups", format_names("vg-", r)},
+        {"Users", format_names(shm::kUserNamePrefix, r)},
+        {"Groups", format_names(shm::kGroupNamePrefix, r)},
         {"Owner", owner},
         {"Created", format_created(r.created)},
     };

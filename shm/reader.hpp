@@ -149,15 +149,6 @@ inline std::uint32_t entry_start(const EntryWords& e) noexcept {
     return static_cast<std::uint32_t>(e.start_size.load(std::memory_order_relaxed));
 }
 
-// Whether an entry may contain IDs of a 64K block after the one it starts in: only an imported
-// one can (a 64K range is aligned, a single ID is its own block). The containment check after
-// the latch re-check decides; this only saves loading entries that cannot match.
-inline bool spans_blocks(const EntryWords& e) noexcept {
-    const auto flags =
-            static_cast<std::uint32_t>(e.owner_flags.load(std::memory_order_relaxed) >> 32);
-    return (flags & kEntryFlagImported) != 0;
-}
-
 inline void load_name(const EntryWords& e, char (&out)[kNameWords * 8]) noexcept {
     for (std::size_t w = 0; w < kNameWords; w++) {
         const std::uint64_t word = e.name[w].load(std::memory_order_relaxed);
