@@ -29,10 +29,13 @@ BUILD_PKGS=(cmake g++ make pkg-config libsystemd-dev nlohmann-json3-dev libboost
 #   apt                  apt-get download in scripts/fetch-userdbctl.sh
 #   dpkg-dev             dpkg-shlibdeps, dpkg-architecture, dpkg-buildflags for scripts/build-deb.sh
 #   uidmap               getsubids, setuid newuidmap/newgidmap for the subid provider's test
+#   podman, crun         rootless podman (4.3.1) on a transient range, integration.podman; crun
+#                        is its default OCI runtime (conmon and containers-common come with it)
+#   busybox-static       the tiny root file system that integration.podman runs (no registry)
 # Installing libnss-systemd adds "systemd" to the passwd: and group: lines of /etc/nsswitch.conf
 # (its maintainer script does that, as on any Debian host with systemd).
 RUN_PKGS=(util-linux mount bsdutils libc-bin coreutils binutils jq python3 procps
-          libnss-systemd systemd apt dpkg-dev uidmap)
+          libnss-systemd systemd apt dpkg-dev uidmap podman runc busybox-static)
 
 check_only=0
 [ "${1:-}" = --check ] && check_only=1
