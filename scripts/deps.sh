@@ -29,8 +29,9 @@ BUILD_PKGS=(cmake g++ make pkg-config libsystemd-dev nlohmann-json3-dev libboost
 #   apt                  apt-get download in scripts/fetch-userdbctl.sh
 #   dpkg-dev             dpkg-shlibdeps, dpkg-architecture, dpkg-buildflags for scripts/build-deb.sh
 #   uidmap               getsubids, setuid newuidmap/newgidmap for the subid provider's test
-#   podman, crun         rootless podman (4.3.1) on a transient range, integration.podman; crun
-#                        is its default OCI runtime (conmon and containers-common come with it)
+#   podman, runc         rootless podman (4.3.1) on a transient range, integration.podman (conmon
+#                        and containers-common come with it); runc, not crun, as its runtime:
+#                        crun 1.8 refuses hybrid cgroup hierarchies (tests/integration/podman.sh)
 #   busybox-static       the tiny root file system that integration.podman runs (no registry)
 # Installing libnss-systemd adds "systemd" to the passwd: and group: lines of /etc/nsswitch.conf
 # (its maintainer script does that, as on any Debian host with systemd).

@@ -10,6 +10,8 @@
 #   - running commands: it_run CMD... sets IT_OUT, IT_ERR, IT_RC;
 #   - checks that say what was expected and what came instead: it_expect_eq, it_expect_match,
 #     it_expect_no_match, it_expect_rc, it_expect_ok, it_expect_fail, it_fail, it_pass;
+#   - users and subordinate IDs: it_require, it_as_user, it_add_users, it_subid_setup,
+#     it_subid_backend;
 #   - it_finish: prints the tally, exits 1 if any check failed.
 # The tests are registered in CMakeLists.txt beside this file.
 
@@ -165,6 +167,70 @@ it_ctl_json() { "$CTL" "$@" --json </dev/null; }
 
 # it_range_start NAME: the start UID of a live range, from `transientctl show NAME --json`.
 it_range_start() { it_ctl_json show "$1" | jq -er '.start'; }
+
+# ---- users and subordinate IDs ----
+
+# it_require TOOL...: fails the test (exit 1, never a skip) naming the first missing program.
+it_require() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null ||
+            { echo "$tool is missing: scripts/deps.sh installs it" >&2; exit 1; }
+    done
+}
+
+# it_as_user UID CMD...: CMD as UID (its own GID, no supplementary groups), environment kept.
+it_as_user() { local uid=$1; shift; setpriv --reuid "$uid" --regid "$uid" --clear-groups -- "$@"; }
+
+# it_add_users NAME:UID[:HOME]...: private copies of /etc/passwd and /etc/group (the host's plus
+# these users, each with a group NAME of GID UID unless that GID already has one, so a second
+# name of a UID adds no group) bind-mounted over the real ones. HOME defaults to /.
+it_add_users() {
+    local e=$TRANSIENT_SANDBOX/etc spec name uid home
+    if [ -z "${IT_USERS_ADDED:-}" ]; then
+        cp /etc/passwd "$e/passwd"
+        cp /etc/group "$e/group"
+        mount --bind "$e/passwd" /etc/passwd
+        mount --bind "$e/group" /etc/group
+        IT_USERS_ADDED=1
+    fi
+    for spec in "$@"; do
+        IFS=: read -r name uid home <<<"$spec"
+        printf '%s:x:%s:%s::%s:/bin/sh\n' "$name" "$uid" "$uid" "${home:-/}" >>"$e/passwd"
+        cut -d: -f3 "$e/group" | grep -qx "$uid" ||
+            printf '%s:x:%s:\n' "$name" "$uid" >>"$e/group"
+    done
+}
+
+# it_subid_setup: libsubid_transient.so ($TRANSIENT_SUBID_PROVIDER) where setuid newuidmap finds
+# it (the sandbox's overlay of the system library dir: it ignores LD_LIBRARY_PATH), `subid:
+# transient` in the private nsswitch.conf, and empty /etc/subuid and /etc/subgid, so that the
+# files cannot be what grants a mapping. it_subid_backend files|transient switches the subid line.
+it_subid_setup() {
+    local e=$TRANSIENT_SANDBOX/etc f
+    : "${TRANSIENT_SUBID_PROVIDER:?the built libsubid_transient.so}"
+    local libdir=$TRANSIENT_SANDBOX_LIBDIR
+    if [ "$(findmnt -n -o FSTYPE --target "$libdir" 2>/dev/null)" != overlay ]; then
+        echo "the sandbox could not overlay $libdir: setuid programs cannot load the provider;" \
+            "skipping" >&2
+        exit 77
+    fi
+    for f in subuid subgid; do
+        [ -e /etc/$f ] || { echo "/etc/$f is missing (uidmap installs it)" >&2; exit 1; }
+        : >"$e/$f"
+        mount --bind "$e/$f" /etc/$f
+    done
+    grep -v '^[[:space:]]*subid:' /etc/nsswitch.conf >"$e/nsswitch.files"
+    cp "$e/nsswitch.files" "$e/nsswitch.transient"
+    echo "subid:          transient" >>"$e/nsswitch.transient"
+    cp "$e/nsswitch.transient" "$e/nsswitch.conf.subid"
+    mount --bind "$e/nsswitch.conf.subid" /etc/nsswitch.conf
+    cp "$TRANSIENT_SUBID_PROVIDER" "$libdir/libsubid_transient.so"
+}
+
+it_subid_backend() {
+    cp "$TRANSIENT_SANDBOX/etc/nsswitch.$1" "$TRANSIENT_SANDBOX/etc/nsswitch.conf.subid"
+}
 
 # Whatever way the test ends, the daemon gets SIGTERM (sandbox.sh prints the logs on failure).
 it_on_exit() {

@@ -12,42 +12,22 @@
 #   - the owner releases the range by root's name; a released block is handed out last.
 . "$(dirname "$0")/lib.sh"
 
-PROVIDER=${TRANSIENT_SUBID_PROVIDER:?the built libsubid_transient.so}
-LIBDIR=$TRANSIENT_SANDBOX_LIBDIR
-for tool in getsubids setpriv getent jq; do
-    command -v "$tool" >/dev/null ||
-        { echo "$tool is missing: scripts/deps.sh installs it" >&2; exit 1; }
-done
-if [ "$(findmnt -n -o FSTYPE --target "$LIBDIR" 2>/dev/null)" != overlay ]; then
-    echo "the sandbox could not overlay $LIBDIR: getsubids cannot load the provider; skipping" >&2
-    exit 77
-fi
+it_require getsubids setpriv getent jq
 
 KUBELET=2201 OTHER=2202
-E=$TRANSIENT_SANDBOX/etc
 SIZE=$((110 * 65536))
 
 it_section "set up: users, nsswitch.conf, provider"
-cp /etc/passwd "$E/passwd"
-cp /etc/group "$E/group"
-printf 'kubelet:x:%s:%s::/:/bin/sh\nother:x:%s:%s::/:/bin/sh\n' "$KUBELET" "$KUBELET" "$OTHER" \
-    "$OTHER" >>"$E/passwd"
-printf 'kubelet:x:%s:\nother:x:%s:\n' "$KUBELET" "$OTHER" >>"$E/group"
-mount --bind "$E/passwd" /etc/passwd
-mount --bind "$E/group" /etc/group
-grep -v '^[[:space:]]*subid:' /etc/nsswitch.conf >"$E/nsswitch.subid"
-echo "subid:          transient" >>"$E/nsswitch.subid"
-mount --bind "$E/nsswitch.subid" /etc/nsswitch.conf
-cp "$PROVIDER" "$LIBDIR/libsubid_transient.so"
-as_user() { local uid=$1; shift; setpriv --reuid "$uid" --regid "$uid" --clear-groups -- "$@"; }
+it_add_users kubelet:$KUBELET other:$OTHER
+it_subid_setup
 it_daemon_start
 
 it_section "a 110-block range for user kubelet"
 it_expect_fail "another user cannot allocate for kubelet" \
-    as_user $OTHER "$CTL" allocate x --size 1 --owner kubelet
+    it_as_user $OTHER "$CTL" allocate x --size 1 --owner kubelet
 it_expect_match "... permission denied, saying why" "root" "$IT_ERR"
 it_expect_fail "another user cannot allocate two blocks" \
-    as_user $OTHER "$CTL" allocate x --size 131072
+    it_as_user $OTHER "$CTL" allocate x --size 131072
 it_expect_fail "a name too long for 7-digit offsets is refused" \
     "$CTL" allocate abcdefghijklmnopqrstu --size 8388608
 it_expect_match "... saying how long it may be" "at most 20 bytes" "$IT_ERR"
@@ -79,8 +59,8 @@ it_run getsubids -g kubelet
 it_expect_eq "getsubids -g kubelet prints the same line" "$uids" "$IT_OUT"
 
 it_section "release by the owner, and the reuse order"
-it_expect_fail "another user cannot release it" as_user $OTHER "$CTL" release kubelet
-it_expect_ok "kubelet releases it by root's name" as_user $KUBELET "$CTL" release kubelet
+it_expect_fail "another user cannot release it" it_as_user $OTHER "$CTL" release kubelet
+it_expect_ok "kubelet releases it by root's name" it_as_user $KUBELET "$CTL" release kubelet
 it_run getent passwd $((S + 5))
 it_expect_eq "its UIDs no longer resolve" 2 "$IT_RC"
 it_expect_ok "allocate a 64K range" "$CTL" allocate next
