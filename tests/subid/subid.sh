@@ -11,7 +11,7 @@
 #   - getsubids for a user without ranges fails exactly as with the files backend;
 #   - unshare --map-users (through setuid newuidmap/newgidmap) maps the user's own block and is
 #     refused another user's block, and a released one; the same for a range root allocated
-#     for the user (`unshare ... id` runs as root of the namespace until root releases it).
+#     for the user (`unshare ... id` runs until root releases it).
 . "$(dirname "$0")/../integration/lib.sh"
 
 it_require getsubids newuidmap newgidmap setpriv unshare
@@ -80,7 +80,12 @@ it_expect_ok "getsubids subcarol" getsubids subcarol
 it_expect_eq "... prints it" "0: subcarol $C 65536" "$IT_OUT"
 it_expect_ok "subcarol runs id in a namespace mapped to it" \
     it_as_user $CAROL unshare --user --map-users=$C,0,65536 --map-groups=$C,0,65536 id
-it_expect_match "... as root of that namespace" "^uid=0\\(root\\) gid=0\\(root\\)" "$IT_OUT"
+# subcarol's own UID is not in the map, so inside she is the overflow UID.
+it_expect_match "... as nobody there" "^uid=65534\\(nobody\\) gid=65534\\(nogroup\\)" "$IT_OUT"
+it_run it_as_user $CAROL unshare --user --map-users=$C,0,65536 --map-groups=$C,0,65536 \
+    cat /proc/self/uid_map /proc/self/gid_map
+it_expect_eq "... uid_map and gid_map are her block" \
+    "0 $C 65536|0 $C 65536" "$(awk '{ print $1, $2, $3 }' <<<"$IT_OUT" | paste -sd'|')"
 it_expect_fail "subalice is refused subcarol's block" \
     it_as_user $ALICE unshare --user --map-users=$C,0,65536 --map-groups=$C,0,65536 id
 it_expect_match "... by newuidmap" "newuidmap|newgidmap" "$IT_ERR"
