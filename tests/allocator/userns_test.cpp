@@ -265,18 +265,23 @@ int map_self_as_root() {
     return 0;
 }
 
-TEST_P(UsernsProbeTest, KeepsANamespaceWhoseChildNamespaceLives) {
-    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // so that we can reap the grandchild
-    const pid_t test = ::getpid();
-    Child parent([test] {
+// A Child setup: a new, mapped user namespace with a process in a nested, unmapped one, whose
+// PID it returns. That grandchild outlives the Child, but not process `test`.
+std::function<int()> make_nested_namespace(pid_t test) {
+    return [test] {
         if (::unshare(CLONE_NEWUSER) < 0)
             return -errno;
         if (int r = map_self_as_root(); r < 0)
             return r;
-        // Never destroyed: this process is killed. The grandchild outlives it, but not the test.
+        // Never destroyed: this process is killed.
         Child* nested = new Child(unshare_user, test);
         return nested->value() == 0 ? static_cast<int>(nested->pid()) : nested->value();
-    });
+    };
+}
+
+TEST_P(UsernsProbeTest, KeepsANamespaceWhoseChildNamespaceLives) {
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // so that we can reap the grandchild
+    Child parent(make_nested_namespace(::getpid()));
     const pid_t grandchild = parent.value();
     struct Reap {
         pid_t pid;
@@ -527,15 +532,7 @@ TEST(UsernsMapTest, RefusesANestedNamespace) {
     if (::geteuid() != 0)
         GTEST_SKIP() << "needs root";
     ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // so that we can reap the grandchild
-    const pid_t test = ::getpid();
-    Child parent([test] {
-        if (::unshare(CLONE_NEWUSER) < 0)
-            return -errno;
-        if (int r = map_self_as_root(); r < 0)
-            return r;
-        Child* nested = new Child(unshare_user, test);  // killed below
-        return nested->value() == 0 ? static_cast<int>(nested->pid()) : nested->value();
-    });
+    Child parent(make_nested_namespace(::getpid()));
     const pid_t grandchild = parent.value();
     ASSERT_GT(grandchild, 0) << std::strerror(-grandchild);
     shm::UniqueFd fd(::open(("/proc/" + std::to_string(grandchild) + "/ns/user").c_str(),
