@@ -32,6 +32,8 @@ enum class ErrorKind {
     kQuotaExceeded,
     kNotUserNamespace,
     kCannotWatchUserNamespace,
+    // The namespace has no uid_map and the allocator cannot write it (a nested namespace).
+    kCannotMapUserNamespace,
     // Another allocator holds a lock we must take to choose (/etc/.pwd.lock, nsresourced's
     // registry lock); try again later.
     kBusy,
@@ -162,7 +164,10 @@ inline constexpr MethodDecl kAllocateRange{
     "systemd-nspawn, DynamicUser= or systemd-nsresourced.\n"
     "userNamespaceFileDescriptor is the index of a file descriptor passed with this call "
     "(SCM_RIGHTS) that refers to a user namespace, e.g. an open /proc/PID/ns/user; unless the "
-    "caller is root, the caller must own that namespace. The range is then released "
+    "caller is root, the caller must own that namespace. If the namespace has no uid_map yet, "
+    "the allocator writes its uid_map and gid_map: IDs 0…size-1 inside are the range outside "
+    "(only for a namespace whose parent is the allocator's own, else CannotMapUserNamespace); "
+    "a namespace that is already mapped keeps its maps. The range is then released "
     "automatically within seconds after the namespace is gone; the allocator does not keep it "
     "alive. Without one, a range lives until it is released or the system reboots.",
     detail::kAllocateRangeIn, detail::kAllocateRangeOut};
@@ -201,6 +206,12 @@ inline constexpr ErrorDecl kErrors[] = {
      "The file descriptor does not refer to a user namespace, or to the allocator's own.", {}},
     {ErrorKind::kCannotWatchUserNamespace, "io.transient.Allocator.CannotWatchUserNamespace",
      "The allocator lacks the privileges to tell when this user namespace is gone.", {}},
+    {ErrorKind::kCannotMapUserNamespace, "io.transient.Allocator.CannotMapUserNamespace",
+     "The user namespace has no uid_map yet and the allocator could not write it: only a "
+     "namespace whose parent is the allocator's own can be mapped by it (map a nested one from "
+     "its parent). Nothing was allocated, except when uid_map was written but gid_map could "
+     "not be: then the range stays bound to the namespace and goes with it. message says why.",
+     detail::kMessageParam},
     {ErrorKind::kBusy, "io.transient.Allocator.TemporarilyUnavailable",
      "Another allocator (lckpwdf(), PID 1 for DynamicUser=, systemd-nsresourced) held lockFile "
      "for the whole time the call waited for it (seconds); holderPid where known. Try again "

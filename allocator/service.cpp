@@ -63,9 +63,11 @@ void reply_failure(Call& call, const Failure& f, json params = json::object()) {
     call.error(error_name(f.kind), params);
 }
 
-// The user namespace passed with the call, identified; its fd is closed before this returns,
-// so the allocator never holds the namespace. Returns false after answering the call.
-bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& ret) {
+// The user namespace passed with the call, identified; its fd is kept only until the call is
+// answered (to map the namespace), so the allocator never keeps a namespace alive. Returns false
+// after answering the call.
+bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& ret,
+                 shm::UniqueFd& ret_fd) {
     const json& p = call.parameters();
     auto it = p.find(kUsernsFdParam);
     if (it == p.end() || it->is_null())
@@ -98,12 +100,43 @@ bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& 
         return false;
     }
     ret = *ns;
+    ret_fd = std::move(fd);
     return true;
 }
 
+// How long mapping a namespace may hold up the event loop: the forked child only enters the
+// namespace, which takes microseconds; this bounds a machine too loaded to schedule it.
+constexpr std::chrono::milliseconds kMapTimeout{2000};
+
+// Writes the maps of the namespace `r` was just bound to, if it has none. A failure before
+// anything was written releases `r` again (the call then allocated nothing). Returns false
+// after answering the call.
+bool map_bound_userns(Allocator& a, Call& call, const RangeEntry& r, uid_t caller, int fd) {
+    const MapReport m = map_userns(fd, r.start, r.size, kMapTimeout);
+    if (m.state == MapState::kWritten || m.state == MapState::kWasMapped) {
+        if (m.state == MapState::kWritten)
+            std::fprintf(stderr, SD_INFO "Mapped user namespace %llu of UID %u to range '%s'.\n",
+                         static_cast<unsigned long long>(r.userns_ino), caller, r.name.c_str());
+        return true;
+    }
+    std::fprintf(stderr, SD_WARNING "Range '%s' for UID %u: %s.\n", r.name.c_str(), caller,
+                 m.message.c_str());
+    std::string message = m.message;
+    if (m.state == MapState::kPartial) {
+        // Its UIDs are in use inside the namespace: handing them out again would be unsafe.
+        audit(kMessageIdAllocated, "Allocated", r, caller, " (uid_map only)");
+        message += "; the range stays bound to the namespace and goes with it";
+    } else if (auto undone = a.release(r.name, 0); !undone) {
+        std::fprintf(stderr, SD_ERR "Failed to release range '%s' again: %s\n", r.name.c_str(),
+                     undone.error().message.c_str());
+    }
+    call.error(error_name(ErrorKind::kCannotMapUserNamespace), json{{"message", message}});
+    return false;
+}
+
 // Answers an AllocateRange call with the outcome of the allocation.
-void answer_allocation(Call& call, const Outcome<RangeEntry>& r, const AllocateRequest& req,
-                       const json& size_json) {
+void answer_allocation(Allocator& a, Call& call, const Outcome<RangeEntry>& r,
+                       const AllocateRequest& req, const json& size_json, int userns_fd) {
     if (!r) {
         json params = json::object();
         if (r.error().kind == ErrorKind::kNameInUse || r.error().kind == ErrorKind::kInvalidName)
@@ -112,6 +145,8 @@ void answer_allocation(Call& call, const Outcome<RangeEntry>& r, const AllocateR
             params["size"] = size_json;
         return reply_failure(call, r.error(), params);
     }
+    if (userns_fd >= 0 && !map_bound_userns(a, call, *r, req.caller, userns_fd))
+        return;
     audit(kMessageIdAllocated, "Allocated", *r, req.caller);
     call.reply(json{{"name", r->name}, {"start", r->start}, {"size", r->size}});
 }
@@ -125,6 +160,7 @@ struct BusyRetry {
     AllocateRequest request;
     json size_json;
     std::uint64_t deadline_usec = 0;
+    shm::UniqueFd userns_fd;  // held until answered: the namespace may need its maps
 };
 
 constexpr std::uint64_t kBusyRetryUsec = 20000;
@@ -137,7 +173,8 @@ int on_busy_retry(sd_event_source* source, uint64_t now, void* userdata) noexcep
             (void)sd_event_source_set_time(source, now + kBusyRetryUsec);
             return sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
         }
-        answer_allocation(*retry->call, r, retry->request, retry->size_json);
+        answer_allocation(retry->allocator, *retry->call, r, retry->request, retry->size_json,
+                          retry->userns_fd ? retry->userns_fd.get() : -1);
     } catch (const std::exception& e) {
         retry->call->error(error_name(ErrorKind::kInternal), json{{"message", e.what()}});
     }
@@ -198,7 +235,8 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
             return call.invalid_parameter("owner");
     }
     std::optional<UsernsIdentity> userns;
-    if (!take_userns(a, call, userns))
+    shm::UniqueFd userns_fd;
+    if (!take_userns(a, call, userns, userns_fd))
         return;
     const AllocateRequest req{name, size, call.peer().uid, userns, owner};
     auto r = a.allocate(req);
@@ -207,7 +245,8 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
         (void)sd_event_now(event, CLOCK_MONOTONIC, &now);
         auto retry = std::make_unique<BusyRetry>(
                 BusyRetry{a, nullptr, name, req, size_json,
-                          now + static_cast<std::uint64_t>(busy_timeout.count()) * 1000});
+                          now + static_cast<std::uint64_t>(busy_timeout.count()) * 1000,
+                          std::move(userns_fd)});
         retry->request.name = retry->name;
         sd_event_source* timer = nullptr;  // unreferenced by on_busy_retry() when done
         if (sd_event_add_time(event, &timer, CLOCK_MONOTONIC, now + kBusyRetryUsec, 0,
@@ -216,8 +255,9 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
             (void)retry.release();  // on_busy_retry() deletes it
             return;
         }
+        userns_fd = std::move(retry->userns_fd);
     }
-    answer_allocation(call, r, req, size_json);
+    answer_allocation(a, call, r, req, size_json, userns_fd ? userns_fd.get() : -1);
 }
 
 void vl_release_range(Allocator& a, Call& call) {

@@ -34,11 +34,14 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "base/result.hpp"
@@ -155,5 +158,65 @@ private:
 
 // The probe for `mode`; kAuto picks FileHandleProbe where the kernel supports it, else scan.
 Result<std::unique_ptr<UsernsProbe>> make_userns_probe(ProbeMode mode);
+
+// Mapping (userns_map.cpp). A namespace bound to a range that has no uid_map yet gets one from
+// the allocator, as systemd-nsresourced does: IDs 0…size−1 inside are the range outside. The
+// kernel's rules (user_namespaces(7)): a map is written once, through /proc/PID/uid_map of a
+// task inside the namespace, by a writer in the parent namespace with CAP_SETUID there
+// (gid_map: CAP_SETGID; setgroups may then stay "allow"); mapping outside UID 0 would also need
+// CAP_SETFCAP, which ranges never contain. The caller's processes are usually not inside, so a
+// forked child enters the namespace (setns() needs a single-threaded process and CAP_SYS_ADMIN
+// over the namespace, which root in its parent has), the daemon writes the child's maps, and
+// the child is killed and reaped. So only a child of the allocator's own namespace can be
+// mapped; a nested one must be mapped from its own parent.
+
+// The line written to uid_map and to gid_map: "0 <start> <size>\n".
+std::string id_map_line(std::uint32_t start, std::uint32_t size);
+
+// Whether the text of a uid_map or gid_map file holds no mapping (it was never written).
+bool id_map_unset(std::string_view text);
+
+// Whether user namespace `fd`'s parent is the allocator's own user namespace.
+Result<bool> is_child_of_own_userns(int fd);
+
+// A short-lived child process inside a user namespace, so that the namespace has a
+// /proc/PID/uid_map. Killed and reaped when this object goes; no zombie is left.
+class UsernsVisitor {
+public:
+    // Forks and enters namespace `fd`. Errors: what setns() said (EPERM: no CAP_SYS_ADMIN over
+    // it), ETIMEDOUT when the child did not report within `timeout` (it is killed), or what
+    // pipe2()/fork()/poll() said.
+    static Result<UsernsVisitor> enter(int fd, std::chrono::milliseconds timeout);
+
+    UsernsVisitor(UsernsVisitor&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
+    UsernsVisitor& operator=(UsernsVisitor&&) = delete;
+    ~UsernsVisitor();
+
+    pid_t pid() const { return pid_; }
+    // "uid_map" or "gid_map": whether it is still unset.
+    Result<bool> unset(const char* map) const;
+    // Writes "0 start size" to "uid_map" or "gid_map", in one write() as the kernel requires.
+    Result<void> write(const char* map, std::uint32_t start, std::uint32_t size) const;
+
+private:
+    explicit UsernsVisitor(pid_t pid) : pid_(pid) {}
+    pid_t pid_;
+};
+
+// What map_userns() did. kRefused: nothing was written (the range can go again). kPartial:
+// uid_map was written but gid_map could not be: the range's UIDs are in use inside the
+// namespace, so it must stay bound to it (and go with it), never be handed out again sooner.
+enum class MapState { kWritten, kWasMapped, kRefused, kPartial };
+
+struct MapReport {
+    MapState state;
+    std::string message;  // why, for kRefused and kPartial
+};
+
+// Maps namespace `fd` to [start, start + size) if its uid_map is unset; a namespace whose
+// uid_map is set (by its owner, or by someone racing with us) is left alone. gid_map is
+// written only together with uid_map, and only if it is unset too.
+MapReport map_userns(int fd, std::uint32_t start, std::uint32_t size,
+                     std::chrono::milliseconds timeout);
 
 }  // namespace transient::allocator

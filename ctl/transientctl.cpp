@@ -137,7 +137,8 @@ std::string describe_error(const varlink::Client::Reply& reply,
     std::string what;
     const auto kind = error_kind(name);
     if (kind && (*kind == ErrorKind::kInvalidName || *kind == ErrorKind::kInvalidSize ||
-                 *kind == ErrorKind::kPermissionDenied) &&
+                 *kind == ErrorKind::kPermissionDenied ||
+                 *kind == ErrorKind::kCannotMapUserNamespace) &&
         p.contains("message") && p["message"].is_string())
         what = printable(p["message"].get<std::string>());
     else if (kind) {
@@ -171,6 +172,10 @@ std::string describe_error(const varlink::Client::Reply& reply,
         case ErrorKind::kCannotWatchUserNamespace:
             what = "the daemon cannot tell when that user namespace is gone (it lacks the "
                    "privileges to watch it), so it will not bind a range to it";
+            break;
+        case ErrorKind::kCannotMapUserNamespace:
+            what = "the daemon could not write the user namespace's uid_map (a nested namespace "
+                   "must be mapped from its parent)";
             break;
         case ErrorKind::kBusy:
             what = "another allocator kept " +

@@ -5,7 +5,9 @@
 # release within 10 s after the namespace is gone (measured), namespaces kept alive by an fd, a
 # bind mount or a nested namespace, an inode reused by a new namespace, bindings across a
 # restart and a kill -9 of the allocator, reclaim when the pool runs short, unprivileged
-# bindings, bad descriptors; once with each liveness probe (file-handle, scan).
+# bindings, bad descriptors; once with each liveness probe (file-handle, scan). Unmapped
+# namespaces get their uid_map/gid_map from the allocator (an unprivileged user's one call); a
+# mapped one keeps its map; another user's or a nested one is refused.
 . "$(dirname "$0")/../integration/lib.sh"
 
 LIMIT_MS=10000
@@ -33,6 +35,8 @@ ns_inode() { stat -L -c %i "/proc/$1/ns/user" 2>/dev/null; }
 ns_kill() { kill -KILL "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 cleanup_namespaces() { local p; for p in "${NS_PIDS[@]}"; do ns_kill "$p"; done; NS_PIDS=(); }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# id_map PID uid|gid: the map as "inside outside count" lines, blanks squeezed.
+id_map() { awk '{print $1, $2, $3}' "/proc/$1/${2}_map"; }
 
 # wait_released NAME [AS...]: until `show NAME` fails; RELEASE_MS is how long that took.
 wait_released() {
@@ -237,6 +241,7 @@ it_expect_fail "UID 1000 may not bind to root's namespace (an fd it was handed)"
     "${AS_1000[@]}" "$CTL" allocate rootns --userns /dev/fd/8
 it_expect_match "... PermissionDenied" "PermissionDenied" "$IT_ERR"
 exec 8<&-
+it_expect_eq "... and the allocator did not map it" "" "$(id_map "$p" uid)"
 it_expect_fail "a network namespace is refused" "$CTL" allocate net --userns /proc/self/ns/net
 it_expect_match "... NotUserNamespace" "NotUserNamespace" "$IT_ERR"
 it_expect_fail "the allocator's own user namespace is refused" "$CTL" allocate own --userns /proc/self/ns/user
@@ -244,6 +249,108 @@ it_expect_match "... NotUserNamespace" "NotUserNamespace" "$IT_ERR"
 it_expect_fail "a regular file is refused" "$CTL" allocate file --userns /etc/hostname
 it_expect_fail "a missing path fails in transientctl" "$CTL" allocate missing --userns /nonexistent
 it_expect_eq "nothing was allocated by the failures" "[]" "$(it_ctl_json list | jq -c .)"
+cleanup_namespaces
+it_daemon_stop
+
+it_section "unmapped namespaces are mapped by the allocator (one call, unprivileged)"
+printf '[Allocator]\nUserNamespaceCheckSec=2\n' >"$CONF"
+it_daemon_start
+mkdir -m 1777 "$IT_FILES/mapped"  # for UID 1000 and the namespaces' root (the range's first IDs)
+ns_start "${AS_1000[@]}"
+p=$NS_PID
+it_expect_eq "a new namespace of UID 1000 has no uid_map" "" "$(id_map "$p" uid)"
+it_expect_ok "UID 1000: allocate mapped --userns (one call)" \
+    "${AS_1000[@]}" "$CTL" allocate mapped --userns "/proc/$p/ns/user"
+B=$(it_range_start u1000-mapped)
+it_expect_eq "its uid_map is the range" "0 $B 65536" "$(id_map "$p" uid)"
+it_expect_eq "its gid_map is the range" "0 $B 65536" "$(id_map "$p" gid)"
+it_expect_eq "setgroups stays allowed" allow "$(cat "/proc/$p/setgroups")"
+it_run "${AS_1000[@]}" nsenter --user --target "$p" sh -c 'id -u; id -g'
+it_expect_eq "id inside (nsenter as UID 1000) is 0/0" "0 0" "$(tr '\n' ' ' <<<"$IT_OUT" | xargs)"
+it_expect_ok "UID 1000 creates a file inside the namespace" \
+    "${AS_1000[@]}" nsenter --user --target "$p" touch "$IT_FILES/mapped/file"
+it_expect_eq "... owned by the range's first IDs on the host" "$B:$B" \
+    "$(stat -c %u:%g "$IT_FILES/mapped/file" 2>&1)"
+it_expect_eq "... named vu-u1000-mapped-0" "vu-u1000-mapped-0:vg-u1000-mapped-0" \
+    "$(stat -c %U:%G "$IT_FILES/mapped/file" 2>&1)"
+it_expect_eq "no zombie left behind by the allocator" "" \
+    "$(ps -o stat=,pid= --ppid "$IT_DAEMON_PID" | grep '^Z' || true)"
+ns_kill "$p"
+expect_released_in_time "u1000-mapped is released after its namespace died" u1000-mapped
+
+ns_start "${AS_1000[@]}"
+p=$NS_PID
+it_expect_ok "root: allocate single --size 1 --userns" \
+    "$CTL" allocate single --size 1 --userns "/proc/$p/ns/user"
+it_expect_eq "a single ID maps as 0 B 1" "0 $(it_range_start single) 1" "$(id_map "$p" uid)"
+it_expect_ok "release single" "$CTL" release single
+ns_kill "$p"
+
+# Mapped by its owner already (--map-root-user: 0 -> 1000): bound, map untouched.
+"${AS_1000[@]}" unshare -U --map-root-user sleep infinity &
+p=$!
+NS_PIDS+=("$p")
+for _ in $(seq 100); do [ -n "$(id_map "$p" uid 2>/dev/null)" ] && break; sleep 0.02; done
+it_expect_ok "UID 1000: allocate premapped --userns (already mapped)" \
+    "${AS_1000[@]}" "$CTL" allocate premapped --userns "/proc/$p/ns/user"
+it_expect_eq "its uid_map is unchanged" "0 1000 1" "$(id_map "$p" uid)"
+it_expect_eq "its gid_map is unchanged" "0 1000 1" "$(id_map "$p" gid)"
+it_run it_ctl_json show u1000-premapped
+it_expect_eq "... and the range is bound to it" "$(ns_inode "$p")" \
+    "$(jq -r .userNamespaceInode <<<"$IT_OUT")"
+ns_kill "$p"
+expect_released_in_time "u1000-premapped is released after its namespace died" u1000-premapped
+
+# A grandchild of the allocator's namespace: only its parent may write its map.
+"${AS_1000[@]}" unshare -U --map-root-user sh -c 'unshare -U sleep infinity & echo $! >"$0"; wait' \
+    "$IT_FILES/mapped/inner.pid" &
+outer=$!
+NS_PIDS+=("$outer")
+inner=""
+for _ in $(seq 200); do
+    inner=$(cat "$IT_FILES/mapped/inner.pid" 2>/dev/null || true)
+    [ -n "$inner" ] && [ -n "$(ns_inode "$inner")" ] &&
+        [ "$(ns_inode "$inner")" != "$(ns_inode "$outer")" ] && break
+    sleep 0.02
+done
+NS_PIDS+=("$inner")
+it_expect_eq "the nested namespace has no uid_map" "" "$(id_map "$inner" uid 2>&1)"
+it_expect_fail "UID 1000: a nested unmapped namespace is refused" \
+    "${AS_1000[@]}" "$CTL" allocate nested --userns "/proc/$inner/ns/user"
+it_expect_match "... CannotMapUserNamespace, saying why" \
+    "(parent|nested).*CannotMapUserNamespace" "$IT_ERR"
+it_expect_eq "... and its uid_map stays empty" "" "$(id_map "$inner" uid 2>&1)"
+it_expect_eq "nothing was allocated by the refusals" "[]" "$(it_ctl_json list | jq -c .)"
+cleanup_namespaces
+
+# What mapping adds to a call: 20 allocations bound to unmapped namespaces against 20 bound to
+# already mapped ones, in the same run (figures only, no bound: the machine is shared).
+# time_allocations KIND unshare-args...: TOTAL_MS of 20 allocate --userns calls.
+time_allocations() {
+    local kind=$1 i t0 p
+    shift
+    TOTAL_MS=0
+    for i in $(seq 20); do
+        unshare -U "$@" sleep infinity </dev/null >/dev/null 2>&1 &
+        p=$!
+        NS_PIDS+=("$p")
+        while [ "$(ns_inode "$p")" = "$(ns_inode $$)" ]; do sleep 0.01; done
+        [ $# -eq 0 ] || while [ -z "$(id_map "$p" uid)" ]; do sleep 0.01; done
+        t0=$(date +%s%N)
+        "$CTL" allocate "$kind$i" --size 1 --userns "/proc/$p/ns/user" >/dev/null
+        TOTAL_MS=$((TOTAL_MS + ($(date +%s%N) - t0) / 1000))
+        "$CTL" release "$kind$i"
+    done
+    TOTAL_MS=$((TOTAL_MS / 1000))
+}
+time_allocations premapped --map-root-user
+plain_ms=$TOTAL_MS
+time_allocations unmapped
+mapped_ms=$TOTAL_MS
+it_expect_eq "the 20 namespaces were mapped" 20 \
+    "$(grep -c "Mapped user namespace .* to range 'unmapped" "$IT_LOG/allocd.log")"
+MEASURED+=("20 allocate --userns calls: $mapped_ms ms mapping the namespace, $plain_ms ms binding\
+ an already mapped one (ratio $(awk -v a="$mapped_ms" -v b="$plain_ms" 'BEGIN{printf "%.2f", a/(b?b:1)}'), load $(cut -d' ' -f1 /proc/loadavg))")
 cleanup_namespaces
 it_daemon_stop
 

@@ -2,7 +2,8 @@
 //
 // Identity and liveness of user namespaces, with real namespaces: processes that unshare()
 // and are killed, namespaces kept alive by an fd, a bind mount or a child namespace, and an
-// inode handed to a new namespace after the old one died. Both probes run every case.
+// inode handed to a new namespace after the old one died. Both probes run every case. Mapping:
+// the map line, and maps written into real namespaces with and without the capabilities.
 
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -264,18 +265,23 @@ int map_self_as_root() {
     return 0;
 }
 
-TEST_P(UsernsProbeTest, KeepsANamespaceWhoseChildNamespaceLives) {
-    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // so that we can reap the grandchild
-    const pid_t test = ::getpid();
-    Child parent([test] {
+// A Child setup: a new, mapped user namespace with a process in a nested, unmapped one, whose
+// PID it returns. That grandchild outlives the Child, but not process `test`.
+std::function<int()> make_nested_namespace(pid_t test) {
+    return [test] {
         if (::unshare(CLONE_NEWUSER) < 0)
             return -errno;
         if (int r = map_self_as_root(); r < 0)
             return r;
-        // Never destroyed: this process is killed. The grandchild outlives it, but not the test.
+        // Never destroyed: this process is killed.
         Child* nested = new Child(unshare_user, test);
         return nested->value() == 0 ? static_cast<int>(nested->pid()) : nested->value();
-    });
+    };
+}
+
+TEST_P(UsernsProbeTest, KeepsANamespaceWhoseChildNamespaceLives) {
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // so that we can reap the grandchild
+    Child parent(make_nested_namespace(::getpid()));
     const pid_t grandchild = parent.value();
     struct Reap {
         pid_t pid;
@@ -437,6 +443,134 @@ TEST(UsernsPrivilegeTest, FileHandleProbeWatchesWhatItCanOpen) {
     EXPECT_TRUE((*p)->watchable(fd.get()));
     shm::UniqueFd net(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
     EXPECT_FALSE((*p)->watchable(net.get()));
+}
+
+// ---- mapping a namespace ------------------------------------------------------------------
+
+TEST(UsernsMapTest, FormatsTheMapLine) {
+    EXPECT_EQ(id_map_line(524288, 65536), "0 524288 65536\n");
+    EXPECT_EQ(id_map_line(61184, 1), "0 61184 1\n");
+    EXPECT_EQ(id_map_line(0x7FFE0000, 8388608), "0 2147352576 8388608\n");
+}
+
+TEST(UsernsMapTest, TellsAnUnsetMapFromAWrittenOne) {
+    EXPECT_TRUE(id_map_unset(""));
+    EXPECT_TRUE(id_map_unset("\n"));
+    EXPECT_FALSE(id_map_unset("         0     524288      65536\n"));
+    EXPECT_FALSE(id_map_unset("0 0 4294967295"));
+}
+
+// The map of process `pid` as "inside outside count", blanks squeezed; "" when unset.
+std::string read_map(pid_t pid, const char* map) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/" + map);
+    std::uint64_t a = 0, b = 0, c = 0;
+    if (!(in >> a >> b >> c))
+        return "";
+    return std::to_string(a) + " " + std::to_string(b) + " " + std::to_string(c);
+}
+
+shm::UniqueFd open_ns(const Child& c) {
+    return shm::UniqueFd(::open(c.ns_path().c_str(), O_RDONLY | O_CLOEXEC));
+}
+
+TEST(UsernsMapTest, MapsAnUnmappedNamespaceOnceAndLeavesAMappedOneAlone) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root";
+    Child c(unshare_user);
+    ASSERT_EQ(c.value(), 0);
+    shm::UniqueFd fd = open_ns(c);
+    ASSERT_TRUE(fd);
+    EXPECT_EQ(is_child_of_own_userns(fd.get()), Result<bool>(true));
+    EXPECT_EQ(read_map(c.pid(), "uid_map"), "");
+    MapReport m = map_userns(fd.get(), 524288, 65536, 5s);
+    EXPECT_EQ(m.state, MapState::kWritten) << m.message;
+    EXPECT_EQ(read_map(c.pid(), "uid_map"), "0 524288 65536");
+    EXPECT_EQ(read_map(c.pid(), "gid_map"), "0 524288 65536");
+    m = map_userns(fd.get(), 589824, 65536, 5s);
+    EXPECT_EQ(m.state, MapState::kWasMapped) << m.message;
+    EXPECT_EQ(read_map(c.pid(), "uid_map"), "0 524288 65536");
+
+    Child self_mapped([] {
+        const int r = unshare_user();
+        return r < 0 ? r : map_self_as_root();
+    });
+    ASSERT_EQ(self_mapped.value(), 0);
+    fd = open_ns(self_mapped);
+    EXPECT_EQ(map_userns(fd.get(), 524288, 65536, 5s).state, MapState::kWasMapped);
+    EXPECT_EQ(read_map(self_mapped.pid(), "uid_map"), "0 0 1");
+}
+
+// The packaged unit's capabilities are enough, and fewer are not (nothing is written then).
+// The namespace is UID 1000's: in one that root owns, root has every capability anyway.
+TEST(UsernsMapTest, NeedsCapSetuidAndCapSetgidBesidesCapSysAdmin) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root";
+    Child c([] {
+        if (::setresgid(1000, 1000, 1000) < 0 || ::setresuid(1000, 1000, 1000) < 0)
+            return -errno;
+        return unshare_user();
+    });
+    ASSERT_EQ(c.value(), 0);
+    shm::UniqueFd fd = open_ns(c);
+    ASSERT_TRUE(fd);
+    auto map_with = [&](std::uint32_t caps) {
+        return with_capabilities(caps, [&] {
+            return static_cast<int>(map_userns(fd.get(), 524288, 65536, 5s).state);
+        });
+    };
+    EXPECT_EQ(map_with(1U << CAP_SYS_ADMIN), static_cast<int>(MapState::kRefused));
+    EXPECT_EQ(read_map(c.pid(), "uid_map"), "");
+    EXPECT_EQ(map_with(1U << CAP_SETUID | 1U << CAP_SETGID), static_cast<int>(MapState::kRefused))
+            << "setns() needs CAP_SYS_ADMIN over the namespace";
+    EXPECT_EQ(map_with(1U << CAP_SYS_ADMIN | 1U << CAP_SETUID | 1U << CAP_SETGID),
+              static_cast<int>(MapState::kWritten));
+    EXPECT_EQ(read_map(c.pid(), "uid_map"), "0 524288 65536");
+    EXPECT_EQ(read_map(c.pid(), "gid_map"), "0 524288 65536");
+}
+
+TEST(UsernsMapTest, RefusesANestedNamespace) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root";
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // so that we can reap the grandchild
+    Child parent(make_nested_namespace(::getpid()));
+    const pid_t grandchild = parent.value();
+    ASSERT_GT(grandchild, 0) << std::strerror(-grandchild);
+    shm::UniqueFd fd(::open(("/proc/" + std::to_string(grandchild) + "/ns/user").c_str(),
+                            O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    EXPECT_EQ(is_child_of_own_userns(fd.get()), Result<bool>(false));
+    const MapReport m = map_userns(fd.get(), 524288, 65536, 5s);
+    EXPECT_EQ(m.state, MapState::kRefused);
+    EXPECT_NE(m.message.find("nested"), std::string::npos) << m.message;
+    EXPECT_EQ(read_map(grandchild, "uid_map"), "");
+    ::kill(grandchild, SIGKILL);
+    ::waitpid(grandchild, nullptr, 0);
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+
+    shm::UniqueFd own(::open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC));
+    EXPECT_EQ(is_child_of_own_userns(own.get()), Result<bool>(false));
+}
+
+TEST(UsernsMapTest, TheVisitorIsReapedAndReportsWhyItCannotEnter) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root";
+    Child c(unshare_user);
+    shm::UniqueFd fd = open_ns(c);
+    ASSERT_TRUE(fd);
+    pid_t pid = 0;
+    {
+        auto v = UsernsVisitor::enter(fd.get(), 5s);
+        ASSERT_TRUE(v) << v.error().message();
+        pid = v->pid();
+        EXPECT_EQ(identify_path("/proc/" + std::to_string(pid) + "/ns/user"),
+                  identify_path(c.ns_path()));
+    }
+    EXPECT_EQ(::kill(pid, 0), -1);
+    EXPECT_EQ(errno, ESRCH) << "killed and reaped, no zombie";
+    shm::UniqueFd net(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+    auto v = UsernsVisitor::enter(net.get(), 5s);
+    ASSERT_FALSE(v);
+    EXPECT_EQ(v.error().value(), EINVAL);
 }
 
 INSTANTIATE_TEST_SUITE_P(Probes, UsernsProbeTest,

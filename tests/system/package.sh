@@ -12,6 +12,8 @@
 #     -p Group=<first gid> -p Delegate=yes runs, with the unit's cgroup owned by uid:gid; by name
 #     (vu-ct-5/vg-ct-5) too; ps shows vu-ct-0;
 #   - getent answers through libnss_transient and through nss-systemd + transient-userdbd alike;
+#   - an unprivileged user's unmapped user namespace gets its uid_map/gid_map from one
+#     "transientctl allocate --userns" under the unit's sandbox;
 #   - "systemctl restart transient-allocd" keeps every range;
 #   - dpkg -r and dpkg --purge restore nsswitch.conf byte for byte and leave no unit behind.
 # Units are judged by their state (ActiveState, ExecMainStatus, the main process's command and
@@ -189,9 +191,10 @@ expect_eq "transient-userdbd.service was started by its socket" "active running"
 upid=$(q systemctl show -P MainPID transient-userdbd.service)
 expect_eq "transient-userdbd runs as nobody:nogroup, not root" "nobody nogroup" \
     "$(q ps -o user=,group= -p "$upid" | xargs)"
-# CAP_SYS_ADMIN (bit 21) only: open_by_handle_at() on nsfs, to tell whether a bound user
-# namespace still exists.
-expect_eq "transient-allocd has CAP_SYS_ADMIN and nothing else" "0000000000200000" \
+# CAP_SYS_ADMIN (bit 21): open_by_handle_at() on nsfs, to tell whether a bound user namespace
+# still exists, and setns() into one; CAP_SETGID, CAP_SETUID (bits 6, 7): writing its maps.
+expect_eq "transient-allocd has CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID and nothing else" \
+    "00000000002000c0" \
     "$(q grep CapEff /proc/"$(q systemctl show -P MainPID transient-allocd.service)"/status | awk '{print $2}')"
 apid=$(q systemctl show -P MainPID transient-allocd.service)
 sandbox=""
@@ -257,6 +260,18 @@ for _ in $(seq 120); do
     sleep 0.1
 done
 expect_eq "released within 12 s of the namespace's death" "yes" "${gone:-no}"
+
+section "an unprivileged user's new namespace is mapped by the allocator, under the unit's sandbox"
+as1000=(setpriv --reuid=1000 --regid=1000 --clear-groups)
+nspid=$(q "${as1000[@]}" sh -c 'unshare --user sleep 600 </dev/null >/dev/null 2>&1 & echo $!')
+out=$(inside "${as1000[@]}" transientctl allocate web --userns "/proc/$nspid/ns/user" 2>&1) || true
+expect_match "UID 1000: transientctl allocate web --userns /proc/$nspid/ns/user" \
+    "Allocated range u1000-web" "$out"
+web=$(q transientctl --json show u1000-web | jq -r '.start // empty')
+expect_eq "its uid_map is the range" "0 ${web:-?} 65536" "$(q awk '{print $1, $2, $3}' "/proc/$nspid/uid_map")"
+expect_eq "its gid_map is the range" "0 ${web:-?} 65536" "$(q awk '{print $1, $2, $3}' "/proc/$nspid/gid_map")"
+inside transientctl release u1000-web >/dev/null 2>&1 || true
+inside kill "$nspid" >/dev/null 2>&1 || true
 
 section "systemctl restart transient-allocd keeps every range"
 before=$(q transientctl --json list)
