@@ -29,10 +29,14 @@ BUILD_PKGS=(cmake g++ make pkg-config libsystemd-dev nlohmann-json3-dev libboost
 #   apt                  apt-get download in scripts/fetch-userdbctl.sh
 #   dpkg-dev             dpkg-shlibdeps, dpkg-architecture, dpkg-buildflags for scripts/build-deb.sh
 #   uidmap               getsubids, setuid newuidmap/newgidmap for the subid provider's test
+#   man-db, groff-base   man --warnings, lexgrog: the manual pages' check (docs.man)
+#   bsdextrautils        col, to read rendered pages as plain text (docs.man)
+#   bash-completion      loads the completion files in docs.man and integration.completion
 # Installing libnss-systemd adds "systemd" to the passwd: and group: lines of /etc/nsswitch.conf
 # (its maintainer script does that, as on any Debian host with systemd).
 RUN_PKGS=(util-linux mount bsdutils libc-bin coreutils binutils jq python3 procps
-          libnss-systemd systemd apt dpkg-dev uidmap)
+          libnss-systemd systemd apt dpkg-dev uidmap man-db groff-base bsdextrautils
+          bash-completion)
 
 check_only=0
 [ "${1:-}" = --check ] && check_only=1
