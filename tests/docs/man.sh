@@ -9,6 +9,7 @@
 #   - each binary's page describes exactly the options, commands and TRANSIENT_* variables its
 #     --help lists; allocd.conf(5) exactly the keys of allocator/config.cpp (and of
 #     allocd.conf.example); nss-transient(8) every variable the module reads;
+#   - transient-allocd(8) names every error of io.transient.Allocator (allocator/interface.hpp);
 #   - every page of ours named in SEE ALSO exists.
 # Usage: man.sh SOURCE_DIR BUILD_DIR MANDIR COMPLETIONSDIR ALLOCD USERDBD CTL
 #   MANDIR and COMPLETIONSDIR as configured (CMAKE_INSTALL_MANDIR, TRANSIENT_BASH_COMPLETION_DIR)
@@ -115,6 +116,15 @@ for row in "${PAGES[@]}"; do
                 expect_match "$page: SEE ALSO $ref is one of our pages" " ${ref//[().]/\\&} " "$ours" ;;
         esac
     done
+done
+
+printf '\n== transient-allocd(8) and allocator/interface.hpp\n'
+errors=$(grep -oE '"io\.transient\.Allocator\.[A-Za-z]+"' "$SRC/allocator/interface.hpp" |
+    sed -E 's/.*\.([A-Za-z]+)"/\1/' | sort -u)
+expect_match "the errors were found in interface.hpp" "NameInUse" "$errors"
+text=$(man_render man8/transient-allocd.8)
+for e in $errors; do
+    expect_match "transient-allocd(8) names the error $e" "(^|[^A-Za-z])$e([^A-Za-z]|$)" "$text"
 done
 
 printf '\n== allocd.conf(5) and allocator/config.cpp\n'
