@@ -5,7 +5,7 @@
 #   - `cmake -P` of man/'s and shell-completion/'s install scripts puts every page (and the
 #     completion files) where `cmake --install` does, under a scratch prefix;
 #   - each installed page renders without a single warning from man/groff, lexgrog reads its
-#     NAME, and it has the sections a page of its kind needs;
+#     NAME, it fits 80 columns, and it has the sections a page of its kind needs;
 #   - each binary's page describes exactly the options, commands and TRANSIENT_* variables its
 #     --help lists; allocd.conf(5) exactly the keys of allocator/config.cpp (and of
 #     allocd.conf.example); nss-transient(8) every variable the module reads;
@@ -83,6 +83,8 @@ for row in "${PAGES[@]}"; do
     expect_match "$page: lexgrog reads its NAME" "(^|$nl)$page: \"$title - [^\"]+\"" "$whatis"
 
     text=$(man_render "$page")
+    expect_eq "$page: no line is wider than MANWIDTH=80" "" \
+        "$(awk 'length($0) > 80 { print NR ": " $0 }' <<<"$text")"
     if [ "$bin" != - ]; then
         help=$("$bin" --help)
         expect_eq "$page: OPTIONS describes exactly the options of --help" \
