@@ -41,12 +41,16 @@ int parse_options(const DaemonSpec& spec, int argc, char** argv) {
             std::printf("%s %s\n", spec.name, spec.version);
             return EXIT_SUCCESS;
         }
-        if (c < kFirstOwn)  // getopt_long() already said what was wrong
+        if (c < kFirstOwn) {  // getopt_long() already said what was wrong
+            std::fprintf(stderr, "Try '%s --help' for more information.\n", spec.name);
             return kExitUsage;
+        }
         *spec.options[static_cast<std::size_t>(c - kFirstOwn)].value = optarg;
     }
     if (optind < argc) {
-        std::fprintf(stderr, "%s takes no arguments.\n", spec.name);
+        std::fprintf(stderr, "%s takes no arguments, got '%s'.\n"
+                             "Try '%s --help' for more information.\n",
+                     spec.name, argv[optind], spec.name);
         return kExitUsage;
     }
     return -1;

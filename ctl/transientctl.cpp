@@ -61,6 +61,8 @@ __attribute__((format(printf, 1, 2))) void log_error(const char* format, ...) {
     std::fputc('\n', stderr);
 }
 
+int usage_error(const std::string& message);  // below, with the command line
+
 // Strings from the daemon end up on a terminal: control characters could rewrite it.
 std::string printable(std::string_view s) {
     std::string out(s);
@@ -494,10 +496,9 @@ int do_show(const Context& ctx, std::span<const std::string> args) {
     std::optional<uint64_t> uid;
     if (by_uid) {
         uid = parse_uint(key);
-        if (!uid || *uid > UINT32_MAX) {
-            log_error("Invalid UID '%s'.", printable(key).c_str());
-            return kExitUsage;
-        }
+        if (!uid || *uid > UINT32_MAX)
+            return usage_error("Invalid UID '" + printable(key) + "': a UID is at most " +
+                               std::to_string(UINT32_MAX) + ".");
         parameters = json{{"uid", *uid}};
         what = "look up the range of UID " + key;
     } else {
@@ -531,7 +532,7 @@ void help() {
         "Allocate and inspect transient UID/GID ranges of transient-allocd.\n"
         "\n"
         "Commands:\n"
-        "  allocate NAME [--size N] [--owner USER]\n"
+        "  allocate NAME [--size N] [--owner USER] [--userns PATH]\n"
         "                                  Allocate a range of 65536 (default) or N UIDs\n"
         "  release NAME                    Release a range\n"
         "  list                            List the live ranges (default)\n"

@@ -93,6 +93,16 @@ for f in usr/sbin/transient-allocd usr/sbin/transient-userdbd usr/bin/transientc
     [ -e "$pkg/$f" ] || die "the install did not produce /$f"
 done
 
+# Manual pages and bash completion (man/, shell-completion/). Debian wants the pages compressed;
+# the .so link libnss_transient.so.2.8 still finds nss-transient.8.gz.
+for f in man/man1/transientctl.1 man/man5/allocd.conf.5 man/man8/transient-allocd.8 \
+         man/man8/transient-userdbd.8 man/man8/nss-transient.8 man/man8/libnss_transient.so.2.8 \
+         man/man8/libsubid_transient.8 man/man8/transient-nsswitch.8 \
+         bash-completion/completions/transientctl bash-completion/completions/transient-nsswitch; do
+    [ -f "$pkg/usr/share/$f" ] || die "the install did not produce /usr/share/$f"
+done
+find "$pkg/usr/share/man" -type f -name '*.[0-9]' -exec gzip -9n {} +
+
 version=$(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$cache")
 [ -n "$version" ] || die "no CMAKE_PROJECT_VERSION in $cache"
 version=$version-1
