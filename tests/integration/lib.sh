@@ -7,7 +7,8 @@
 # overlaid into the system library dir) and sources this file for:
 #   - daemon control: it_daemon_start, it_daemon_stop (SIGTERM, expects a clean exit),
 #     it_daemon_kill9, it_daemon_wait_ready;
-#   - running commands: it_run CMD... sets IT_OUT, IT_ERR, IT_RC;
+#   - running commands: it_run CMD... sets IT_OUT, IT_ERR, IT_RC; it_ms CMD... times one;
+#     "${IT_RAW[@]}" is the raw Varlink client (varlink_raw.py);
 #   - checks that say what was expected and what came instead: it_expect_eq, it_expect_match,
 #     it_expect_no_match, it_expect_rc, it_expect_ok, it_expect_fail, it_fail, it_pass;
 #   - it_finish: prints the tally, exits 1 if any check failed.
@@ -58,6 +59,19 @@ it_run() {
     IT_OUT=$(cat "$o")
     IT_ERR=$(cat "$e")
 }
+
+# it_ms CMD...: runs CMD (no input, output discarded) and prints its exit status and its wall
+# time in milliseconds, for `read -r rc t < <(it_ms CMD...)`. Never fails itself.
+it_ms() {
+    local t0 t1 rc=0
+    t0=$(date +%s%N)
+    "$@" </dev/null >/dev/null 2>&1 || rc=$?
+    t1=$(date +%s%N)
+    echo "$rc $(((t1 - t0) / 1000000))"
+}
+
+# A raw Varlink client that knows only the wire format: "${IT_RAW[@]}" call SOCKET METHOD ...
+IT_RAW=(python3 -B "$IT_DIR/varlink_raw.py")
 
 # ---- checks ----
 
