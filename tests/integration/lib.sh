@@ -180,6 +180,43 @@ it_ctl_json() { "$CTL" "$@" --json </dev/null; }
 # it_range_start NAME: the start UID of a live range, from `transientctl show NAME --json`.
 it_range_start() { it_ctl_json show "$1" | jq -er '.start'; }
 
+# ---- userdb clients ----
+
+# it_require_userdb_clients USERDBCTL: fails the test at once, naming what to install, unless
+# nss-systemd and userdbctl are there: without them every comparison would fail for a reason that
+# says nothing (an empty answer), or a missing package would pass as a skip.
+it_require_userdb_clients() {
+    if [ ! -e "$TRANSIENT_SANDBOX_LIBDIR/libnss_systemd.so.2" ]; then
+        it_fail "nss-systemd is installed" "no libnss_systemd.so.2 in $TRANSIENT_SANDBOX_LIBDIR:" \
+            "install package libnss-systemd (scripts/deps.sh does)"
+        it_finish
+    fi
+    if [ ! -x "$1" ]; then
+        it_fail "userdbctl is there" "no $1: scripts/fetch-userdbctl.sh unpacks it" \
+            "(scripts/test.sh runs it; it needs package systemd and apt-get download)"
+        it_finish
+    fi
+}
+
+# it_userdbd_start USERDBD: starts transient-userdbd (pid in IT_USERDBD_PID) and waits for its
+# socket in the sandbox's private /run.
+IT_USERDB_SOCKET=/run/systemd/userdb/io.transient.Ranges
+it_userdbd_start() {
+    mkdir -p "$(dirname "$IT_USERDB_SOCKET")"
+    "$1" </dev/null >>"$IT_LOG/userdbd.log" 2>&1 &
+    IT_USERDBD_PID=$!
+    local _
+    for _ in $(seq 200); do [ -S "$IT_USERDB_SOCKET" ] && break; sleep 0.02; done
+}
+
+# it_nsswitch_systemd: from here on, passwd and group come from "files systemd": nss-systemd
+# asks the userdb endpoint, the transient module is not listed.
+it_nsswitch_systemd() {
+    sed -E 's/^(passwd|group):.*/\1:         files systemd/' /etc/nsswitch.conf \
+        >"$IT_FILES/nsswitch.systemd"
+    mount --bind "$IT_FILES/nsswitch.systemd" /etc/nsswitch.conf
+}
+
 # Whatever way the test ends, the daemon gets SIGTERM (sandbox.sh prints the logs on failure).
 it_on_exit() {
     local rc=$?
