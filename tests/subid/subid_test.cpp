@@ -35,12 +35,8 @@
 namespace transient::subid::testing {
 namespace {
 
-using transient::testing::bind_symbol;
-using transient::testing::install_table;
-using transient::testing::remove_table;
-using transient::testing::retire_table;
-using transient::testing::runtime_dir;
-using transient::testing::table_path;
+// The table fixture's helpers (bind_symbol, runtime_dir, table_path, install_table, ...).
+using namespace transient::testing;
 
 constexpr std::uint32_t k64K = shm::kContainerRangeSize;
 constexpr std::uint32_t kA = shm::kContainerPoolFirst;  // 524288: the first container block
