@@ -71,6 +71,7 @@ it_ms() {
 }
 
 # A raw Varlink client that knows only the wire format: "${IT_RAW[@]}" call SOCKET METHOD ...
+# shellcheck disable=SC2034  # for the scripts that source this file
 IT_RAW=(python3 -B "$IT_DIR/varlink_raw.py")
 
 # ---- checks ----
@@ -207,6 +208,13 @@ it_userdbd_start() {
     IT_USERDBD_PID=$!
     local _
     for _ in $(seq 200); do [ -S "$IT_USERDB_SOCKET" ] && break; sleep 0.02; done
+}
+
+# it_userdbctl_names USERDBCTL user|group: the names userdbctl enumerates from
+# io.transient.Ranges, sorted, on one line.
+it_userdbctl_names() {
+    "$1" --no-pager -N -s io.transient.Ranges --output=table "$2" 2>/dev/null |
+        grep -oE '^ *v[ug]-[^ ]+' | tr -d ' ' | sort | tr '\n' ' ' | sed 's/ $//'
 }
 
 # it_nsswitch_systemd: from here on, passwd and group come from "files systemd": nss-systemd

@@ -73,12 +73,10 @@ it_expect_eq "userdbctl -j user: disposition" container "$(jq -r .disposition <<
 it_run "$USERDBCTL" --no-pager -s io.transient.Ranges -j group vg-solo-0
 it_expect_eq "userdbctl -j group: gid" "$S" "$(jq -r .gid <<<"$IT_OUT")"
 it_expect_eq "userdbctl -j group: disposition" dynamic "$(jq -r .disposition <<<"$IT_OUT")"
-it_run "$USERDBCTL" --no-pager -N -s io.transient.Ranges --output=table user
 it_expect_eq "userdbctl enumerates one user per range" "vu-solo-0 vu-web-0" \
-    "$(grep -oE '^ *vu-[^ ]+' <<<"$IT_OUT" | tr -d ' ' | sort | tr '\n' ' ' | sed 's/ $//')"
-it_run "$USERDBCTL" --no-pager -N -s io.transient.Ranges --output=table group
+    "$(it_userdbctl_names "$USERDBCTL" user)"
 it_expect_eq "userdbctl enumerates one group per range" "vg-solo-0 vg-web-0" \
-    "$(grep -oE '^ *vg-[^ ]+' <<<"$IT_OUT" | tr -d ' ' | sort | tr '\n' ' ' | sed 's/ $//')"
+    "$(it_userdbctl_names "$USERDBCTL" group)"
 it_run setpriv --reuid=65534 --regid=65534 --clear-groups "$USERDBCTL" --no-pager \
     -s io.transient.Ranges -j user vu-web-1
 it_expect_eq "an unprivileged userdbctl resolves" vu-web-1 "$(jq -r .userName <<<"$IT_OUT")"

@@ -67,20 +67,23 @@ want_range() {
         sub-ghost) echo "4294967295 - imported $K64 1 container true true" ;;
     esac
 }
-range_fields='"\(.owner) \(.ownerName // "-") \(.source) \(.size) \(.blocks // "-") \(.disposition) \(.users) \(.groups)"'
+range_fields='"\(.owner) \(.ownerName // "-") \(.source) \(.size) \(.blocks // "-") '
+range_fields+='\(.disposition) \(.users) \(.groups)"'
 for name in "${!START[@]}"; do
     it_expect_eq "list --json: $name" "$(want_range "$name")" \
-        "$(jq -r --arg n "$name" ".[] | select(.name == \$n) | $range_fields" "$IT_FILES/list.json")"
+        "$(jq -r --arg n "$name" ".[] | select(.name == \$n) | $range_fields" \
+            "$IT_FILES/list.json")"
     it_expect_eq "show --json: $name" "$(want_range "$name")" \
         "$(it_ctl_json show "$name" | jq -r "$range_fields" 2>&1)"
 done
 it_run "$CTL" show k8s
-it_expect_match "show k8s: the size in blocks" "Size: $((3 * K64)) \\(3 blocks of 65536\\)" "$IT_OUT"
+it_expect_match "show k8s: the size in blocks" "Size: $((3 * K64)) \\(3 blocks of 65536\\)" \
+    "$IT_OUT"
 it_expect_match "show k8s: the owner, name and UID" "Owner: carol \\($CAROL\\)" "$IT_OUT"
 it_expect_match "show k8s: allocated" "Source: allocated" "$IT_OUT"
 it_run "$CTL" show sub-bob
-it_expect_match "show sub-bob: from /etc/subuid only" "Source: imported from /etc/subuid only" \
-    "$IT_OUT"
+it_expect_match "show sub-bob: from /etc/subuid only" \
+    "Source: imported from /etc/subuid only" "$IT_OUT"
 it_expect_match "show sub-bob: no groups" "Groups: none" "$IT_OUT"
 it_run "$CTL" show sub-carol
 it_expect_match "show sub-carol: no users" "Users: none" "$IT_OUT"
@@ -118,7 +121,8 @@ nss_view() {
         printf '%s grouplist %s\n' "$id" \
             "$(python3 -c 'import os, sys; print(os.getgrouplist(sys.argv[1], 100))' "${u%%:*}")"
     done
-    printf 'enumerate passwd %s\n' "$(getent passwd | grep -E '^(vu|foreign)-' | sort | tr '\n' ' ')"
+    printf 'enumerate passwd %s\n' \
+        "$(getent passwd | grep -E '^(vu|foreign)-' | sort | tr '\n' ' ')"
     printf 'enumerate group %s\n' "$(getent group | grep -E '^(vg|foreign)-' | sort | tr '\n' ' ')"
 }
 
@@ -139,7 +143,8 @@ userdb_line() {
     u=$("$USERDBCTL" --no-pager -s io.transient.Ranges -j user "$id" 2>/dev/null) || u=""
     g=$("$USERDBCTL" --no-pager -s io.transient.Ranges -j group "$id" 2>/dev/null) || g=""
     if [ -z "$u" ]; then printf '%s - - - | ' "$id"; else
-        jq -j --arg id "$id" '"\($id) \(.userName) \(.realName | gsub(" "; "_")) \(.gid) | "' <<<"$u"
+        jq -j --arg id "$id" \
+            '"\($id) \(.userName) \(.realName | gsub(" "; "_")) \(.gid) | "' <<<"$u"
     fi
     if [ -z "$g" ]; then printf -- '- | '; else jq -j '"\(.groupName) | "' <<<"$g"; fi
     printf '%s %s\n' "$( [ -n "$u" ] && jq -r .disposition <<<"$u" || echo -)" \
@@ -161,11 +166,12 @@ ctl_line() {
         [ -n "$uname" ] && disp=foreign
     fi
     printf '%s %s | %s | %s %s\n' "$id" "${uname:--}" "${gname:--}" \
-        "$( [ -n "$uname" ] && echo "$disp" || echo -)" "$( [ -n "$gname" ] && echo "$disp" || echo -)"
+        "$( [ -n "$uname" ] && echo "$disp" || echo -)" \
+        "$( [ -n "$gname" ] && echo "$disp" || echo -)"
 }
 
 it_section "the module and the userdb endpoint against transientctl, ID by ID"
-: >"$IT_FILES/module" >"$IT_FILES/userdb" >"$IT_FILES/ctl"
+for f in module userdb ctl; do : >"$IT_FILES/$f"; done
 for id in "${IDS[@]}"; do
     module_line "$id" >>"$IT_FILES/module"
     userdb_line "$id" >>"$IT_FILES/userdb"
@@ -193,7 +199,11 @@ awk -F'|' '{split($1, u, " "); print u[1], $NF}' "$IT_FILES/ctl" >"$IT_FILES/ctl
 compare "dispositions: userdbctl = transientctl" "$IT_FILES/userdb.disp" "$IT_FILES/ctl.disp"
 # has_line WHAT LINE FILE: FILE has LINE (the comparisons above cannot tell empty from right).
 has_line() {
-    if grep -qxF -- "$2" "$3"; then it_pass "$1"; else it_fail "$1" "no line '$2' in:" "$(cat "$3")"; fi
+    if grep -qxF -- "$2" "$3"; then
+        it_pass "$1"
+    else
+        it_fail "$1" "no line '$2' in:" "$(cat "$3")"
+    fi
 }
 has_line "the rows are not all empty (web's first UID resolved)" \
     "${START[web]} vu-web-0 UID_0_of_transient_range_web ${START[web]} | vg-web-0" \
@@ -201,22 +211,26 @@ has_line "the rows are not all empty (web's first UID resolved)" \
 has_line "UID-only: vu-sub-bob-0 has no group" \
     "300000 vu-sub-bob-0 UID_0_of_transient_range_sub-bob 300000 | -" "$IT_FILES/module"
 has_line "GID-only: vg-sub-carol-0 has no user" "400000 - - - | vg-sub-carol-0" "$IT_FILES/module"
-has_line "the foreign range through transientctl" "$FOREIGN foreign-0 | foreign-0 | foreign foreign" \
-    "$IT_FILES/ctl"
+has_line "the foreign range through transientctl" \
+    "$FOREIGN foreign-0 | foreign-0 | foreign foreign" "$IT_FILES/ctl"
 
 it_section "enumeration: each range once, in every view"
-users_of() { jq -r '.[] | select(.users) | "vu-\(.name)-0"' "$IT_FILES/list.json" | sort | tr '\n' ' '; }
-groups_of() { jq -r '.[] | select(.groups) | "vg-\(.name)-0"' "$IT_FILES/list.json" | sort | tr '\n' ' '; }
-it_expect_eq "getent passwd (module) = transientctl list" "$(users_of)" \
-    "$(getent passwd | grep -oE '^vu-[^:]+' | sort | tr '\n' ' ')"
-it_expect_eq "getent group (module) = transientctl list" "$(groups_of)" \
-    "$(getent group | grep -oE '^vg-[^:]+' | sort | tr '\n' ' ')"
-it_run "$USERDBCTL" --no-pager -N -s io.transient.Ranges --output=table user
-it_expect_eq "userdbctl user = transientctl list" "$(users_of)" \
-    "$(grep -oE '^ *vu-[^ ]+' <<<"$IT_OUT" | tr -d ' ' | sort | tr '\n' ' ')"
-it_run "$USERDBCTL" --no-pager -N -s io.transient.Ranges --output=table group
-it_expect_eq "userdbctl group = transientctl list" "$(groups_of)" \
-    "$(grep -oE '^ *vg-[^ ]+' <<<"$IT_OUT" | tr -d ' ' | sort | tr '\n' ' ')"
+# One line of sorted names: transientctl's (the first of each range with users / groups), getent's.
+ctl_names() {  # users|groups PREFIX
+    jq -r --arg p "$2" ".[] | select(.$1) | \"\\(\$p)\\(.name)-0\"" "$IT_FILES/list.json" |
+        sort | tr '\n' ' ' | sed 's/ $//'
+}
+getent_names() {  # passwd|group PREFIX
+    getent "$1" | grep -oE "^$2[^:]+" | sort | tr '\n' ' ' | sed 's/ $//'
+}
+it_expect_eq "getent passwd (module) = transientctl list" "$(ctl_names users vu-)" \
+    "$(getent_names passwd vu-)"
+it_expect_eq "getent group (module) = transientctl list" "$(ctl_names groups vg-)" \
+    "$(getent_names group vg-)"
+it_expect_eq "userdbctl user = transientctl list" "$(ctl_names users vu-)" \
+    "$(it_userdbctl_names "$USERDBCTL" user)"
+it_expect_eq "userdbctl group = transientctl list" "$(ctl_names groups vg-)" \
+    "$(it_userdbctl_names "$USERDBCTL" group)"
 
 it_section "membership: no path gives an ID-only range a group"
 it_run python3 -c 'import os; print(os.getgrouplist("vu-sub-bob-0", 100))'
@@ -226,8 +240,9 @@ it_section "libnss_transient = nss-systemd over transient-userdbd"
 nss_view >"$IT_FILES/nss.module"
 it_nsswitch_systemd
 nss_view >"$IT_FILES/nss.systemd"
+w=${START[web]}
 has_line "nss-systemd resolves (not an empty answer)" \
-    "${START[web]} passwd vu-web-0:x:${START[web]}:${START[web]}:UID 0 of transient range web:/:/usr/sbin/nologin" \
+    "$w passwd vu-web-0:x:$w:$w:UID 0 of transient range web:/:/usr/sbin/nologin" \
     "$IT_FILES/nss.systemd"
 compare "getent passwd/group by ID and name, id, getgrouplist, enumeration: module = nss-systemd" \
     "$IT_FILES/nss.module" "$IT_FILES/nss.systemd"
