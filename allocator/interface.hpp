@@ -87,6 +87,8 @@ inline constexpr Field kRangeFields[] = {
     {"userNamespaceInode", FieldType::kInt, true},
     {"userNamespaceId", FieldType::kInt, true},
     {"imported", FieldType::kBool, true},
+    {"users", FieldType::kBool, true},
+    {"groups", FieldType::kBool, true},
 };
 inline constexpr Field kAllocateRangeIn[] = {
     {"name", FieldType::kString},
@@ -145,7 +147,8 @@ inline constexpr TypeDecl kRangeType{
     "userNamespaceInode and userNamespaceId identify the user namespace the range is bound to "
     "(owner and root only; the id only where the kernel has namespace ids, Linux 6.18+). "
     "imported is true for the read-only ranges imported from /etc/subuid and /etc/subgid "
-    "(named sub-<owner>).",
+    "(named sub-<owner>). users and groups say whether its UIDs and its GIDs have names: both "
+    "do, except for an imported range found in only one of the two files.",
     detail::kRangeFields};
 
 inline constexpr MethodDecl kAllocateRange{

@@ -422,6 +422,9 @@ json range_to_json(const RangeEntry& r, bool details) {
            {"created", r.created_usec}};
     if ((r.flags & shm::kEntryFlagImported) != 0)
         j["imported"] = true;
+    // An entry of only one of /etc/subuid and /etc/subgid has users only or groups only.
+    j["users"] = (r.flags & shm::kEntryFlagNoUid) == 0;
+    j["groups"] = (r.flags & shm::kEntryFlagNoGid) == 0;
     if (details && is_bound(r)) {
         j["userNamespaceInode"] = r.userns_ino;
         if ((r.flags & kEntryFlagUsernsNoId) == 0)

@@ -99,6 +99,9 @@ struct Range {
     std::optional<uint64_t> userns_inode;
     std::optional<uint64_t> userns_id;
     bool imported = false;  // from /etc/subuid or /etc/subgid: read-only
+    // Whether its UIDs / GIDs have names: an imported range may be in only one of the files.
+    bool users = true;
+    bool groups = true;
 };
 
 std::optional<uint64_t> get_uint(const json& object, const char* key) {
@@ -124,8 +127,13 @@ std::optional<Range> parse_range(const json& j) {
         r.created = it->get<int64_t>();
     r.userns_inode = get_uint(j, "userNamespaceInode");
     r.userns_id = get_uint(j, "userNamespaceId");
-    if (auto it = j.find("imported"); it != j.end() && it->is_boolean())
-        r.imported = it->get<bool>();
+    auto flag = [&](const char* key, bool* ret) {
+        if (auto it = j.find(key); it != j.end() && it->is_boolean())
+            *ret = it->get<bool>();
+    };
+    flag("imported", &r.imported);
+    flag("users", &r.users);
+    flag("groups", &r.groups);
     return r;
 }
 
@@ -280,17 +288,60 @@ void print_json(const json& j) {
     std::puts(j.dump(indent, ' ', false, json::error_handler_t::replace).c_str());
 }
 
-std::string format_owner(const std::optional<uint64_t>& owner) {
-    if (!owner)
-        return "-";
+// The owner's user name, if NSS knows one. (uid_t) -1 is no one: the owner an imported entry
+// gets when its /etc/subuid name is no user.
+std::optional<std::string> owner_name(const std::optional<uint64_t>& owner) {
+    if (!owner || *owner >= UINT32_MAX)
+        return std::nullopt;
     passwd pw{};
     passwd* result = nullptr;
     std::array<char, 4096> buf{};
-    if (*owner <= UINT32_MAX &&
-        ::getpwuid_r(static_cast<uid_t>(*owner), &pw, buf.data(), buf.size(), &result) == 0 &&
+    if (::getpwuid_r(static_cast<uid_t>(*owner), &pw, buf.data(), buf.size(), &result) == 0 &&
         result != nullptr)
         return printable(pw.pw_name);
-    return std::to_string(*owner);
+    return std::nullopt;
+}
+
+// "alice (1000)", the UID alone if it has no name, "-" if there is no owner.
+std::string format_owner(const std::optional<uint64_t>& owner) {
+    if (!owner || *owner >= UINT32_MAX)
+        return "-";
+    const auto name = owner_name(owner);
+    return name ? *name + " (" + std::to_string(*owner) + ")" : std::to_string(*owner);
+}
+
+// How many 64K blocks a range is, if it is made of blocks (allocated ones of 65536 or more;
+// an imported entry may have any size).
+std::optional<uint64_t> blocks_of(const Range& r) {
+    if (r.size < shm::kContainerRangeSize || r.size % shm::kContainerRangeSize != 0)
+        return std::nullopt;
+    return r.size / shm::kContainerRangeSize;
+}
+
+const char* source_name(const Range& r) { return r.imported ? "imported" : "allocated"; }
+
+// Where an imported range comes from: the files that have its UIDs and its GIDs.
+std::string import_files(const Range& r) {
+    if (r.users && r.groups)
+        return "/etc/subuid and /etc/subgid";
+    return r.users ? "/etc/subuid only" : "/etc/subgid only";
+}
+
+// A range as `list --json` and `show --json` print it: the daemon's object, plus what this
+// command works out for people the same way for both: the owner's name (NSS, as `ls -l` would
+// show it), the source, the number of 64K blocks and the disposition of its users and groups
+// (shm/identity.hpp's rule, which the NSS module and transient-userdbd use).
+json describe_range(json raw, const Range& r) {
+    if (auto name = owner_name(r.owner))
+        raw["ownerName"] = *name;
+    raw["source"] = source_name(r);
+    if (auto blocks = blocks_of(r))
+        raw["blocks"] = *blocks;
+    raw["disposition"] =
+            shm::disposition_name(shm::range_disposition(static_cast<std::uint32_t>(r.size)));
+    raw["users"] = r.users;
+    raw["groups"] = r.groups;
+    return raw;
 }
 
 std::string format_created(const std::optional<int64_t>& usec) {
@@ -306,6 +357,9 @@ std::string format_created(const std::optional<int64_t>& usec) {
 }
 
 std::string format_names(const char* prefix, const Range& r) {
+    if (!(prefix == shm::kUserNamePrefix ? r.users : r.groups))
+        return std::string("none (the range is in ") +
+               (r.users ? "/etc/subuid" : "/etc/subgid") + " only)";
     const std::string first = prefix + printable(r.name) + "-0";
     if (r.size == 1)
         return first;
@@ -422,7 +476,7 @@ int do_list(const Context& ctx, std::span<const std::string>) {
             log_error("Failed to list ranges: the daemon sent a malformed range.");
             return kExitFailure;
         }
-        raw.push_back(reply.parameters["range"]);
+        raw.push_back(describe_range(reply.parameters["range"], *r));
         ranges.push_back(std::move(*r));
     }
 
@@ -437,13 +491,15 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     std::sort(ranges.begin(), ranges.end(),
               [](const Range& a, const Range& b) { return a.start < b.start; });
     std::vector<std::vector<std::string>> rows{
-        {"NAME", "START", "END", "SIZE", "OWNER", "CREATED"}};
-    for (const Range& r : ranges)
+        {"NAME", "START", "END", "SIZE", "BLOCKS", "OWNER", "SOURCE", "CREATED"}};
+    for (const Range& r : ranges) {
+        const auto blocks = blocks_of(r);
         rows.push_back({printable(r.name), std::to_string(r.start),
                         std::to_string(r.start + r.size - 1), std::to_string(r.size),
-                        format_owner(r.owner) + (r.imported ? " (imported)" : ""),
-                        format_created(r.created)});
-    static constexpr bool kRight[] = {false, true, true, true, false, false};
+                        blocks ? std::to_string(*blocks) : "-", format_owner(r.owner),
+                        source_name(r), format_created(r.created)});
+    }
+    static constexpr bool kRight[] = {false, true, true, true, true, false, false, false};
     print_table(rows, kRight);
     std::printf("\n%zu %s listed.\n", ranges.size(), ranges.size() == 1 ? "range" : "ranges");
     return EXIT_SUCCESS;
@@ -452,21 +508,24 @@ int do_list(const Context& ctx, std::span<const std::string>) {
 // "Key: value" lines with the keys aligned right, as in systemd's status output. `uid` is the
 // UID the range was looked up by, if any.
 void print_range(const Range& r, const std::optional<uint64_t>& uid) {
-    std::string owner = format_owner(r.owner);
-    if (r.owner && owner != std::to_string(*r.owner))
-        owner += " (" + std::to_string(*r.owner) + ")";
+    std::string size = std::to_string(r.size);
+    if (auto blocks = blocks_of(r); blocks && *blocks > 1)
+        size += " (" + std::to_string(*blocks) + " blocks of " +
+                std::to_string(shm::kContainerRangeSize) + ")";
     std::vector<std::pair<std::string, std::string>> lines{
         {"Name", printable(r.name)},
         {"Start", std::to_string(r.start)},
         {"End", std::to_string(r.start + r.size - 1)},
-        {"Size", std::to_string(r.size)},
+        {"Size", size},
         {"Users", format_names(shm::kUserNamePrefix, r)},
         {"Groups", format_names(shm::kGroupNamePrefix, r)},
-        {"Owner", owner},
+        {"Disposition",
+         shm::disposition_name(shm::range_disposition(static_cast<std::uint32_t>(r.size)))},
+        {"Owner", format_owner(r.owner)},
+        {"Source", r.imported ? "imported from " + import_files(r) + " (read-only)"
+                              : std::string("allocated")},
         {"Created", format_created(r.created)},
     };
-    if (r.imported)
-        lines.push_back({"Source", "/etc/subuid, /etc/subgid (read-only)"});
     if (r.userns_inode || r.userns_id) {
         std::string ns = "user namespace";
         if (r.userns_inode)
@@ -475,9 +534,17 @@ void print_range(const Range& r, const std::optional<uint64_t>& uid) {
             ns += ", id " + std::to_string(*r.userns_id);
         lines.push_back({"Bound to", ns + " (released when it is gone)"});
     }
-    if (uid && *uid >= r.start && *uid - r.start < r.size)
-        lines.insert(lines.begin(), {"UID", std::to_string(*uid) + " (vu-" + printable(r.name) +
-                                                "-" + std::to_string(*uid - r.start) + ")"});
+    if (uid && *uid >= r.start && *uid - r.start < r.size) {
+        // What the ID is named as a UID and as a GID, as the NSS module names it.
+        const std::string n = std::to_string(*uid - r.start);
+        auto id_line = [&](const char* prefix, bool has) {
+            return std::to_string(*uid) +
+                   (has ? " (" + std::string(prefix) + printable(r.name) + "-" + n + ")"
+                        : std::string(" (no name)"));
+        };
+        lines.insert(lines.begin(), {{"UID", id_line(shm::kUserNamePrefix, r.users)},
+                                     {"GID", id_line(shm::kGroupNamePrefix, r.groups)}});
+    }
     std::size_t width = 0;
     for (const auto& [key, value] : lines)
         width = std::max(width, key.size());
@@ -506,8 +573,14 @@ int do_show(const Context& ctx, std::span<const std::string> args) {
         what = "look up range '" + printable(key) + "'";
     }
 
+    // The foreign range is systemd's, not the allocator's; say what the ID is all the same.
+    std::string no_such_uid = "no range contains this UID";
+    if (uid && shm::is_foreign_id(static_cast<std::uint32_t>(*uid)))
+        no_such_uid += ": it is " + std::string(shm::kForeignNamePrefix) +
+                       std::to_string(*uid - shm::kForeignBase) +
+                       ", of systemd's foreign UID range, which is not allocated here";
     auto reply = call(ctx, kGetRange.name, parameters, what,
-                      by_uid ? "no range contains this UID" : "there is no such range");
+                      by_uid ? no_such_uid : "there is no such range");
     if (!reply)
         return kExitFailure;
     const json range = reply->value("range", json());
@@ -517,7 +590,7 @@ int do_show(const Context& ctx, std::span<const std::string> args) {
         return kExitFailure;
     }
     if (ctx.json_output)
-        print_json(range);  // the range itself, like each element of "list --json"
+        print_json(describe_range(range, *r));  // the range itself, as in "list --json"
     else
         print_range(*r, uid);
     return EXIT_SUCCESS;

@@ -113,42 +113,14 @@ int get_group_by_name(const char* name, group* ret, char* buffer, std::size_t bu
 namespace transient::nss {
 
 // initgroups_dyn semantics. glibc's initgroups()/getgrouplist() ask every "group:" source for
-// the groups `user` is a *supplementary* member of, passing the primary GID `group` that glibc
-// puts into the list itself. Our groups have no members: the only group of ours a user belongs
-// to is its own primary group vg-<range>-<n> (GID = its UID; foreign-N likewise). So:
-//   - `user` is not ours, or its own GID equals `group`: nothing to add, -ESRCH (NOTFOUND);
-//   - otherwise (a caller passed another primary GID): its own GID is added to the list, unless
-//     already there or the list is at `limit`, and the answer is 0 (SUCCESS).
-// The list is grown like glibc's own modules do (nss_files initgroups): when full, double
-// *size, capped at `limit` when limit > 0, with realloc() of the caller's *groupsp; on ENOMEM
-// the list is left as it was.
-int add_supplementary_groups(const char* user, gid_t group, long* start, long* size,
-                             gid_t** groupsp, long limit) noexcept {
-    if (start == nullptr || size == nullptr || groupsp == nullptr)
-        return -ESRCH;
-    shm::Identity id;
-    if (int r = resolve_name(user, shm::IdKind::kUser, &id); r < 0)
-        return r;
-    if (id.id == group)
-        return -ESRCH;
-    for (long i = 0; i < *start; i++)
-        if ((*groupsp)[i] == id.id)
-            return 0;
-    if (*start >= *size) {
-        if (limit > 0 && *size >= limit)
-            return 0;  // the caller's maximum is reached: nothing more may be added
-        long new_size = *size > 0 ? 2 * *size : 1;
-        if (limit > 0 && new_size > limit)
-            new_size = limit;
-        auto* grown = static_cast<gid_t*>(
-                std::realloc(*groupsp, static_cast<std::size_t>(new_size) * sizeof(gid_t)));
-        if (grown == nullptr)
-            return -ENOMEM;
-        *groupsp = grown;
-        *size = new_size;
-    }
-    (*groupsp)[(*start)++] = id.id;
-    return 0;
+// the groups `user` is a *supplementary* member of, and put the primary GID `group` into the
+// list themselves. Our groups have no members: getgrgid() lists none, and transient-userdbd
+// answers GetMemberships with none, so nss-systemd adds nothing for the same user. A user's only
+// group of ours is its primary group vg-<range>-<n> (none at all for a range imported from
+// /etc/subuid only), which is no membership: nss_files does not add a user's own group either.
+// So there is never anything to add, whoever asks: -ESRCH (NOTFOUND), as nss-systemd answers.
+int add_supplementary_groups(const char*, gid_t, long*, long*, gid_t**, long) noexcept {
+    return -ESRCH;
 }
 
 }  // namespace transient::nss

@@ -79,6 +79,12 @@ inline const char* disposition_name(Disposition d) noexcept {
     return "dynamic";
 }
 
+// A range's disposition (userdb's word; the same for its users and its groups): single IDs are
+// dynamic, anything larger container, whatever its source.
+inline Disposition range_disposition(std::uint32_t size) noexcept {
+    return size == 1 ? Disposition::kDynamic : Disposition::kContainer;
+}
+
 inline bool is_foreign_id(std::uint32_t id) noexcept {
     return id >= kForeignBase && id - kForeignBase < kForeignCount;
 }
@@ -267,7 +273,7 @@ inline void fill_foreign(std::uint32_t n, IdKind kind, Identity* ret) noexcept {
 
 inline void fill_ranged(const RangeRecord& r, std::uint32_t n, IdKind kind,
                         Identity* ret) noexcept {
-    ret->disposition = r.size == 1 ? Disposition::kDynamic : Disposition::kContainer;
+    ret->disposition = range_disposition(r.size);
     ret->range = r;
     // Formats from the copy in *ret, which outlives the IdName.
     fill(ranged_id_name(ret->range, n, kind), r.start + n, n, ret);

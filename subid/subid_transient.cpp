@@ -206,8 +206,28 @@ private:
     std::size_t capacity_ = 0;
 };
 
-subid_status status_of_owner(int n) noexcept {
-    return n < 0 ? SUBID_STATUS_ERROR : SUBID_STATUS_UNKNOWN_USER;
+// The prologue of the entry points that take an owner: a known ID type, and an owner that
+// resolves to one or two UIDs (*n of them in uids). SUBID_STATUS_SUCCESS means go on; anything
+// else is the status to return at once (an unknown user: SUBID_STATUS_UNKNOWN_USER).
+subid_status owner_uids(const char* owner, subid_type t, std::uint32_t (&uids)[2],
+                        int* n) noexcept {
+    if (owner == nullptr || !valid_type(t))
+        return SUBID_STATUS_ERROR;
+    *n = resolve_owner(owner, uids);
+    if (*n < 0)
+        return SUBID_STATUS_ERROR;
+    return *n == 0 ? SUBID_STATUS_UNKNOWN_USER : SUBID_STATUS_SUCCESS;
+}
+
+// The prologue of the entry points that return an array: both out-parameters exist and say
+// "nothing" until there is an answer. False if one is null.
+template <typename T>
+bool clear_results(T** items, int* count) noexcept {
+    if (items == nullptr || count == nullptr)
+        return false;
+    *items = nullptr;
+    *count = 0;
+    return true;
 }
 
 }  // namespace
@@ -221,12 +241,10 @@ extern "C" [[gnu::visibility("default")]] subid_status shadow_subid_has_range(
     if (result == nullptr)
         return SUBID_STATUS_ERROR;
     *result = false;
-    if (owner == nullptr || !valid_type(t))
-        return SUBID_STATUS_ERROR;
     std::uint32_t uids[2];
-    const int n = resolve_owner(owner, uids);
-    if (n <= 0)
-        return status_of_owner(n);
+    int n = 0;
+    if (const subid_status s = owner_uids(owner, t, uids, &n); s != SUBID_STATUS_SUCCESS)
+        return s;
     // As the files backend: an empty request holds nothing; none reaches past the ID space.
     if (count == 0 || start >= kIdLimit || count > kIdLimit - start)
         return SUBID_STATUS_SUCCESS;
@@ -247,16 +265,12 @@ extern "C" [[gnu::visibility("default")]] subid_status shadow_subid_has_range(
 
 extern "C" [[gnu::visibility("default")]] subid_status shadow_subid_list_owner_ranges(
         const char* owner, subid_type t, subid_range** ranges, int* count) {
-    if (ranges == nullptr || count == nullptr)
-        return SUBID_STATUS_ERROR;
-    *ranges = nullptr;
-    *count = 0;
-    if (owner == nullptr || !valid_type(t))
+    if (!clear_results(ranges, count))
         return SUBID_STATUS_ERROR;
     std::uint32_t uids[2];
-    const int n = resolve_owner(owner, uids);
-    if (n <= 0)
-        return status_of_owner(n);
+    int n = 0;
+    if (const subid_status s = owner_uids(owner, t, uids, &n); s != SUBID_STATUS_SUCCESS)
+        return s;
     RangeList list;
     const int r = scan(
             t, [&]() noexcept { list.clear(); },
@@ -275,11 +289,7 @@ extern "C" [[gnu::visibility("default")]] subid_status shadow_subid_list_owner_r
 
 extern "C" [[gnu::visibility("default")]] subid_status shadow_subid_find_subid_owners(
         unsigned long id, subid_type t, uid_t** uids, int* count) {
-    if (uids == nullptr || count == nullptr)
-        return SUBID_STATUS_ERROR;
-    *uids = nullptr;
-    *count = 0;
-    if (!valid_type(t))
+    if (!clear_results(uids, count) || !valid_type(t))
         return SUBID_STATUS_ERROR;
     if (id >= kIdLimit)
         return SUBID_STATUS_SUCCESS;

@@ -32,6 +32,20 @@ constexpr const char* kAllocator = allocator::kInterfaceName;
 constexpr int64_t kCreated = 1700000000000000;  // 2023-11-14 22:13:20 UTC
 constexpr uint64_t kUnknownUid = 3999999999;    // no passwd entry anywhere
 
+// A range of root's as list --json and show --json print it: the daemon's object and what
+// transientctl works out (owner name, source, blocks, disposition, which IDs have names).
+json described(json r) {
+    const uint64_t size = r["size"];
+    r["ownerName"] = "root";
+    r["source"] = "allocated";
+    if (size % 65536 == 0)
+        r["blocks"] = size / 65536;
+    r["disposition"] = size == 1 ? "dynamic" : "container";
+    r["users"] = true;
+    r["groups"] = true;
+    return r;
+}
+
 // systemd's strict user-name rule, for range names: [A-Za-z_][A-Za-z0-9_-]*, at most 22 bytes.
 bool valid_name(const std::string& name) {
     auto alpha = [](char c) {
@@ -262,9 +276,11 @@ TEST_F(TransientctlTest, ListsRangesAsAnAlignedTableWithASummary) {
     auto r = ctl({"list"});
     EXPECT_EQ(r.rc, 0) << r.err;
     EXPECT_EQ(r.out,
-              "NAME   START     END   SIZE  OWNER       CREATED\n"
-              "solo   61184   61184      1  root        2023-11-14 22:13:20 UTC\n"
-              "web   524288  589823  65536  3999999999  2023-11-14 22:13:20 UTC\n"
+              "NAME   START     END   SIZE  BLOCKS  OWNER       SOURCE     CREATED\n"
+              "solo   61184   61184      1       -  root (0)    allocated  "
+              "2023-11-14 22:13:20 UTC\n"
+              "web   524288  589823  65536       1  3999999999  allocated  "
+              "2023-11-14 22:13:20 UTC\n"
               "\n"
               "2 ranges listed.\n");
 }
@@ -290,7 +306,8 @@ TEST_F(TransientctlTest, ListsRangesAsAJsonArrayOfRangeObjects) {
     add("solo", 61184, 1, 0);
     auto r = ctl({"--json", "list"});
     EXPECT_EQ(r.rc, 0) << r.err;
-    EXPECT_EQ(json::parse(r.out), json({ranges()["solo"], ranges()["web"]}));
+    EXPECT_EQ(json::parse(r.out),
+              json({described(ranges()["solo"]), described(ranges()["web"])}));
 }
 
 TEST_F(TransientctlTest, ShowsARangeByNameAsKeyValueLines) {
@@ -298,14 +315,16 @@ TEST_F(TransientctlTest, ShowsARangeByNameAsKeyValueLines) {
     auto r = ctl({"show", "web"});
     EXPECT_EQ(r.rc, 0) << r.err;
     EXPECT_EQ(r.out,
-              "   Name: web\n"
-              "  Start: 524288\n"
-              "    End: 589823\n"
-              "   Size: 65536\n"
-              "  Users: vu-web-0…vu-web-65535\n"
-              " Groups: vg-web-0…vg-web-65535\n"
-              "  Owner: root (0)\n"
-              "Created: 2023-11-14 22:13:20 UTC\n");
+              "       Name: web\n"
+              "      Start: 524288\n"
+              "        End: 589823\n"
+              "       Size: 65536\n"
+              "      Users: vu-web-0…vu-web-65535\n"
+              "     Groups: vg-web-0…vg-web-65535\n"
+              "Disposition: container\n"
+              "      Owner: root (0)\n"
+              "     Source: allocated\n"
+              "    Created: 2023-11-14 22:13:20 UTC\n");
 }
 
 TEST_F(TransientctlTest, ShowsAnOwnerWithoutAUserNameAsANumber) {
@@ -319,12 +338,48 @@ TEST_F(TransientctlTest, ShowsTheRangeThatContainsAUid) {
     add("web", 524288, 65536, 0);
     auto r = ctl({"show", "524300"});
     EXPECT_EQ(r.rc, 0) << r.err;
-    EXPECT_EQ(r.out.substr(0, r.out.find('\n') + 1), "    UID: 524300 (vu-web-12)\n");
-    EXPECT_NE(r.out.find("   Name: web\n"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.substr(0, r.out.find("Name")),
+              "        UID: 524300 (vu-web-12)\n"
+              "        GID: 524300 (vg-web-12)\n"
+              "       ");
 
     r = ctl({"show", "524300", "--json"});
     EXPECT_EQ(r.rc, 0) << r.err;
-    EXPECT_EQ(json::parse(r.out), ranges()["web"]);
+    EXPECT_EQ(json::parse(r.out), described(ranges()["web"]));
+}
+
+// An /etc/subuid entry without a /etc/subgid one has users and no groups: show names none, as the
+// NSS module and transient-userdbd resolve none; show UID says the GID has no name.
+TEST_F(TransientctlTest, ShowsOnlyTheNamesAnImportedRangeHas) {
+    add("sub-bob", 300000, 196608, kUnknownUid);
+    server_.run([&] {
+        fake_.ranges["sub-bob"]["imported"] = true;
+        fake_.ranges["sub-bob"]["groups"] = false;
+    });
+    auto r = ctl({"show", "300005"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    for (const char* line : {"        UID: 300005 (vu-sub-bob-5)\n",
+                             "        GID: 300005 (no name)\n",
+                             "       Size: 196608 (3 blocks of 65536)\n",
+                             "     Groups: none (the range is in /etc/subuid only)\n",
+                             "      Owner: 3999999999\n",
+                             "     Source: imported from /etc/subuid only (read-only)\n"})
+        EXPECT_NE(r.out.find(line), std::string::npos) << line << " in:\n" << r.out;
+    r = ctl({"show", "sub-bob", "--json"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["source"], "imported");
+    EXPECT_EQ(j["blocks"], 3);
+    EXPECT_EQ(j["users"], true);
+    EXPECT_EQ(j["groups"], false);
+    EXPECT_FALSE(j.contains("ownerName"));
+}
+
+TEST_F(TransientctlTest, NamesAForeignUidThatIsNoRange) {
+    auto r = ctl({"show", "2147352583"});
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_NE(r.err.find("it is foreign-7, of systemd's foreign UID range"), std::string::npos)
+            << r.err;
 }
 
 TEST_F(TransientctlTest, ReleasesARange) {

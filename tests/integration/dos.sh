@@ -28,14 +28,6 @@ MAX_LATENCY_MS=2000
 
 as_uid() { local u=$1; shift; setpriv --reuid="$u" --regid="$u" --clear-groups "$@"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-# ms CMD...: the exit status and the wall time of CMD in milliseconds.
-ms() {
-    local t0 t1 rc=0
-    t0=$(date +%s%N)
-    "$@" </dev/null >/dev/null 2>&1 || rc=$?
-    t1=$(date +%s%N)
-    echo "$rc $(((t1 - t0) / 1000000))"
-}
 
 # attack NAME PID BYSTANDER_SOCKET BYSTANDER_METHOD ATTACKER_ARGS...: runs the attacker as UIDs
 # 60001-60004 in parallel, samples PID's RSS, times the bystanders, checks and prints figures.
@@ -54,10 +46,10 @@ attack() {
     while [ $SECONDS -lt "$end" ]; do
         r=$(rss_kb "$pid")
         [ "$r" -gt "$peak" ] && peak=$r
-        read -r rc t < <(ms "$CTL" list)
+        read -r rc t < <(it_ms "$CTL" list)
         [ "$rc" -ne 0 ] && fails=$((fails + 1))
         [ "$t" -gt "$worst_root" ] && worst_root=$t
-        read -r rc t < <(ms as_uid 60100 "${RAW[@]}" call "$bsock" "$bmethod" --timeout 5)
+        read -r rc t < <(it_ms as_uid 60100 "${RAW[@]}" call "$bsock" "$bmethod" --timeout 5)
         [ "$rc" -ne 0 ] && fails=$((fails + 1))
         [ "$t" -gt "$worst_user" ] && worst_user=$t
         sleep 0.1

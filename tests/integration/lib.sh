@@ -7,7 +7,8 @@
 # overlaid into the system library dir) and sources this file for:
 #   - daemon control: it_daemon_start, it_daemon_stop (SIGTERM, expects a clean exit),
 #     it_daemon_kill9, it_daemon_wait_ready;
-#   - running commands: it_run CMD... sets IT_OUT, IT_ERR, IT_RC;
+#   - running commands: it_run CMD... sets IT_OUT, IT_ERR, IT_RC; it_ms CMD... times one;
+#     "${IT_RAW[@]}" is the raw Varlink client (varlink_raw.py);
 #   - checks that say what was expected and what came instead: it_expect_eq, it_expect_match,
 #     it_expect_no_match, it_expect_rc, it_expect_ok, it_expect_fail, it_fail, it_pass;
 #   - users and subordinate IDs: it_require, it_as_user, it_add_users, it_subid_setup,
@@ -60,6 +61,20 @@ it_run() {
     IT_OUT=$(cat "$o")
     IT_ERR=$(cat "$e")
 }
+
+# it_ms CMD...: runs CMD (no input, output discarded) and prints its exit status and its wall
+# time in milliseconds, for `read -r rc t < <(it_ms CMD...)`. Never fails itself.
+it_ms() {
+    local t0 t1 rc=0
+    t0=$(date +%s%N)
+    "$@" </dev/null >/dev/null 2>&1 || rc=$?
+    t1=$(date +%s%N)
+    echo "$rc $(((t1 - t0) / 1000000))"
+}
+
+# A raw Varlink client that knows only the wire format: "${IT_RAW[@]}" call SOCKET METHOD ...
+# shellcheck disable=SC2034  # for the scripts that source this file
+IT_RAW=(python3 -B "$IT_DIR/varlink_raw.py")
 
 # ---- checks ----
 
@@ -230,6 +245,50 @@ it_subid_setup() {
 
 it_subid_backend() {
     cp "$TRANSIENT_SANDBOX/etc/nsswitch.$1" "$TRANSIENT_SANDBOX/etc/nsswitch.conf.subid"
+}
+
+# ---- userdb clients ----
+
+# it_require_userdb_clients USERDBCTL: fails the test at once, naming what to install, unless
+# nss-systemd and userdbctl are there: without them every comparison would fail for a reason that
+# says nothing (an empty answer), or a missing package would pass as a skip.
+it_require_userdb_clients() {
+    if [ ! -e "$TRANSIENT_SANDBOX_LIBDIR/libnss_systemd.so.2" ]; then
+        it_fail "nss-systemd is installed" "no libnss_systemd.so.2 in $TRANSIENT_SANDBOX_LIBDIR:" \
+            "install package libnss-systemd (scripts/deps.sh does)"
+        it_finish
+    fi
+    if [ ! -x "$1" ]; then
+        it_fail "userdbctl is there" "no $1: scripts/fetch-userdbctl.sh unpacks it" \
+            "(scripts/test.sh runs it; it needs package systemd and apt-get download)"
+        it_finish
+    fi
+}
+
+# it_userdbd_start USERDBD: starts transient-userdbd (pid in IT_USERDBD_PID) and waits for its
+# socket in the sandbox's private /run.
+IT_USERDB_SOCKET=/run/systemd/userdb/io.transient.Ranges
+it_userdbd_start() {
+    mkdir -p "$(dirname "$IT_USERDB_SOCKET")"
+    "$1" </dev/null >>"$IT_LOG/userdbd.log" 2>&1 &
+    IT_USERDBD_PID=$!
+    local _
+    for _ in $(seq 200); do [ -S "$IT_USERDB_SOCKET" ] && break; sleep 0.02; done
+}
+
+# it_userdbctl_names USERDBCTL user|group: the names userdbctl enumerates from
+# io.transient.Ranges, sorted, on one line.
+it_userdbctl_names() {
+    "$1" --no-pager -N -s io.transient.Ranges --output=table "$2" 2>/dev/null |
+        grep -oE '^ *v[ug]-[^ ]+' | tr -d ' ' | sort | tr '\n' ' ' | sed 's/ $//'
+}
+
+# it_nsswitch_systemd: from here on, passwd and group come from "files systemd": nss-systemd
+# asks the userdb endpoint, the transient module is not listed.
+it_nsswitch_systemd() {
+    sed -E 's/^(passwd|group):.*/\1:         files systemd/' /etc/nsswitch.conf \
+        >"$IT_FILES/nsswitch.systemd"
+    mount --bind "$IT_FILES/nsswitch.systemd" /etc/nsswitch.conf
 }
 
 # Whatever way the test ends, the daemon gets SIGTERM (sandbox.sh prints the logs on failure).

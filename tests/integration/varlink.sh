@@ -8,21 +8,13 @@
 # transientctl still gets its answers within a second.
 . "$(dirname "$0")/lib.sh"
 
-RAW=(python3 -B "$IT_DIR/varlink_raw.py")
+RAW=("${IT_RAW[@]}")
 IFACE=io.transient.Allocator
 
 # call METHOD [PARAMS] [--more]: one raw call; IT_OUT holds the reply lines.
 call() { it_run "${RAW[@]}" call "$IT_SOCKET" "$@"; }
 # jfield JQ_EXPR: applied to the first reply line in IT_OUT.
 jfield() { head -n1 <<<"$IT_OUT" | jq -c "$1" 2>&1; }
-# ms CMD...: runs CMD, prints its exit status and the wall time in milliseconds.
-ms() {
-    local t0 t1 rc=0
-    t0=$(date +%s%N)
-    "$@" </dev/null >/dev/null 2>&1 || rc=$?
-    t1=$(date +%s%N)
-    echo "$rc $(((t1 - t0) / 1000000))"
-}
 
 it_section "start the daemon"
 it_daemon_start
@@ -110,11 +102,11 @@ it_expect_match "garbage gets an error or a hang-up" '^garbage: (error |closed|r
 it_expect_match "an oversized message gets an error or a hang-up" '^oversized .*: (error |closed|reset)' \
     "$(grep '^oversized' "$report" 2>/dev/null)"
 for i in 1 2 3; do
-    read -r rc t < <(ms "$CTL" list)
+    read -r rc t < <(it_ms "$CTL" list)
     it_expect_eq "transientctl list #$i with them connected answers within 1 s (${t} ms)" "0 yes" \
         "$rc $( ((t < 1000)) && echo yes || echo no)"
 done
-read -r rc t < <(ms "$CTL" allocate during)
+read -r rc t < <(it_ms "$CTL" allocate during)
 it_expect_eq "transientctl allocate with them connected answers within 1 s (${t} ms)" "0 yes" \
     "$rc $( ((t < 1000)) && echo yes || echo no)"
 call org.varlink.service.GetInfo --timeout 1

@@ -25,7 +25,7 @@
 #include "shm/layout.hpp"
 #include "shm/writer.hpp"
 #include "subid/subid.hpp"
-#include "tests/nss/nss_test_util.hpp"
+#include "tests/lib/table_fixture.hpp"
 #include "tests/shm/shm_test_util.hpp"
 
 #ifndef TRANSIENT_SUBID_PROVIDER_PATH
@@ -35,9 +35,8 @@
 namespace transient::subid::testing {
 namespace {
 
-using nss::testing::remove_table;
-using nss::testing::runtime_dir;
-using nss::testing::table_path;
+// The table fixture's helpers (bind_symbol, runtime_dir, table_path, install_table, ...).
+using namespace transient::testing;
 
 constexpr std::uint32_t k64K = shm::kContainerRangeSize;
 constexpr std::uint32_t kA = shm::kContainerPoolFirst;  // 524288: the first container block
@@ -55,12 +54,6 @@ struct Provider {
     }
 
 private:
-    template <typename F>
-    static void bind(void* h, F* f, const char* name) {
-        *f = reinterpret_cast<F>(::dlsym(h, name));
-        if (*f == nullptr)
-            ADD_FAILURE() << "dlsym(" << name << "): " << ::dlerror();
-    }
     static Provider load() {
         Provider p;
         // As shadow's lib/nss.c: RTLD_LAZY.
@@ -69,10 +62,10 @@ private:
             ADD_FAILURE() << "dlopen: " << ::dlerror();
             return p;
         }
-        bind(h, &p.has_range, "shadow_subid_has_range");
-        bind(h, &p.list_owner_ranges, "shadow_subid_list_owner_ranges");
-        bind(h, &p.find_subid_owners, "shadow_subid_find_subid_owners");
-        bind(h, &p.free, "shadow_subid_free");
+        bind_symbol(h, &p.has_range, "shadow_subid_has_range");
+        bind_symbol(h, &p.list_owner_ranges, "shadow_subid_list_owner_ranges");
+        bind_symbol(h, &p.find_subid_owners, "shadow_subid_find_subid_owners");
+        bind_symbol(h, &p.free, "shadow_subid_free");
         return p;
     }
 };
@@ -92,29 +85,14 @@ struct ListAnswer {
     friend bool operator==(const ListAnswer&, const ListAnswer&) = default;
 };
 
-class SubidTest : public ::testing::Test {
+class SubidTest : public transient::testing::TableTest {
 protected:
     void SetUp() override {
-        runtime_dir();  // exports TRANSIENT_RUNTIME_DIR before the provider's first call
-        remove_table();
+        TableTest::SetUp();
         ASSERT_NE(p().has_range, nullptr);
-    }
-    void TearDown() override {
-        writer_.reset();
-        remove_table();
     }
 
     static const Provider& p() { return Provider::get(); }
-
-    void publish(const std::vector<shm::RangeEntry>& ranges) {
-        if (!writer_) {
-            auto w = shm::TableWriter::open(table_path());
-            ASSERT_TRUE(w) << w.error().message();
-            writer_.emplace(std::move(*w));
-        }
-        auto r = writer_->publish(ranges);
-        ASSERT_TRUE(r) << r.error().message();
-    }
 
     // Overwrites a word of the live table in both copies, where the writer would refuse it.
     // `word` is an offset within the copy.
@@ -175,7 +153,6 @@ protected:
     }
 
     static inline int sentinel_ = 0;
-    std::optional<shm::TableWriter> writer_;
 };
 
 const ListAnswer kNone{SUBID_STATUS_SUCCESS, {}, true};
@@ -362,11 +339,11 @@ TEST_F(SubidTest, CorruptOrUnreadableTableDeniesEverything) {
     ASSERT_EQ(has("root", kA, 1), 1);
     // Not a table any more (retired first, as the allocator would, so the cache lets go).
     writer_.reset();
-    nss::testing::retire_table(table_path());
+    retire_table(table_path());
     const std::string junk = runtime_dir() + "/junk";
     std::vector<std::byte> bytes(shm::file_size_for(64), std::byte{0x5A});
     shm::testing::write_file(junk, bytes);
-    nss::testing::install_table(junk);
+    install_table(junk);
     EXPECT_EQ(has("root", kA, 1), -1);
     EXPECT_EQ(list("root"), kError);
     EXPECT_EQ(owners(kA), std::vector<long>{-1});

@@ -11,21 +11,10 @@
 
 USERDBD=${TRANSIENT_USERDBD:?}
 USERDBCTL=${TRANSIENT_USERDBCTL:?}
-SOCK=/run/systemd/userdb/io.transient.Ranges
+SOCK=$IT_USERDB_SOCKET
 RAW="python3 $(dirname "$0")/../integration/varlink_raw.py"
 
-# The clients under test must exist: without them every comparison below would fail for a
-# reason that says nothing (an empty answer), or a missing package would pass as a skip.
-if [ ! -e "$TRANSIENT_SANDBOX_LIBDIR/libnss_systemd.so.2" ]; then
-    it_fail "nss-systemd is installed" "no libnss_systemd.so.2 in $TRANSIENT_SANDBOX_LIBDIR:" \
-        "install package libnss-systemd (scripts/deps.sh does)"
-    it_finish
-fi
-if [ ! -x "$USERDBCTL" ]; then
-    it_fail "userdbctl is there" "no $USERDBCTL: scripts/fetch-userdbctl.sh unpacks it" \
-        "(scripts/test.sh runs it; it needs package systemd and apt-get download)"
-    it_finish
-fi
+it_require_userdb_clients "$USERDBCTL"
 
 it_section "start transient-allocd and transient-userdbd"
 it_daemon_start
@@ -33,10 +22,8 @@ it_expect_ok "transientctl allocate web" "$CTL" allocate web
 it_expect_ok "transientctl allocate solo --size 1" "$CTL" allocate solo --size 1
 B=$(it_range_start web)
 S=$(it_range_start solo)
-mkdir -p /run/systemd/userdb
-"$USERDBD" </dev/null >>"$IT_LOG/userdbd.log" 2>&1 &
-USERDBD_PID=$!
-for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.02; done
+it_userdbd_start "$USERDBD"
+USERDBD_PID=$IT_USERDBD_PID
 it_expect_eq "the userdb socket is mode 0666" 666 "$(stat -c %a "$SOCK")"
 
 # The same questions, asked of both sources.
@@ -56,8 +43,7 @@ ask_all() {
 
 it_section "libnss_transient vs nss-systemd"
 via_module=$(ask_all)
-sed -E 's/^(passwd|group):.*/\1:         files systemd/' /etc/nsswitch.conf >"$IT_FILES/nsswitch.systemd"
-mount --bind "$IT_FILES/nsswitch.systemd" /etc/nsswitch.conf
+it_nsswitch_systemd
 it_expect_no_match "the transient module is not listed" 'transient' \
     "$(grep -E '^(passwd|group):' /etc/nsswitch.conf)"
 via_systemd=$(ask_all)
@@ -87,12 +73,10 @@ it_expect_eq "userdbctl -j user: disposition" container "$(jq -r .disposition <<
 it_run "$USERDBCTL" --no-pager -s io.transient.Ranges -j group vg-solo-0
 it_expect_eq "userdbctl -j group: gid" "$S" "$(jq -r .gid <<<"$IT_OUT")"
 it_expect_eq "userdbctl -j group: disposition" dynamic "$(jq -r .disposition <<<"$IT_OUT")"
-it_run "$USERDBCTL" --no-pager -N -s io.transient.Ranges --output=table user
 it_expect_eq "userdbctl enumerates one user per range" "vu-solo-0 vu-web-0" \
-    "$(grep -oE '^ *vu-[^ ]+' <<<"$IT_OUT" | tr -d ' ' | sort | tr '\n' ' ' | sed 's/ $//')"
-it_run "$USERDBCTL" --no-pager -N -s io.transient.Ranges --output=table group
+    "$(it_userdbctl_names "$USERDBCTL" user)"
 it_expect_eq "userdbctl enumerates one group per range" "vg-solo-0 vg-web-0" \
-    "$(grep -oE '^ *vg-[^ ]+' <<<"$IT_OUT" | tr -d ' ' | sort | tr '\n' ' ' | sed 's/ $//')"
+    "$(it_userdbctl_names "$USERDBCTL" group)"
 it_run setpriv --reuid=65534 --regid=65534 --clear-groups "$USERDBCTL" --no-pager \
     -s io.transient.Ranges -j user vu-web-1
 it_expect_eq "an unprivileged userdbctl resolves" vu-web-1 "$(jq -r .userName <<<"$IT_OUT")"

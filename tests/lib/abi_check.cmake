@@ -1,15 +1,22 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# The ABI of libnss_transient.so.2, checked on the built file:
-#   cmake -DMODULE=<path> [-DNM=nm] [-DREADELF=readelf] -P abi_check.cmake
-# - the dynamic symbol table defines exactly the 11 _nss_transient_* entry points (an anonymous
-#   version node, if a toolchain emits one as an ABS symbol, is ignored);
-# - NEEDED is exactly libc.so.6 (no libstdc++, libgcc_s, libm, ld-linux);
-# - SONAME is libnss_transient.so.2; BIND_NOW and NODELETE are set;
+# The ABI of a libc-only library (the NSS module, the subid provider), checked on the built file:
+#   cmake -DLIBRARY=<path> -DSONAME=<soname> -DEXPORTS=<a,b,...> [-DNM=nm] [-DREADELF=readelf]
+#         -P abi_check.cmake
+# - the dynamic symbol table defines exactly EXPORTS (a version node, if a toolchain emits one
+#   as an ABS symbol, is ignored);
+# - NEEDED is exactly libc.so.6 (no libstdc++, libgcc_s, libm, ld-linux): both are loaded into
+#   arbitrary processes, the provider into setuid newuidmap;
+# - SONAME is SONAME (the name glibc and shadow dlopen()); BIND_NOW and NODELETE are set
+#   (transient_libc_module() links both that way);
 # - there are no static constructors (_GLOBAL__sub_I_* functions).
+# Lists are comma-separated: a ';' would split the argument on its way through add_test().
 cmake_minimum_required(VERSION 3.25)
 
-if(NOT MODULE OR NOT EXISTS "${MODULE}")
-  message(FATAL_ERROR "MODULE='${MODULE}' does not exist")
+if(NOT LIBRARY OR NOT EXISTS "${LIBRARY}")
+  message(FATAL_ERROR "LIBRARY='${LIBRARY}' does not exist")
+endif()
+if(NOT SONAME OR NOT EXPORTS)
+  message(FATAL_ERROR "SONAME and EXPORTS must be given")
 endif()
 if(NOT NM)
   set(NM nm)
@@ -17,18 +24,14 @@ endif()
 if(NOT READELF)
   set(READELF readelf)
 endif()
-
-set(expected_symbols
-  _nss_transient_endgrent _nss_transient_endpwent _nss_transient_getgrent_r
-  _nss_transient_getgrgid_r _nss_transient_getgrnam_r _nss_transient_getpwent_r
-  _nss_transient_getpwnam_r _nss_transient_getpwuid_r _nss_transient_initgroups_dyn
-  _nss_transient_setgrent _nss_transient_setpwent)
+string(REPLACE "," ";" expected_symbols "${EXPORTS}")
 list(SORT expected_symbols)
+list(LENGTH expected_symbols export_count)
 
 set(failures "")
 
 # Exports.
-execute_process(COMMAND ${NM} -D --defined-only "${MODULE}"
+execute_process(COMMAND ${NM} -D --defined-only "${LIBRARY}"
   OUTPUT_VARIABLE nm_out RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "${NM} failed (${rc})")
@@ -61,7 +64,7 @@ if(NOT exported STREQUAL expected_symbols)
 endif()
 
 # Dynamic section.
-execute_process(COMMAND ${READELF} -d "${MODULE}" OUTPUT_VARIABLE dyn RESULT_VARIABLE rc)
+execute_process(COMMAND ${READELF} -d "${LIBRARY}" OUTPUT_VARIABLE dyn RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "${READELF} failed (${rc})")
 endif()
@@ -74,20 +77,21 @@ endforeach()
 if(NOT needed STREQUAL "libc.so.6")
   string(APPEND failures "NEEDED is [${needed}], want [libc.so.6]\n")
 endif()
-if(NOT dyn MATCHES "\\(SONAME\\)[^\n]*\\[libnss_transient\\.so\\.2\\]")
-  string(APPEND failures "SONAME is not libnss_transient.so.2\n")
+string(REPLACE "." "\\." soname_regex "${SONAME}")
+if(NOT dyn MATCHES "\\(SONAME\\)[^\n]*\\[${soname_regex}\\]")
+  string(APPEND failures "SONAME is not ${SONAME}\n")
 endif()
 if(NOT dyn MATCHES "FLAGS_1\\)[^\n]*NOW" OR NOT dyn MATCHES "FLAGS_1\\)[^\n]*NODELETE")
   string(APPEND failures "FLAGS_1 lacks NOW or NODELETE (-z now, -z nodelete)\n")
 endif()
 
-# Static constructors (the full symbol table; absent if the module was stripped).
-execute_process(COMMAND ${NM} "${MODULE}" OUTPUT_VARIABLE all_syms ERROR_QUIET)
+# Static constructors (the full symbol table; absent if the library was stripped).
+execute_process(COMMAND ${NM} "${LIBRARY}" OUTPUT_VARIABLE all_syms ERROR_QUIET)
 if(all_syms MATCHES "_GLOBAL__sub_I_[^\n]*")
   string(APPEND failures "static constructor: ${CMAKE_MATCH_0}\n")
 endif()
 
 if(failures)
-  message(FATAL_ERROR "ABI check of ${MODULE} failed:\n${failures}")
+  message(FATAL_ERROR "ABI check of ${LIBRARY} failed:\n${failures}")
 endif()
-message(STATUS "ABI of ${MODULE}: the 11 exports, NEEDED libc.so.6 only - OK")
+message(STATUS "ABI of ${LIBRARY}: the ${export_count} exports, NEEDED libc.so.6 only - OK")
