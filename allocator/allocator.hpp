@@ -3,7 +3,8 @@
 // The allocation policy of transient-allocd: which range a request gets, who may do what (name
 // scopes and quotas, policy.hpp), how long it lives (until released, or until the user
 // namespace it is bound to is gone, userns.hpp), and the in-memory view of the live ranges that
-// is published, whole, through the table writer after every change. Logic over three seams —
+// the table writer publishes: an allocation or a release as one change, a sweep or an import as a
+// whole table. Logic over three seams —
 // the TableWriter, a CollisionChecker and a UsernsProbe — so that tests can drive it without
 // sockets, NSS or namespaces.
 
