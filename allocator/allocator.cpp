@@ -2,7 +2,9 @@
 
 #include "allocator/allocator.hpp"
 
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -65,9 +67,13 @@ void ReleaseHistory::load() {
             continue;
         ranks_[id] = next_++;  // a later line wins: it was released later
     }
+    lines_ = ranks_.size();
+    // Compacted at once: the file may hold superseded or unreadable lines.
+    if (next_ - 1 > ranks_.size())
+        save();
 }
 
-void ReleaseHistory::save() const {
+void ReleaseHistory::save() {
     if (path_.empty())
         return;
     std::vector<std::pair<std::uint64_t, std::uint32_t>> order;
@@ -89,17 +95,34 @@ void ReleaseHistory::save() const {
             return;
         }
     }
-    if (::rename(tmp.c_str(), path_.c_str()) < 0)
+    if (::rename(tmp.c_str(), path_.c_str()) < 0) {
         std::fprintf(stderr, "<4>Failed to rename %s: the reuse order is kept in memory.\n",
                      tmp.c_str());
+        return;
+    }
+    lines_ = ranks_.size();
 }
 
 void ReleaseHistory::record(std::span<const RangeEntry> released) {
     if (released.empty())
         return;
+    std::string text;
     for (const RangeEntry& r : released)
-        for_each_key(r, [&](std::uint32_t id) { ranks_[id] = next_++; });
-    save();
+        for_each_key(r, [&](std::uint32_t id) {
+            ranks_[id] = next_++;
+            text += std::to_string(id) + "\n";
+            lines_++;
+        });
+    if (path_.empty())
+        return;
+    if (lines_ > 2 * ranks_.size() + 1024)
+        return save();
+    // One write of whole lines: a crash in the middle leaves at most a last line cut short,
+    // which load() skips.
+    shm::UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+        std::fprintf(stderr, "<4>Failed to append to %s: the reuse order is kept in memory.\n",
+                     path_.c_str());
 }
 
 std::optional<std::uint64_t> ReleaseHistory::rank(std::uint32_t id) const {
@@ -129,37 +152,79 @@ std::size_t Allocator::owned_by(uid_t owner) const {
             }));
 }
 
+std::vector<RangeEntry>::const_iterator Allocator::named_range(std::string_view name) const {
+    // The writer's name index: ranges_ is the published table, in the same order.
+    const auto pos = writer_.find_name(name);
+    return pos ? ranges_.begin() + static_cast<std::ptrdiff_t>(*pos) : ranges_.end();
+}
+
 bool Allocator::candidate_free(std::uint32_t start, std::uint32_t size) {
     return !checker_->range_taken(start, size).has_value();
+}
+
+void Allocator::skip_used_blocks() {
+    // Moves never_used_ past the blocks that are ours or were released before. It only moves
+    // up: a block taken stays ours or becomes released, never unused again; publish() of a
+    // whole table (imports may have left) starts it over.
+    constexpr std::uint64_t kBlock = shm::kContainerRangeSize;
+    std::uint64_t b = std::max<std::uint64_t>(
+            never_used_, shm::round_up(policy_.pools.container_first, kBlock));
+    auto it = std::partition_point(ranges_.begin(), ranges_.end(),
+                                   [&](const RangeEntry& r) { return r.end() <= b; });
+    while (b + kBlock - 1 <= policy_.pools.container_last) {
+        while (it != ranges_.end() && it->end() <= b)
+            ++it;
+        if (it != ranges_.end() && it->start < b + kBlock)
+            b = shm::round_up(it->end(), kBlock);
+        else if (history_.rank(static_cast<std::uint32_t>(b)))
+            b += kBlock;
+        else
+            break;
+    }
+    never_used_ = b;
 }
 
 std::optional<std::uint32_t> Allocator::pick_container_base(std::uint32_t size) {
     // First fit over the gaps between our own ranges (sorted by start), asking the other
     // sources of truth only about candidates we do not already hold. Candidates with a block
     // released before wait (ReleaseHistory): they are tried only when no never-used one is
-    // free, the one whose newest release is oldest first.
-    const std::uint64_t first =
+    // free, the one whose newest release is oldest first. Never-used candidates all start at
+    // or above never_used_ (every block below it is ours or was released), so the first pass
+    // starts there rather than walking every range of the table for every allocation.
+    skip_used_blocks();
+    const std::uint64_t pool_first =
             shm::round_up(policy_.pools.container_first, shm::kContainerRangeSize);
     const std::uint64_t last = policy_.pools.container_last;  // inclusive
     std::vector<std::pair<std::uint64_t, std::uint32_t>> reused;  // (newest release, base)
-    auto it = ranges_.begin();
-    for (std::uint64_t base = first; base + size - 1 <= last; base += shm::kContainerRangeSize) {
-        while (it != ranges_.end() && it->end() <= base)
-            ++it;
-        if (it != ranges_.end() && it->start < base + size) {
-            // Occupied by one of ours: skip to the first aligned base past it.
-            base = shm::round_up(it->end(), shm::kContainerRangeSize) - shm::kContainerRangeSize;
-            continue;
+    for (const bool never_used : {true, false}) {
+        const std::uint64_t first = never_used ? never_used_ : pool_first;
+        auto it = std::partition_point(ranges_.begin(), ranges_.end(),
+                                       [&](const RangeEntry& r) { return r.end() <= first; });
+        for (std::uint64_t base = first; base + size - 1 <= last;
+             base += shm::kContainerRangeSize) {
+            while (it != ranges_.end() && it->end() <= base)
+                ++it;
+            if (it != ranges_.end() && it->start < base + size) {
+                // Occupied by one of ours: skip to the first aligned base past it.
+                base = shm::round_up(it->end(), shm::kContainerRangeSize) -
+                       shm::kContainerRangeSize;
+                continue;
+            }
+            std::uint64_t newest = 0;
+            for (std::uint64_t b = base; b < base + size; b += shm::kContainerRangeSize)
+                newest = std::max(newest,
+                                  history_.rank(static_cast<std::uint32_t>(b)).value_or(0));
+            if (never_used && newest != 0)
+                continue;
+            if (!never_used) {
+                // Never-used candidates were all tried in the first pass.
+                if (newest != 0)
+                    reused.emplace_back(newest, static_cast<std::uint32_t>(base));
+                continue;
+            }
+            if (candidate_free(static_cast<std::uint32_t>(base), size))
+                return static_cast<std::uint32_t>(base);
         }
-        std::uint64_t newest = 0;
-        for (std::uint64_t b = base; b < base + size; b += shm::kContainerRangeSize)
-            newest = std::max(newest, history_.rank(static_cast<std::uint32_t>(b)).value_or(0));
-        if (newest != 0) {
-            reused.emplace_back(newest, static_cast<std::uint32_t>(base));
-            continue;
-        }
-        if (candidate_free(static_cast<std::uint32_t>(base), size))
-            return static_cast<std::uint32_t>(base);
     }
     std::sort(reused.begin(), reused.end());
     for (const auto& [rank, base] : reused)
@@ -212,6 +277,7 @@ Outcome<void> Allocator::publish(std::vector<RangeEntry> next) {
     }
     ranges_ = std::move(next);
     history_.record(gone);
+    never_used_ = 0;
     return {};
 }
 
@@ -257,8 +323,7 @@ Outcome<void> Allocator::check_request(const std::string& name, const AllocateRe
     if (req.userns && req.caller != 0 && req.userns->owner != req.caller)
         return fail(ErrorKind::kPermissionDenied,
                     "The user namespace belongs to UID " + std::to_string(req.userns->owner));
-    if (std::any_of(ranges_.begin(), ranges_.end(),
-                    [&](const RangeEntry& r) { return r.name == name; }))
+    if (named_range(name) != ranges_.end())
         return fail(ErrorKind::kNameInUse, "Range '" + name + "' already exists");
     if (auto why = checker_->name_taken(name))
         return fail(ErrorKind::kNameInUse, "Range name '" + name + "' is taken: " + *why);
@@ -339,23 +404,22 @@ Outcome<RangeEntry> Allocator::allocate(const AllocateRequest& req) {
     RangeEntry entry{name, *start, size, static_cast<std::uint32_t>(owner), 0, now_usec(), 0, 0};
     if (req.userns)
         bind_entry(entry, *req.userns);
-    std::vector<RangeEntry> next = ranges_;
-    next.insert(std::upper_bound(next.begin(), next.end(), entry,
-                                 [](const RangeEntry& a, const RangeEntry& b) {
-                                     return a.start < b.start;
-                                 }),
-                entry);
-    if (auto r = publish(std::move(next)); !r)
-        return std::unexpected(r.error());
+    // Published as a change of one entry: a copy of the whole table per allocation made the
+    // rate fall with the table's size (issue 11).
+    if (auto r = writer_.insert(entry); !r)
+        return fail(ErrorKind::kInternal,
+                    "Failed to publish the range table: " + r.error().message());
+    ranges_.insert(std::upper_bound(ranges_.begin(), ranges_.end(), entry,
+                                    [](const RangeEntry& a, const RangeEntry& b) {
+                                        return a.start < b.start;
+                                    }),
+                   entry);
     return entry;
 }
 
 Outcome<RangeEntry> Allocator::release(std::string_view given, uid_t caller) {
     std::string name = scoped_name(given, caller);
-    auto named = [&](const std::string& n) {
-        return std::find_if(ranges_.begin(), ranges_.end(),
-                            [&](const RangeEntry& r) { return r.name == n; });
-    };
+    auto named = [&](const std::string& n) { return named_range(n); };
     auto it = named(name);
     // A range root allocated for the caller has root's name as given ("kubelet", owner 1000):
     // its owner may release it by that name.
@@ -376,10 +440,11 @@ Outcome<RangeEntry> Allocator::release(std::string_view given, uid_t caller) {
         return fail(ErrorKind::kPermissionDenied,
                     "Range '" + name + "' belongs to UID " + std::to_string(it->owner));
     const RangeEntry released = *it;
-    std::vector<RangeEntry> next = ranges_;
-    next.erase(next.begin() + (it - ranges_.begin()));
-    if (auto r = publish(std::move(next)); !r)
-        return std::unexpected(r.error());
+    if (auto r = writer_.erase(released.start); !r)
+        return fail(ErrorKind::kInternal,
+                    "Failed to publish the range table: " + r.error().message());
+    ranges_.erase(it);
+    history_.record({&released, 1});
     return released;
 }
 
@@ -430,10 +495,7 @@ Outcome<RangeEntry> Allocator::find(const std::optional<std::string>& given,
     std::optional<std::string> name =
             given ? std::optional(scoped_name(*given, caller)) : std::nullopt;
     if (name) {
-        auto named = [&](const std::string& n) {
-            return std::find_if(ranges_.begin(), ranges_.end(),
-                                [&](const RangeEntry& r) { return r.name == n; });
-        };
+        auto named = [&](const std::string& n) { return named_range(n); };
         // Everyone may look at every range: a name is the caller's own first ("web" from UID
         // 1000 is u1000-web), then, if the caller has none of that name, the name as given
         // (root's "web"), so that what `list` shows can also be shown.

@@ -3,7 +3,8 @@
 // The allocation policy of transient-allocd: which range a request gets, who may do what (name
 // scopes and quotas, policy.hpp), how long it lives (until released, or until the user
 // namespace it is bound to is gone, userns.hpp), and the in-memory view of the live ranges that
-// is published, whole, through the table writer after every change. Logic over three seams —
+// the table writer publishes: an allocation or a release as one change, a sweep or an import as a
+// whole table. Logic over three seams —
 // the TableWriter, a CollisionChecker and a UsernsProbe — so that tests can drive it without
 // sockets, NSS or namespaces.
 
@@ -98,9 +99,12 @@ struct AllocateRequest {
 // The order released IDs are handed out again: files outlive ranges (a rootless podman storage,
 // a chowned tree), so never-used 64K blocks and single IDs go first, then released ones, least
 // recently released first. Kept in a small state file next to the table (the runtime
-// directory): one released block start or single ID per line, oldest release first, rewritten
-// (to a temporary file, then renamed) on every release. A missing or damaged file only loses
-// the order: unreadable lines are skipped, and IDs it does not name count as never used.
+// directory): one released block start or single ID per line, oldest release first, a later
+// line winning over an earlier one of the same ID. A release appends its lines (rewriting the
+// whole file on every release made a release cost as much as the history was long); once the
+// file holds more than twice the lines it needs, it is rewritten (to a temporary file, then
+// renamed). A missing or damaged file only loses the order: unreadable lines (a line cut short
+// by a crash) are skipped, and IDs it does not name count as never used.
 class ReleaseHistory {
 public:
     explicit ReleaseHistory(std::string path = {});  // empty: kept in memory only
@@ -113,11 +117,12 @@ public:
 
 private:
     void load();
-    void save() const;
+    void save();
 
     std::string path_;
     std::unordered_map<std::uint32_t, std::uint64_t> ranks_;
     std::uint64_t next_ = 1;
+    std::size_t lines_ = 0;  // in the file, superseded ones included
 };
 
 class Allocator {
@@ -185,7 +190,10 @@ private:
     std::optional<std::uint32_t> pick(std::uint32_t size);
     std::optional<std::uint32_t> pick_container_base(std::uint32_t size);
     std::optional<std::uint32_t> pick_dynamic_id();
+    void skip_used_blocks();
     bool candidate_free(std::uint32_t start, std::uint32_t size);
+    // The range called `name` (exactly), or ranges_.end(); O(log n).
+    std::vector<RangeEntry>::const_iterator named_range(std::string_view name) const;
     Outcome<void> publish(std::vector<RangeEntry> next);
     // Releases the bound ranges `judged` accepts that `swept` reports gone.
     Outcome<std::vector<RangeEntry>> judge(UsernsProbe& swept,
@@ -203,6 +211,8 @@ private:
     std::function<void()> sweep_runner_;
     std::optional<std::chrono::steady_clock::time_point> last_sweep_;
     ReleaseHistory history_;
+    // Every 64K block of the container pool below this is ours or was released before.
+    std::uint64_t never_used_ = 0;
 };
 
 // Where the allocator keeps its ReleaseHistory for the table at `table_path`: beside it.

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <vector>
@@ -69,18 +70,47 @@ void bypass_own_sources() {
     ::setenv("SYSTEMD_BYPASS_USERDB", "io.transient.Ranges", 1);
 }
 
-std::optional<std::string> subid_overlap(const std::string& path, std::uint32_t start,
-                                         std::uint32_t size) {
-    // The same parser as the import (subids.hpp): a line that names a range claims its IDs.
-    std::ifstream in(path);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (auto line = subid_overlap(parse_subid_file(text), start, size))
-        return path + ":" + std::to_string(line->line);
+bool SubidFile::same(const Stamp& a, const Stamp& b) {
+    auto eq = [](const timespec& x, const timespec& y) {
+        return x.tv_sec == y.tv_sec && x.tv_nsec == y.tv_nsec;
+    };
+    return a.exists == b.exists && a.dev == b.dev && a.ino == b.ino && a.size == b.size &&
+           eq(a.mtime, b.mtime) && eq(a.ctime, b.ctime);
+}
+
+std::optional<std::string> SubidFile::overlap(std::uint32_t start, std::uint32_t size) {
+    Stamp now;
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) == 0)
+        now = Stamp{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim, true};
+    if (!trusted_ || !same(*trusted_, now)) {
+        trusted_.reset();
+        // The same parser as the import (subids.hpp): a line that names a range claims its IDs.
+        std::ifstream in(path_);
+        const std::string text((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+        lines_ = parse_subid_file(text);
+        reads_++;
+        timespec read_at{};
+        ::clock_gettime(CLOCK_REALTIME, &read_at);
+        // A change after the stat() above gives the file new times (or a new inode), so the
+        // next use reads it again, unless it came within the same clock tick: hence the margin.
+        const time_t newest = std::max(now.mtime.tv_sec, now.ctime.tv_sec);
+        if (read_at.tv_sec - newest >= 2)
+            trusted_ = now;
+    }
+    if (auto line = subid_overlap(lines_, start, size))
+        return path_ + ":" + std::to_string(line->line);
     return std::nullopt;
 }
 
+std::optional<std::string> subid_overlap(const std::string& path, std::uint32_t start,
+                                         std::uint32_t size) {
+    return SubidFile(path).overlap(start, size);
+}
+
 SystemCollisionChecker::SystemCollisionChecker(CollisionSources sources)
-    : sources_(std::move(sources)) {}
+    : sources_(std::move(sources)), subuid_(sources_.subuid), subgid_(sources_.subgid) {}
 
 bool SystemCollisionChecker::have_systemd() const {
     struct stat st {};
@@ -184,10 +214,10 @@ std::optional<std::string> SystemCollisionChecker::range_taken(std::uint32_t sta
             why = probe_id(block + 0xFFFE);
     }
     if (!why)
-        if (auto where = subid_overlap(sources_.subuid, start, size))
+        if (auto where = subuid_.overlap(start, size))
             why = "overlaps the subordinate UIDs of " + *where;
     if (!why)
-        if (auto where = subid_overlap(sources_.subgid, start, size))
+        if (auto where = subgid_.overlap(start, size))
             why = "overlaps the subordinate GIDs of " + *where;
     // A taken candidate's lock goes at once; a free one's stays until end_choice().
     if (why)

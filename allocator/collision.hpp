@@ -11,10 +11,16 @@
 
 #pragma once
 
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "allocator/allocator.hpp"
+#include "allocator/subids.hpp"
 #include "allocator/system_locks.hpp"
 
 namespace transient::allocator {
@@ -25,6 +31,38 @@ struct CollisionSources {
     std::string passwd_lock = "/etc/.pwd.lock";
     // Holds nspawn-uid/, dynamic-uid/ and nsresource/registry/.
     std::string systemd_run = "/run/systemd";
+};
+
+// A subuid-format file, parsed once per change of the file rather than once per candidate (the
+// allocator read and parsed /etc/subuid and /etc/subgid for every candidate, issue 11). Every
+// use stat()s the path; a parse is reused only while the file's device, inode, size, mtime and
+// ctime are those it was read with, and only once those times are two seconds older than the
+// read (file times are as coarse as the kernel's clock tick: an edit in the same tick as the
+// read, of the same size, would otherwise go unseen).
+class SubidFile {
+public:
+    explicit SubidFile(std::string path) : path_(std::move(path)) {}
+    // The first line overlapping [start, start + size), as "FILE:LINE", or nothing. Unreadable
+    // or missing files claim nothing.
+    std::optional<std::string> overlap(std::uint32_t start, std::uint32_t size);
+    // How often the file was read and parsed (for tests).
+    std::size_t reads() const { return reads_; }
+
+private:
+    struct Stamp {
+        dev_t dev = 0;
+        ino_t ino = 0;
+        off_t size = 0;
+        timespec mtime{};
+        timespec ctime{};
+        bool exists = false;
+    };
+    static bool same(const Stamp& a, const Stamp& b);
+
+    std::string path_;
+    std::optional<Stamp> trusted_;  // the stamp of lines_, once old enough to be trusted
+    std::vector<SubidLine> lines_;
+    std::size_t reads_ = 0;
 };
 
 class SystemCollisionChecker : public CollisionChecker {
@@ -42,6 +80,8 @@ private:
     bool have_systemd() const;
 
     CollisionSources sources_;
+    SubidFile subuid_;
+    SubidFile subgid_;
     shm::UniqueFd passwd_lock_;
     shm::UniqueFd registry_lock_;
     std::vector<LockFile> candidate_locks_;  // one per 64K block of the candidate

@@ -176,31 +176,47 @@ Result<Recovery> recover(const ipc::mapped_region& m) {
     return sanitize(std::move(entries), invalid);
 }
 
+void write_entry(EntryWords& e, const RangeEntry& r) {
+    // Relaxed: the latch counter stores around a copy's update order these (see publish()).
+    e.start_size.store(r.start | (std::uint64_t{r.size} << 32), std::memory_order_relaxed);
+    e.owner_flags.store(r.owner | (std::uint64_t{r.flags} << 32), std::memory_order_relaxed);
+    e.created_usec.store(r.created_usec, std::memory_order_relaxed);
+    const PaddedName name = pad_name(r.name);
+    for (std::size_t w = 0; w < kNameWords; w++) {
+        std::uint64_t word;
+        std::memcpy(&word, name.data() + w * 8, 8);
+        e.name[w].store(word, std::memory_order_relaxed);
+    }
+    e.userns_id.store(r.userns_id, std::memory_order_relaxed);
+    e.userns_ino.store(r.userns_ino, std::memory_order_relaxed);
+}
+
+// Word by word, relaxed, as write_entry(): the writer reads back what it stored itself.
+void copy_entry(EntryWords& to, const EntryWords& from) {
+    auto* t = reinterpret_cast<std::atomic<std::uint64_t>*>(&to);
+    const auto* f = reinterpret_cast<const std::atomic<std::uint64_t>*>(&from);
+    for (std::size_t w = 0; w < sizeof(EntryWords) / 8; w++)
+        t[w].store(f[w].load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
+std::atomic<std::uint32_t>* name_index_of(std::byte* copy, std::uint32_t capacity) {
+    return reinterpret_cast<std::atomic<std::uint32_t>*>(copy + name_index_offset(capacity));
+}
+
+std::atomic<std::uint32_t>* block_index_of(std::byte* copy, std::uint32_t capacity) {
+    return reinterpret_cast<std::atomic<std::uint32_t>*>(copy + block_index_offset(capacity));
+}
+
 void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEntry> ranges,
                 const std::vector<std::uint32_t>& by_name) {
     auto* entries = reinterpret_cast<EntryWords*>(copy + entries_offset());
-    for (std::size_t i = 0; i < ranges.size(); i++) {
-        const RangeEntry& r = ranges[i];
-        EntryWords& e = entries[i];
-        // Relaxed: the latch counter stores around this copy order these (see publish()).
-        e.start_size.store(r.start | (std::uint64_t{r.size} << 32), std::memory_order_relaxed);
-        e.owner_flags.store(r.owner | (std::uint64_t{r.flags} << 32), std::memory_order_relaxed);
-        e.created_usec.store(r.created_usec, std::memory_order_relaxed);
-        const PaddedName name = pad_name(r.name);
-        for (std::size_t w = 0; w < kNameWords; w++) {
-            std::uint64_t word;
-            std::memcpy(&word, name.data() + w * 8, 8);
-            e.name[w].store(word, std::memory_order_relaxed);
-        }
-        e.userns_id.store(r.userns_id, std::memory_order_relaxed);
-        e.userns_ino.store(r.userns_ino, std::memory_order_relaxed);
-    }
-    auto* idx = reinterpret_cast<std::atomic<std::uint32_t>*>(copy + name_index_offset(capacity));
+    for (std::size_t i = 0; i < ranges.size(); i++)
+        write_entry(entries[i], ranges[i]);
+    auto* idx = name_index_of(copy, capacity);
     for (std::size_t i = 0; i < by_name.size(); i++)
         idx[i].store(by_name[i], std::memory_order_relaxed);  // ordered by the latch, as above
     // block[b]: the first entry starting at or above b << 16 (ranges are sorted by start).
-    auto* block =
-            reinterpret_cast<std::atomic<std::uint32_t>*>(copy + block_index_offset(capacity));
+    auto* block = block_index_of(copy, capacity);
     std::size_t e = 0;
     for (std::uint32_t b = 0; b < kBlockIndexSize; b++) {
         while (e < ranges.size() && (ranges[e].start >> 16) < b)
@@ -233,6 +249,12 @@ void store_latch(FileHeader& h, std::uint64_t seq) {
     std::atomic_thread_fence(std::memory_order_release);
 }
 
+bool is_valid_entry(const RangeEntry& r) {
+    return is_valid_range_name(r.name.data(), r.name.size()) &&
+           is_valid_entry_shape(r.start, r.size, r.flags) &&
+           !(r.size > kContainerRangeSize && r.name.size() > max_range_name_length(r.size));
+}
+
 }  // namespace
 
 Result<void> TableWriter::check(std::span<const RangeEntry> ranges, std::uint32_t capacity) {
@@ -242,9 +264,7 @@ Result<void> TableWriter::check(std::span<const RangeEntry> ranges, std::uint32_
     std::unordered_set<std::string_view> names;
     for (std::size_t i = 0; i < ranges.size(); i++) {
         const RangeEntry& r = ranges[i];
-        if (!is_valid_range_name(r.name.data(), r.name.size()) ||
-            !is_valid_entry_shape(r.start, r.size, r.flags) ||
-            (r.size > kContainerRangeSize && r.name.size() > max_range_name_length(r.size)))
+        if (!is_valid_entry(r))
             return errno_error(EINVAL);
         if (i > 0 && ranges[i - 1].end() > r.start)
             return errno_error(EINVAL);
@@ -403,7 +423,123 @@ Result<void> TableWriter::publish(std::span<const RangeEntry> ranges) {
     store_latch(h, ++seq);  // even: readers move to the updated copy 0
     write_copy(copy_of(mapping_.get_address(), 1), capacity_, ranges, by_name);
     copy1_written_ = true;
+    remember(ranges);
+    by_name_ = by_name;
     return {};
+}
+
+void TableWriter::remember(std::span<const RangeEntry> ranges) {
+    slots_.clear();
+    slots_.reserve(ranges.size());
+    for (const RangeEntry& r : ranges)
+        slots_.push_back(Slot{r.start, r.size, pad_name(r.name)});
+}
+
+std::size_t TableWriter::name_position(const PaddedName& name) const {
+    return static_cast<std::size_t>(
+            std::lower_bound(by_name_.begin(), by_name_.end(), name,
+                             [&](std::uint32_t i, const PaddedName& n) {
+                                 return std::memcmp(slots_[i].name.data(), n.data(), n.size()) < 0;
+                             }) -
+            by_name_.begin());
+}
+
+std::optional<std::size_t> TableWriter::find_name(std::string_view name) const {
+    if (name.size() >= sizeof(PaddedName))
+        return std::nullopt;
+    PaddedName padded{};
+    std::memcpy(padded.data(), name.data(), name.size());
+    const std::size_t q = name_position(padded);
+    if (q == by_name_.size() || slots_[by_name_[q]].name != padded)
+        return std::nullopt;
+    return by_name_[q];
+}
+
+Result<void> TableWriter::insert(const RangeEntry& entry) {
+    if (slots_.size() >= capacity_)
+        return errno_error(ENOSPC);
+    if (!is_valid_entry(entry))
+        return errno_error(EINVAL);
+    const auto after = std::upper_bound(
+            slots_.begin(), slots_.end(), entry.start,
+            [](std::uint32_t start, const Slot& s) { return start < s.start; });
+    if (after != slots_.end() && entry.end() > after->start)
+        return errno_error(EINVAL);
+    if (after != slots_.begin() &&
+        std::uint64_t{std::prev(after)->start} + std::prev(after)->size > entry.start)
+        return errno_error(EINVAL);
+    const PaddedName name = pad_name(entry.name);
+    const std::size_t q = name_position(name);
+    if (q < by_name_.size() && slots_[by_name_[q]].name == name)
+        return errno_error(EINVAL);
+    const auto pos = static_cast<std::size_t>(after - slots_.begin());
+    slots_.insert(after, Slot{entry.start, entry.size, name});
+    for (std::uint32_t& i : by_name_)
+        i += i >= pos ? 1 : 0;
+    by_name_.insert(by_name_.begin() + static_cast<std::ptrdiff_t>(q),
+                    static_cast<std::uint32_t>(pos));
+    apply(Delta{true, pos, q, &entry, entry.start});
+    return {};
+}
+
+Result<void> TableWriter::erase(std::uint32_t start) {
+    const auto it = std::lower_bound(slots_.begin(), slots_.end(), start,
+                                     [](const Slot& s, std::uint32_t v) { return s.start < v; });
+    if (it == slots_.end() || it->start != start)
+        return errno_error(ENOENT);
+    const auto pos = static_cast<std::size_t>(it - slots_.begin());
+    const std::size_t q = name_position(it->name);
+    by_name_.erase(by_name_.begin() + static_cast<std::ptrdiff_t>(q));
+    for (std::uint32_t& i : by_name_)
+        i -= i > pos ? 1 : 0;
+    slots_.erase(it);
+    apply(Delta{false, pos, q, nullptr, start});
+    return {};
+}
+
+// The latch of publish(), with the change instead of the whole table. Between two publishes
+// both copies hold the same table and the counter is even (publish() and open() end so): the
+// odd counter sends readers to copy 1, still the old table, while copy 0 changes; the even one
+// sends them back to copy 0, the new table, while copy 1 gets the same change. A writer killed
+// at any instant leaves copies[seq & 1] complete, either the old table or the new one; a
+// restarted writer rewrites both copies from that one (open()).
+void TableWriter::apply(const Delta& d) {
+    FileHeader& h = header_of(mapping_.get_address());
+    std::uint64_t seq = h.seq.load(std::memory_order_relaxed);  // even, see above
+    store_latch(h, ++seq);
+    apply_to_copy(0, d);
+    store_latch(h, ++seq);
+    apply_to_copy(1, d);
+}
+
+void TableWriter::apply_to_copy(int i, const Delta& d) {
+    std::byte* copy = copy_of(mapping_.get_address(), i);
+    auto* entries = reinterpret_cast<EntryWords*>(copy + entries_offset());
+    const std::size_t count = slots_.size();  // after the change
+    if (d.insert) {
+        for (std::size_t e = count - 1; e > d.pos; e--)
+            copy_entry(entries[e], entries[e - 1]);
+        write_entry(entries[d.pos], *d.entry);
+    } else {
+        for (std::size_t e = d.pos; e < count; e++)
+            copy_entry(entries[e], entries[e + 1]);
+    }
+    // Every position at or after the change moved by one: the whole name index is rewritten
+    // (4 bytes an entry), which costs less than finding the words that changed.
+    auto* idx = name_index_of(copy, capacity_);
+    const std::uint32_t* by_name = by_name_.data();  // not reloaded after every store
+    for (std::size_t n = 0; n < count; n++)
+        idx[n].store(by_name[n], std::memory_order_relaxed);
+    // block[b] counts the entries starting below b << 16: one more or less for the blocks
+    // above the one the entry starts in.
+    // This loop is most of the cost of a change (up to 65,536 words a copy, whatever the size of
+    // the table): the step is a local, or the compiler reloads d.insert after every store.
+    auto* block = block_index_of(copy, capacity_);
+    const std::uint32_t step = d.insert ? 1U : ~0U;  // +1 or -1, modulo 2^32
+    for (std::uint32_t b = (d.start >> 16) + 1; b < kBlockIndexSize; b++)
+        block[b].store(block[b].load(std::memory_order_relaxed) + step,
+                       std::memory_order_relaxed);
+    reinterpret_cast<CopyHeader*>(copy)->count.store(count, std::memory_order_relaxed);
 }
 
 }  // namespace transient::shm

@@ -7,8 +7,11 @@
 
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -65,8 +68,40 @@ public:
     // Validates what publish() requires. Exposed for tests and for the allocator's own checks.
     static Result<void> check(std::span<const RangeEntry> ranges, std::uint32_t capacity);
 
+    // Adds one range to the published table, or removes the one starting at `start`: the same
+    // latch as publish(), but each copy gets only the change (the entries after it move by one,
+    // the indexes after it by one), not a rewrite, and nothing is sorted. insert() requires what
+    // publish() does of the table that results (EINVAL, ENOSPC otherwise); erase() fails with
+    // ENOENT if no range starts there. Both leave the table unchanged when they fail.
+    Result<void> insert(const RangeEntry& entry);
+    Result<void> erase(std::uint32_t start);
+
+    // The position (in start order) of the published range called `name`, in O(log n).
+    std::optional<std::size_t> find_name(std::string_view name) const;
+    std::size_t size() const { return slots_.size(); }
+
 private:
     TableWriter() = default;
+
+    // What the writer keeps of the published table, in start order, to change it by a delta:
+    // starts and sizes (for the overlap checks) and padded names (for the name index).
+    struct Slot {
+        std::uint32_t start = 0;
+        std::uint32_t size = 0;
+        std::array<char, kNameWords * 8> name{};
+    };
+    // A change of one entry at `pos` (start order) and `name_pos` (name order).
+    struct Delta {
+        bool insert = false;
+        std::size_t pos = 0;
+        std::size_t name_pos = 0;
+        const RangeEntry* entry = nullptr;  // insert only
+        std::uint32_t start = 0;
+    };
+    void remember(std::span<const RangeEntry> ranges);
+    void apply(const Delta& d);
+    void apply_to_copy(int copy, const Delta& d);
+    std::size_t name_position(const std::array<char, kNameWords * 8>& name) const;
 
     std::string path_;
     UniqueFd lock_;  // flock()ed for the writer's lifetime
@@ -76,6 +111,8 @@ private:
     // Whether this writer completed copy 1 itself; until then it may be torn (see publish()).
     bool copy1_written_ = false;
     Recovery recovery_;
+    std::vector<Slot> slots_;               // the published entries, in start order
+    std::vector<std::uint32_t> by_name_;    // the published name index
 };
 
 }  // namespace transient::shm

@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -349,6 +350,41 @@ TEST(SubidTest, FindsOverlappingLines) {
     EXPECT_FALSE(subid_overlap(tmpl, 100000 + 65536, 1));
     EXPECT_FALSE(subid_overlap("/nonexistent/subuid", 0, 65536));
     ::unlink(tmpl);
+}
+
+// Sets the file's times `ago` seconds into the past (its ctime stays now: see below).
+void age(const std::string& path, int ago) {
+    timespec times[2];
+    ::clock_gettime(CLOCK_REALTIME, &times[0]);
+    times[0].tv_sec -= ago;
+    times[1] = times[0];
+    ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+}
+
+TEST(SubidTest, ParsesAFileOncePerChange) {
+    char tmpl[] = "/tmp/transient-subuid.XXXXXX";
+    const int fd = ::mkstemp(tmpl);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+    std::ofstream(tmpl) << "alice:100000:65536\n";
+    SubidFile f(tmpl);
+    // Just written: its times are too recent to vouch for the parse, so every use reads it.
+    EXPECT_TRUE(f.overlap(100000, 1));
+    EXPECT_TRUE(f.overlap(100000, 1));
+    EXPECT_EQ(f.reads(), 2U);
+    // The ctime cannot be set back; a file whose times are older is read once, then kept.
+    ::sleep(2);
+    age(tmpl, 60);
+    EXPECT_TRUE(f.overlap(100000, 1));
+    EXPECT_FALSE(f.overlap(524288, 65536));
+    EXPECT_TRUE(f.overlap(165535, 1));
+    EXPECT_EQ(f.reads(), 3U);
+    // Any change of the file is seen at the next use.
+    std::ofstream(tmpl) << "bob:524288:65536\n";
+    EXPECT_EQ(f.overlap(524288, 65536), std::string(tmpl) + ":1");
+    EXPECT_FALSE(f.overlap(100000, 1));
+    ::unlink(tmpl);
+    EXPECT_FALSE(f.overlap(524288, 65536)) << "a removed file claims nothing";
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -413,6 +414,54 @@ TEST_F(TableCrashStateTest, PublishStoppedAtEveryPageLeavesTheOldOrTheNewState) 
     std::cout << "[ stats    ] stopped the writer at " << frozen << " of " << freezer.pages()
               << " pages, " << saw_new << " times after the switch to the new state\n";
     EXPECT_GT(frozen * kPageStride, 2 * (b_.size() * sizeof(EntryWords) / testing::page_size()));
+    EXPECT_GT(saw_new, 0U);
+    EXPECT_LT(saw_new, frozen);
+}
+
+// The same for the allocator's path: one range inserted near the front of A (every entry after
+// it moves by one, in both copies) and erased again, each stopped at its first store into each
+// page in turn. Readers and a restarted writer see the table before or after the change.
+TEST_F(TableCrashStateTest, SingleChangesStoppedAtEveryPageLeaveTheOldOrTheNewState) {
+    ASSERT_TRUE(TableWriter::open(dir_.table(), kCapacity));  // create it, so open() maps once
+    testing::WriterFreezer freezer;
+    freezer.arm_mapping(file_size_for(kCapacity));
+    auto w = TableWriter::open(dir_.table(), kCapacity);
+    ASSERT_TRUE(w) << w.error().message();
+    ASSERT_TRUE(freezer.captured());
+    auto m = map_table(dir_.table());
+    ASSERT_TRUE(m);
+    const RangeEntry added = all_slots()[1];  // right after A's first entry
+    std::vector<RangeEntry> with = a_;
+    with.insert(with.begin() + 1, added);
+    std::size_t frozen = 0, saw_new = 0;
+    // Stops `change` of `from` into `to` at `page`; checks what readers and a restart see.
+    auto stop_at = [&](std::size_t page, const std::function<void()>& change,
+                       const std::vector<RangeEntry>& from, const std::vector<RangeEntry>& to) {
+        freezer.protect(page);
+        if (!freezer.run_until_frozen(change))
+            return;
+        frozen++;
+        const std::vector<RangeEntry> seen = testing::read_entries(m->view);
+        const bool is_new = seen == to;
+        saw_new += is_new;
+        EXPECT_TRUE(is_new || seen == from) << describe(seen, from, to);
+        expect_readers_and_recovery_see(copy_of_table_as_if_killed_now(), is_new ? to : from,
+                                        is_new ? from : to);
+        freezer.release();
+    };
+    for (std::size_t page = 0; page < freezer.pages(); page += kPageStride) {
+        SCOPED_TRACE(::testing::Message() << "page " << page);
+        ASSERT_TRUE(w->publish(a_));
+        stop_at(page, [&] { EXPECT_TRUE(w->insert(added)); }, a_, with);
+        ASSERT_TRUE(testing::read_entries(m->view) == with);
+        stop_at(page, [&] { EXPECT_TRUE(w->erase(added.start)); }, with, a_);
+        ASSERT_TRUE(testing::read_entries(m->view) == a_);
+        if (HasFailure())
+            return;
+    }
+    std::cout << "[ stats    ] stopped single changes at " << frozen << " pages, " << saw_new
+              << " times after the switch to the new state\n";
+    EXPECT_GT(frozen * kPageStride, 2 * (a_.size() * sizeof(EntryWords) / testing::page_size()));
     EXPECT_GT(saw_new, 0U);
     EXPECT_LT(saw_new, frozen);
 }

@@ -253,19 +253,23 @@ void run_reader(const TableView& v, const Universe& u, std::uint64_t seed,
     }
 }
 
-// Publishes stable ∪ a fresh random half of the other slots, over and over.
+// Publishes stable ∪ a fresh random half of the other slots, over and over, and between two
+// whole tables a burst of single changes (TableWriter::insert() and erase(), the allocator's
+// path): a random slot that is not stable comes or goes.
 // Publishes random states until `stop`; `published` counts them as they go.
 void run_writer(TableWriter& w, const Universe& u, const std::atomic<bool>& stop,
                 std::atomic<std::uint64_t>& published, std::string& error) {
     std::mt19937_64 rng(99);
     std::vector<RangeEntry> state;
+    std::vector<bool> present(u.slots.size());
     while (!stop.load(std::memory_order_relaxed)) {  // relaxed: only ends the loop
         state.clear();
         std::uint64_t bits = 0;
         for (std::uint32_t i = 0; i < u.slots.size(); i++) {
             if (i % 64 == 0)
                 bits = rng();
-            if (i % kStableEvery == 0 || ((bits >> (i % 64)) & 1))
+            present[i] = i % kStableEvery == 0 || ((bits >> (i % 64)) & 1);
+            if (present[i])
                 state.push_back(u.slots[i]);
         }
         if (auto r = w.publish(state); !r) {
@@ -273,6 +277,18 @@ void run_writer(TableWriter& w, const Universe& u, const std::atomic<bool>& stop
             return;
         }
         published.fetch_add(1, std::memory_order_relaxed);
+        for (int n = 0; n < 16 && !stop.load(std::memory_order_relaxed); n++) {
+            const auto i = static_cast<std::uint32_t>(rng() % u.slots.size());
+            if (i % kStableEvery == 0)
+                continue;
+            auto r = present[i] ? w.erase(u.slots[i].start) : w.insert(u.slots[i]);
+            if (!r) {
+                error = (present[i] ? "erase: " : "insert: ") + r.error().message();
+                return;
+            }
+            present[i] = !present[i];
+            published.fetch_add(1, std::memory_order_relaxed);
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -240,6 +242,119 @@ TEST_F(TableTest, RestartedWriterRecoversEveryAcknowledgedRange) {
     ASSERT_TRUE(w);
     EXPECT_EQ(w->recovery().dropped, 0U);
     EXPECT_EQ(w->recovery().ranges, ranges);
+}
+
+// The bytes readers use of both copies of the table at `path`: count, entries, name index and
+// block index (what lies past the count is stale and differs).
+std::vector<std::byte> published_bytes(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0);
+    const std::uint64_t size = file_size_for(kDefaultCapacity);
+    void* m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    EXPECT_NE(m, MAP_FAILED);
+    std::vector<std::byte> out;
+    const auto* base = static_cast<const std::byte*>(m);
+    for (int i = 0; i < 2; i++) {
+        const std::byte* copy = base + sizeof(FileHeader) + i * copy_size_for(kDefaultCapacity);
+        std::uint64_t count;
+        std::memcpy(&count, copy, sizeof count);
+        auto take = [&](std::uint64_t offset, std::uint64_t n) {
+            out.insert(out.end(), copy + offset, copy + offset + n);
+        };
+        take(0, sizeof count);
+        take(entries_offset(), count * sizeof(EntryWords));
+        take(name_index_offset(kDefaultCapacity), count * 4);
+        take(block_index_offset(kDefaultCapacity), std::uint64_t{kBlockIndexSize} * 4);
+    }
+    ::munmap(m, size);
+    return out;
+}
+
+TEST_F(TableTest, SingleChangesLeaveTheSameTableAsAWholePublish) {
+    // Ranges of every shape, in and between blocks, names in another order than starts.
+    std::vector<RangeEntry> universe;
+    for (std::uint32_t i = 0; i < 120; i++) {
+        std::string name = "r" + std::to_string((i * 37) % 120);
+        if (i % 10 == 3)
+            universe.push_back(RangeEntry{name, 61184 + i, 1, 0, 0, 1, 0, 0});
+        else
+            universe.push_back(RangeEntry{name, kContainerPoolFirst + i * 3 * kContainerRangeSize,
+                                          (i % 4 == 1 ? 2 : 1) * kContainerRangeSize, i, 0, i,
+                                          0, 0});
+    }
+    std::sort(universe.begin(), universe.end(),
+              [](const RangeEntry& a, const RangeEntry& b) { return a.start < b.start; });
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    std::filesystem::create_directory(dir_ + "/whole");
+    const std::string whole_path = dir_ + "/whole/" + kTableFileName;
+    auto whole = TableWriter::open(whole_path);
+    ASSERT_TRUE(whole);
+
+    std::mt19937 rng(7);
+    std::vector<bool> present(universe.size());
+    for (int step = 0; step < 600; step++) {
+        const std::size_t i = rng() % universe.size();
+        const RangeEntry& e = universe[i];
+        if (present[i]) {
+            ASSERT_TRUE(w->erase(e.start)) << step;
+            EXPECT_FALSE(w->find_name(e.name)) << step;
+        } else {
+            ASSERT_TRUE(w->insert(e)) << step;
+        }
+        present[i] = !present[i];
+        std::vector<RangeEntry> expected;
+        for (std::size_t k = 0; k < universe.size(); k++)
+            if (present[k])
+                expected.push_back(universe[k]);
+        ASSERT_TRUE(whole->publish(expected));
+        ASSERT_EQ(published_bytes(path_), published_bytes(whole_path)) << "step " << step;
+        ASSERT_EQ(w->size(), expected.size());
+        for (std::size_t k = 0; k < expected.size(); k++)
+            ASSERT_EQ(w->find_name(expected[k].name), k) << expected[k].name;
+    }
+}
+
+TEST_F(TableTest, SingleChangesRefuseWhatPublishRefusesAndChangeNothing) {
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(w->insert(container("a", kContainerPoolFirst)));
+    ASSERT_TRUE(w->insert(container("c", kContainerPoolFirst + 2 * kContainerRangeSize)));
+    const auto before = published_bytes(path_);
+    auto overlapping = container("b", kContainerPoolFirst + kContainerRangeSize);
+    overlapping.size = 2 * kContainerRangeSize;  // into "c"
+    EXPECT_EQ(w->insert(overlapping).error().value(), EINVAL);
+    EXPECT_EQ(w->insert(container("b", kContainerPoolFirst + 100)).error().value(), EINVAL);
+    EXPECT_EQ(w->insert(container("a", kContainerPoolFirst + kContainerRangeSize)).error().value(),
+              EINVAL);  // the name is taken
+    EXPECT_EQ(w->insert(container("bad name", kContainerPoolFirst + kContainerRangeSize))
+                      .error()
+                      .value(),
+              EINVAL);
+    EXPECT_EQ(w->erase(kContainerPoolFirst + kContainerRangeSize).error().value(), ENOENT);
+    EXPECT_EQ(published_bytes(path_), before);
+    EXPECT_EQ(w->find_name("c"), 1U);
+    EXPECT_FALSE(w->find_name("b"));
+    EXPECT_FALSE(w->find_name("a-name-longer-than-any-range-name"));
+}
+
+TEST_F(TableTest, ARestartedWriterRecoversWhatSingleChangesPublished) {
+    {
+        auto w = TableWriter::open(path_);
+        ASSERT_TRUE(w);
+        for (std::uint32_t i = 0; i < 5; i++)
+            ASSERT_TRUE(w->insert(container("r" + std::to_string(i),
+                                            kContainerPoolFirst + i * kContainerRangeSize)));
+        ASSERT_TRUE(w->erase(kContainerPoolFirst + 2 * kContainerRangeSize));
+    }
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    std::vector<std::string> names;
+    for (const RangeEntry& r : w->recovery().ranges)
+        names.push_back(r.name);
+    EXPECT_EQ(names, (std::vector<std::string>{"r0", "r1", "r3", "r4"}));
+    EXPECT_EQ(w->recovery().dropped, 0U);
 }
 
 }  // namespace
