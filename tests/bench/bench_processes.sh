@@ -18,8 +18,8 @@
 # The programs: ls -l and ls -ln (no lookups: the limit) over the directory, stat -c %U and
 # stat -c %u over its files, ps -eo user,pid and ps -eo uid,pid, id for ID_USERS users one after
 # the other and as many `id -u` (no lookup), and getent passwd (enumeration). The result is the
-# median time per program and setup, and its ratio to the median of `ls -ln` in the same run;
-# the load average is printed before and after.
+# median CPU time (user + system) and wall-clock time per program and setup, each with its ratio
+# to the median of `ls -ln` in the same run; the load average is printed before and after.
 #
 # Usage (from the top of the source tree, after building transient-allocd, transientctl,
 # transient-userdbd, libnss_transient.so.2 and libnss_benchtrivial.so.2):
@@ -200,40 +200,51 @@ label() {
 
 samples=$S/samples
 : >"$samples"
+TIMEFORMAT='%3R %3U %3S'
 n=${#SETUPS[@]}
 for ((r = 0; r < ROUNDS; r++)); do
     for ((k = 0; k < n; k++)); do
         setup=${SETUPS[$(((r + k) % n))]}
         use_setup "$setup"
         for prog in "${PROGRAMS[@]}"; do
-            t0=$EPOCHREALTIME
-            run "$prog"
-            t1=$EPOCHREALTIME
-            echo "$setup $prog ${t0/./} ${t1/./}" >>"$samples"
+            # Wall-clock and CPU (user + system) seconds of the program and its children.
+            { time run "$prog"; } 2>"$S/time"
+            read -r wall user sys <"$S/time"
+            echo "$setup $prog $wall $user $sys" >>"$samples"
         done
     done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# ---- report: median ms, and the ratio to the median of ls -ln over all setups ----
-echo
-echo "$ROUNDS rounds, $FILES files of $FILES owners, $PROCS processes of $PROCS users;" \
-     "median ms (ratio to ls -ln)"
-printf '| %-30s |' "program"
-for setup in "${SETUPS[@]}"; do printf ' %-17s |' "$setup"; done
-echo
-printf '|%s|' "$(printf -- '-%.0s' $(seq 32))"
-for setup in "${SETUPS[@]}"; do printf '%s:|' "$(printf -- '-%.0s' $(seq 18))"; done
-echo
+# ---- report: median ms per program and setup, and its ratio to the median of ls -ln (all
+# setups) of the same measure. CPU time (user + system) is what a program costs the machine and
+# barely depends on the load; wall-clock time on a loaded machine also holds the wait for a CPU.
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
-base=$(awk '$2 == "ls_ln" { print ($4 - $3) / 1000 }' "$samples" | median)
-for prog in "${PROGRAMS[@]}"; do
-    printf '| %-30s |' "$(label "$prog")"
-    for setup in "${SETUPS[@]}"; do
-        m=$(awk -v s="$setup" -v p="$prog" '$1 == s && $2 == p { print ($4 - $3) / 1000 }' \
-            "$samples" | median)
-        printf ' %17s |' "$(awk -v m="$m" -v b="$base" 'BEGIN { printf "%.1f (%.2fx)", m, m / b }')"
-    done
+# measure: 1 = wall, 2 = CPU
+values() { awk -v s="$1" -v p="$2" -v m="$3" '($1 == s || s == "*") && $2 == p {
+    print (m == 1 ? $3 : $4 + $5) * 1000 }' "$samples"; }
+table() {
+    local measure=$1 base prog setup m
+    printf '| %-30s |' "$2"
+    for setup in "${SETUPS[@]}"; do printf ' %-17s |' "$setup"; done
     echo
-done
+    printf '|%s|' "$(printf -- '-%.0s' $(seq 32))"
+    for setup in "${SETUPS[@]}"; do printf '%s:|' "$(printf -- '-%.0s' $(seq 18))"; done
+    echo
+    base=$(values '*' ls_ln "$measure" | median)
+    for prog in "${PROGRAMS[@]}"; do
+        printf '| %-30s |' "$(label "$prog")"
+        for setup in "${SETUPS[@]}"; do
+            m=$(values "$setup" "$prog" "$measure" | median)
+            printf ' %17s |' "$(awk -v m="$m" -v b="$base" 'BEGIN { printf "%.0f (%.2fx)", m, (b > 0 ? m / b : 0) }')"
+        done
+        echo
+    done
+}
+echo
+echo "$ROUNDS rounds, $FILES files of $FILES owners, $PROCS processes of $PROCS users."
+echo
+table 2 "CPU ms, median (ratio to ls -ln)"
+echo
+table 1 "wall ms, median (ratio to ls -ln)"
 it_finish
