@@ -91,6 +91,12 @@ for ((i = 0; i < PROCS; i++)); do
     setpriv --reuid="$u" --regid="$u" --clear-groups sleep 100000 </dev/null >/dev/null 2>&1 &
     SLEEPERS+=($!)
 done
+# setpriv changes its UIDs after the fork: wait until every sleeper runs under its own.
+for _ in $(seq 600); do
+    n=$(ps -o uid= -p "$(IFS=,; echo "${SLEEPERS[*]}")" | awk -v b="$B" '$1 >= b' | wc -l)
+    [ "$n" -lt "$PROCS" ] || break
+    sleep 0.05
+done
 
 # ---- the setups: nsswitch.conf, /etc/passwd and /etc/group are private bind mounts whose
 # sources live in the sandbox's tmpfs; only those sources are ever written ----
