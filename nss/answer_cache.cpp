@@ -10,21 +10,13 @@
 namespace transient::nss {
 
 namespace detail {
-constinit AnswerEntry answer_entries[kAnswerEntries];
-}  // namespace detail
 
-void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableView* view,
-                     std::uint64_t seq, const PackedRecord& answer) noexcept {
-    using detail::kAnswerBytes;
+constinit AnswerEntry answer_entries[kAnswerEntries];
+
+void fill_answer(AnswerEntry& e, std::uint64_t key, const shm::TableView* view,
+                 std::uint64_t seq, const PackedRecord& answer) noexcept {
     if (answer.size > kAnswerBytes || answer.name_length >= answer.size)
         return;
-    const std::uint64_t key = detail::answer_key(kind, id);
-    detail::AnswerEntry& e = detail::answer_entry(key);
-    // Relaxed: a heuristic; racing threads merely fill once more or once less.
-    if (e.candidate.load(std::memory_order_relaxed) != key) {
-        e.candidate.store(key, std::memory_order_relaxed);
-        return;
-    }
     std::uint64_t version = e.version.load(std::memory_order_relaxed);
     // Claim the entry, or leave it to the thread filling it. Relaxed: the fence below orders.
     if ((version & 1) != 0 ||
@@ -40,7 +32,7 @@ void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableView* vi
                   std::memory_order_relaxed);
     char text[kAnswerBytes] = {};
     std::memcpy(text, answer.text, answer.size);
-    for (std::size_t i = 0; i < detail::kAnswerWords; i++) {
+    for (std::size_t i = 0; i < kAnswerWords; i++) {
         std::uint64_t w;
         std::memcpy(&w, text + i * 8, 8);
         e.text[i].store(w, std::memory_order_relaxed);
@@ -49,4 +41,5 @@ void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableView* vi
     e.version.store(version + 2, std::memory_order_release);
 }
 
+}  // namespace detail
 }  // namespace transient::nss

@@ -36,12 +36,6 @@ namespace transient::nss {
 
 enum class AnswerKind : std::uint32_t { kPasswd = 1, kGroup = 2 };
 
-// Offers `answer` for `id`, read from `view` at latch value `seq`. It is remembered if it was
-// the last one offered for its entry too (so one-off lookups do not churn the cache), fits an
-// entry, and no other thread is writing the entry.
-void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableView* view,
-                     std::uint64_t seq, const PackedRecord& answer) noexcept;
-
 namespace detail {
 
 // Enough for the IDs a process works with at a time (the owners and groups of a directory's
@@ -82,6 +76,10 @@ inline AnswerEntry& answer_entry(std::uint64_t key) noexcept {
     return answer_entries[(key * 0x9E3779B97F4A7C15ULL) >> 58];
 }
 
+// Fills `e` with `answer` (remember_answer()'s second offer).
+void fill_answer(AnswerEntry& e, std::uint64_t key, const shm::TableView* view,
+                 std::uint64_t seq, const PackedRecord& answer) noexcept;
+
 // Copies a current answer for `key` to `dst` (kAnswerBytes writable bytes). Returns its sizes
 // word, or 0 for a miss.
 [[gnu::always_inline]] inline std::uint64_t load_answer(std::uint64_t key, char* dst) noexcept {
@@ -112,6 +110,22 @@ inline AnswerEntry& answer_entry(std::uint64_t key) noexcept {
 }
 
 }  // namespace detail
+
+// Offers `answer` for `id`, read from `view` at latch value `seq`. It is remembered if it was
+// the last one offered for its entry too (so one-off lookups do not churn the cache), fits an
+// entry, and no other thread is writing the entry. Inline: the first offer, which is all that
+// lookups that never repeat ever make, is one compare and one store.
+inline void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableView* view,
+                            std::uint64_t seq, const PackedRecord& answer) noexcept {
+    const std::uint64_t key = detail::answer_key(kind, id);
+    detail::AnswerEntry& e = detail::answer_entry(key);
+    // Relaxed: a heuristic; racing threads merely fill once more or once less.
+    if (e.candidate.load(std::memory_order_relaxed) != key) {
+        e.candidate.store(key, std::memory_order_relaxed);
+        return;
+    }
+    detail::fill_answer(e, key, view, seq, answer);
+}
 
 // The cached answer for `uid`/`gid` packed into the caller's buffer, if there is one that is
 // still current and the buffer has room; false otherwise (then do the full lookup). Touches

@@ -42,11 +42,12 @@ int resolve_id(std::uint32_t id, shm::IdKind kind, Resolved* ret) noexcept {
     // No usable table: NOTFOUND if missing (-ENOENT), UNAVAIL if corrupt.
     if (int r = acquire_table(&lease); r < 0)
         return r;
-    if (int r = shm::find_by_id(*lease.view(), id, &ret->range, &ret->seq); r < 0)
+    std::size_t name_length;
+    if (int r = shm::find_by_id(*lease.view(), id, &ret->range, &ret->seq, &name_length); r < 0)
         return r;
     if (!shm::range_has_kind(ret->range, kind))
         return -ESRCH;
-    ret->name = shm::ranged_id_name(ret->range, id - ret->range.start, kind);
+    ret->name = shm::ranged_id_name(ret->range, id - ret->range.start, kind, name_length);
     if (lease.cached())
         ret->view = lease.view();  // never unmapped: a valid cache key beyond the lease
     return 0;

@@ -123,8 +123,15 @@ struct Decimal {
                 "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
                 "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                 "8081828384858687888990919293949596979899";
-        for (std::uint32_t bound = 10; length < 10 && v >= bound; bound *= 10)
-            length++;
+        // The number of digits without a loop ("Bit Twiddling Hacks", IntegerLog10): 1233/4096
+        // approximates log10(2), so t is log10(v) or one more, and one compare settles which.
+        // v | 1 keeps 0 at one digit and never crosses a power of ten (those are even).
+        static constexpr std::uint32_t kPowers[] = {1,      10,      100,      1000,      10000,
+                                                    100000, 1000000, 10000000, 100000000,
+                                                    1000000000};
+        const auto bits = 32 - static_cast<std::uint32_t>(__builtin_clz(v | 1));
+        const std::uint32_t t = bits * 1233 >> 12;
+        length = t + 1 - ((v | 1) < kPowers[t] ? 1 : 0);
         std::uint32_t i = length;
         for (; v >= 100; v /= 100) {
             i -= 2;
@@ -149,8 +156,14 @@ struct IdName {
     std::size_t range_name_length = 0;
 };
 
+// REQUIRES: name_length = detail::padded_name_length(r.name) (find_by_id() reports it).
+inline IdName ranged_id_name(const RangeRecord& r, std::uint32_t n, IdKind kind,
+                             std::size_t name_length) noexcept {
+    return IdName{kind, false, detail::Decimal(n), r.name, name_length};
+}
+
 inline IdName ranged_id_name(const RangeRecord& r, std::uint32_t n, IdKind kind) noexcept {
-    return IdName{kind, false, detail::Decimal(n), r.name, detail::padded_name_length(r.name)};
+    return ranged_id_name(r, n, kind, detail::padded_name_length(r.name));
 }
 
 inline IdName foreign_id_name(std::uint32_t n, IdKind kind) noexcept {

@@ -247,15 +247,19 @@ inline bool is_valid_padded_name(const char (&name)[kNameWords * 8], std::size_t
     return (w[0] | w[1]) == 0 && !(name[0] >= '0' && name[0] <= '9') && name[0] != '-';
 }
 
-inline int validate_record(const RangeRecord& r) noexcept {
-    if (!is_valid_padded_name(r.name, padded_name_length(r.name)))
+// *ret_name_length (if not null) receives the name's length, which callers formatting the name
+// need too: measured once per lookup, not once per use.
+inline int validate_record(const RangeRecord& r, std::size_t* ret_name_length = nullptr) noexcept {
+    const std::size_t n = padded_name_length(r.name);
+    if (!is_valid_padded_name(r.name, n))
         return -EBADMSG;
     if (!is_valid_entry_shape(r.start, r.size, r.flags))
         return -EBADMSG;
     // A name too long for its range's offsets would give user names no lookup finds.
-    if (r.size > kContainerRangeSize &&
-        padded_name_length(r.name) > max_range_name_length(r.size))
+    if (r.size > kContainerRangeSize && n > max_range_name_length(r.size))
         return -EBADMSG;
+    if (ret_name_length != nullptr)
+        *ret_name_length = n;
     return 0;
 }
 
@@ -338,9 +342,11 @@ inline bool table_retired(const TableView& v) noexcept {
 // O(log n) in a version-1 table or among the single IDs of one 64K block. A range of several
 // blocks is found from any of them: when no entry of id's block starts at or below id, the
 // candidate is the last entry starting before that block. *ret_seq (if not null) receives the
-// latch value the answer was read at (see table_seq()).
+// latch value the answer was read at (see table_seq()), *ret_name_length (if not null) the
+// length of the range's name.
 inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
-                      std::uint64_t* ret_seq = nullptr) noexcept {
+                      std::uint64_t* ret_seq = nullptr,
+                      std::size_t* ret_name_length = nullptr) noexcept {
     RangeRecord rec;
     int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
         const std::uint64_t count = detail::entry_count(copy, v.capacity);
@@ -371,7 +377,7 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
     }, ret_seq);
     if (r < 0)
         return r;
-    if ((r = detail::validate_record(rec)) < 0)
+    if ((r = detail::validate_record(rec, ret_name_length)) < 0)
         return r;
     // Both bounds: with a corrupt block index or unsorted entries, the candidate before the
     // block may start above id.

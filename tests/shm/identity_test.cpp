@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -87,6 +88,29 @@ TEST(IdentityFormatTest, TruncatesLikeSnprintf) {
             std::snprintf(want, size, "vu-%s-%u", "name", v);
             EXPECT_EQ(0, std::memcmp(got, want, sizeof got)) << size << " " << v;
         }
+}
+
+// Decimal counts its digits without a loop: every number of digits, at both edges of each
+// power of ten, and random numbers of the whole 32-bit range.
+TEST(IdentityFormatTest, DecimalMatchesSnprintf) {
+    std::vector<std::uint32_t> values{0, 4294967295U};
+    for (std::uint64_t p = 1; p <= 4294967295ULL; p *= 10)
+        for (std::uint64_t v : {p - 1, p, p + 1, 2 * p - 1, 2 * p})
+            if (v <= 4294967295ULL)
+                values.push_back(static_cast<std::uint32_t>(v));
+    for (int bit = 0; bit < 32; bit++)
+        for (std::uint32_t v : {(1U << bit) - 1, 1U << bit, (1U << bit) + 1})
+            values.push_back(v);
+    std::mt19937 rng(11);
+    for (int i = 0; i < 100000; i++)
+        values.push_back(static_cast<std::uint32_t>(rng()) >> (rng() % 32));
+    for (std::uint32_t v : values) {
+        const detail::Decimal d(v);
+        char want[16];
+        const int n = std::snprintf(want, sizeof want, "%u", v);
+        ASSERT_EQ(std::string(d.digits, d.length), std::string(want, static_cast<std::size_t>(n)))
+                << v;
+    }
 }
 
 // The vectorized name check every lookup runs must agree with the plain one the writer uses, for
