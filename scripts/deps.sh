@@ -33,10 +33,12 @@ BUILD_PKGS=(cmake g++ make pkg-config libsystemd-dev nlohmann-json3-dev libboost
 #                        and containers-common come with it); runc, not crun, as its runtime:
 #                        crun 1.8 refuses hybrid cgroup hierarchies (tests/integration/podman.sh)
 #   busybox-static       the tiny root file system that integration.podman runs (no registry)
+#   lintian              system.lintian: the built .deb is lintian clean (overrides explained in
+#                        packaging/debian/transient.lintian-overrides)
 # Installing libnss-systemd adds "systemd" to the passwd: and group: lines of /etc/nsswitch.conf
 # (its maintainer script does that, as on any Debian host with systemd).
 RUN_PKGS=(util-linux mount bsdutils libc-bin coreutils binutils jq python3 procps
-          libnss-systemd systemd apt dpkg-dev uidmap podman runc busybox-static)
+          libnss-systemd systemd apt dpkg-dev uidmap podman runc busybox-static lintian)
 
 check_only=0
 [ "${1:-}" = --check ] && check_only=1
