@@ -78,7 +78,7 @@ void released(const shm::RangeEntry& r, uid_t caller) {
 
 void userns_gone(const shm::RangeEntry& r) {
     range_event(kUsernsGone, "Released", r, std::nullopt, "userns-gone",
-                ": its user namespace is gone");
+                ": the namespace is gone");
 }
 
 void imported(const shm::RangeEntry& r) {
