@@ -121,7 +121,23 @@ inline constexpr Field kBusyParams[] = {
     {"lockFile", FieldType::kString},
     {"holderPid", FieldType::kInt, true},
 };
-
+inline constexpr Field kGetStatusOut[] = {
+    {"version", FieldType::kString},
+    {"tablePath", FieldType::kString},
+    {"tableCapacity", FieldType::kInt},
+    {"probe", FieldType::kString},
+    {"maxRangesPerUser", FieldType::kInt},
+    {"maxRangeSize", FieldType::kInt},
+    {"allowSingle", FieldType::kBool},
+    {"allowContainer", FieldType::kBool},
+    {"containerPoolFirst", FieldType::kInt},
+    {"containerPoolLast", FieldType::kInt},
+    {"singlePoolFirst", FieldType::kInt},
+    {"singlePoolLast", FieldType::kInt},
+    {"ranges", FieldType::kInt},
+    {"boundRanges", FieldType::kInt},
+    {"importedRanges", FieldType::kInt},
+};
 
 }  // namespace detail
 
@@ -188,9 +204,18 @@ inline constexpr MethodDecl kGetRange{
 inline constexpr MethodDecl kListRanges{
     "ListRanges", "One reply per live range, in UID order. Requires \"more\".", {},
     detail::kRangeOut};
+inline constexpr MethodDecl kGetStatus{
+    "GetStatus",
+    "What the allocator runs with, for transientctl status: its version, the range table's path "
+    "and capacity (entries), the user namespace probe in use (\"file-handle\", \"scan\" or "
+    "\"none\"), the quotas and sizes of allocd.conf (MaxRangesPerUser=, MaxRangeSize=, whether "
+    "single IDs and 64K ranges are handed out), the pools (first and last ID of each), and how "
+    "many ranges are live, bound to a user namespace and imported. Anyone may call.",
+    {}, detail::kGetStatusOut};
 
 inline constexpr TypeDecl kTypes[] = {kRangeType};
-inline constexpr MethodDecl kMethods[] = {kAllocateRange, kReleaseRange, kGetRange, kListRanges};
+inline constexpr MethodDecl kMethods[] = {kAllocateRange, kReleaseRange, kGetRange, kListRanges,
+                                          kGetStatus};
 
 // In ErrorKind order (checked below), as the IDL lists them.
 inline constexpr ErrorDecl kErrors[] = {

@@ -3,7 +3,6 @@
 #include "allocator/service.hpp"
 
 #include <systemd/sd-daemon.h>
-#include <systemd/sd-journal.h>
 
 #include <pwd.h>
 
@@ -15,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "allocator/events.hpp"
 #include "allocator/policy.hpp"
 
 namespace transient::allocator {
@@ -25,26 +25,6 @@ using varlink::Param;
 using varlink::Type;
 
 namespace {
-
-// Audit trail: one structured journal entry per change, plus a line on stderr.
-constexpr char kMessageIdAllocated[] = "MESSAGE_ID=5d3a0b2f8e6c4f1a9b7d2e4c6a8f0b13";
-constexpr char kMessageIdReleased[] = "MESSAGE_ID=a41c7e9d03b24f6f8e5a1d2c3b4e5f60";
-
-// `why` completes the sentence, e.g. ": its user namespace is gone".
-void audit(const char* message_id, const char* verb, const RangeEntry& r, uid_t caller,
-           const char* why = "") {
-    std::fprintf(stderr, SD_INFO "%s range '%s' (%u…%u, %u IDs) for UID %u%s%s.\n", verb,
-                 r.name.c_str(), r.start, r.start + r.size - 1, r.size, caller,
-                 is_bound(r) ? (", bound to user namespace " + std::to_string(r.userns_ino)).c_str()
-                             : "",
-                 why);
-    sd_journal_send("MESSAGE=%s range '%s' (%u…%u) for UID %u", verb, r.name.c_str(), r.start,
-                    r.start + r.size - 1, caller, message_id, "PRIORITY=6",
-                    "TRANSIENT_RANGE=%s", r.name.c_str(), "TRANSIENT_START=%u", r.start,
-                    "TRANSIENT_SIZE=%u", r.size, "TRANSIENT_CALLER_UID=%u", caller,
-                    "TRANSIENT_USERNS_INODE=%llu",
-                    static_cast<unsigned long long>(is_bound(r) ? r.userns_ino : 0), nullptr);
-}
 
 void reply_failure(Call& call, const Failure& f, json params = json::object()) {
     if (f.kind == ErrorKind::kInternal) {
@@ -86,16 +66,19 @@ bool take_userns(const Allocator& a, Call& call, std::optional<UsernsIdentity>& 
     // A binding to the allocator's own namespace would never end.
     auto own = own_userns();
     if (!ns || (own && own->ino == ns->ino && own->id == ns->id)) {
+        events::refused(kAllocateRange.name, {}, 0, call.peer().uid,
+                        error_name(ErrorKind::kNotUserNamespace), {});
         call.error(error_name(ErrorKind::kNotUserNamespace));
         return false;
     }
     // Checked while the caller's fd still pins the namespace: a probe that cannot see it now
     // would later take it for gone, or never find out.
     if (a.probe() != nullptr && !a.probe()->watchable(fd.get())) {
-        std::fprintf(stderr, SD_WARNING "Cannot watch user namespace %llu of UID %u (%s probe), "
-                                        "refusing to bind a range to it.\n",
-                     static_cast<unsigned long long>(ns->ino), call.peer().uid,
-                     a.probe()->name());
+        // Through the refusals' rate limit: the caller decides how often this happens.
+        events::refused(kAllocateRange.name, {}, 0, call.peer().uid,
+                        error_name(ErrorKind::kCannotWatchUserNamespace),
+                        "cannot watch user namespace " + std::to_string(ns->ino) + " with the " +
+                                a.probe()->name() + " probe");
         call.error(error_name(ErrorKind::kCannotWatchUserNamespace));
         return false;
     }
@@ -124,7 +107,7 @@ bool map_bound_userns(Allocator& a, Call& call, const RangeEntry& r, uid_t calle
     std::string message = m.message;
     if (m.state == MapState::kPartial) {
         // Its UIDs are in use inside the namespace: handing them out again would be unsafe.
-        audit(kMessageIdAllocated, "Allocated", r, caller, " (uid_map only)");
+        events::allocated(r, caller);
         message += "; the range stays bound to the namespace and goes with it";
     } else if (auto undone = a.release(r.name, 0); !undone) {
         std::fprintf(stderr, SD_ERR "Failed to release range '%s' again: %s\n", r.name.c_str(),
@@ -138,6 +121,9 @@ bool map_bound_userns(Allocator& a, Call& call, const RangeEntry& r, uid_t calle
 void answer_allocation(Allocator& a, Call& call, const Outcome<RangeEntry>& r,
                        const AllocateRequest& req, const json& size_json, int userns_fd) {
     if (!r) {
+        if (r.error().kind != ErrorKind::kInternal)
+            events::refused(kAllocateRange.name, scoped_name(req.name, req.caller), req.size,
+                            req.caller, error_name(r.error().kind), r.error().message);
         json params = json::object();
         if (r.error().kind == ErrorKind::kNameInUse || r.error().kind == ErrorKind::kInvalidName)
             params["name"] = scoped_name(req.name, req.caller);
@@ -147,7 +133,7 @@ void answer_allocation(Allocator& a, Call& call, const Outcome<RangeEntry>& r,
     }
     if (userns_fd >= 0 && !map_bound_userns(a, call, *r, req.caller, userns_fd))
         return;
-    audit(kMessageIdAllocated, "Allocated", *r, req.caller);
+    events::allocated(*r, req.caller);
     call.reply(json{{"name", r->name}, {"start", r->start}, {"size", r->size}});
 }
 
@@ -231,8 +217,11 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
     std::optional<uid_t> owner;
     if (auto it = p.find("owner"); it != p.end() && !it->is_null()) {
         owner = resolve_owner(*it);
-        if (!owner)
+        if (!owner) {
+            events::refused(kAllocateRange.name, scoped_name(name, call.peer().uid), size,
+                            call.peer().uid, varlink::kErrorInvalidParameter, "unknown owner");
             return call.invalid_parameter("owner");
+        }
     }
     std::optional<UsernsIdentity> userns;
     shm::UniqueFd userns_fd;
@@ -263,11 +252,14 @@ void vl_allocate_range(Allocator& a, sd_event* event, std::chrono::milliseconds 
 void vl_release_range(Allocator& a, Call& call) {
     const std::string name = call.parameters().at("name").get<std::string>();
     auto r = a.release(name, call.peer().uid);
+    if (!r && r.error().kind != ErrorKind::kInternal)
+        events::refused(kReleaseRange.name, scoped_name(name, call.peer().uid), 0,
+                        call.peer().uid, error_name(r.error().kind), r.error().message);
     if (!r && r.error().kind == ErrorKind::kImportedRange)
         return reply_failure(call, r.error(), {{"name", name}});
     if (!r)
         return reply_failure(call, r.error());
-    audit(kMessageIdReleased, "Released", *r, call.peer().uid);
+    events::released(*r, call.peer().uid);
     call.reply();
 }
 
@@ -306,6 +298,30 @@ void vl_list_ranges(Allocator& a, Call& call) {
     for (std::size_t i = 0; i + 1 < ranges.size(); i++)
         call.reply_continues(item(ranges[i]));
     call.reply(item(ranges.back()));
+}
+
+void vl_get_status(Allocator& a, Call& call) {
+    const Policy& p = a.policy();
+    std::size_t bound = 0, imported = 0;
+    for (const RangeEntry& r : a.ranges()) {
+        bound += is_bound(r) ? 1 : 0;
+        imported += (r.flags & shm::kEntryFlagImported) != 0 ? 1 : 0;
+    }
+    call.reply(json{{"version", PROJECT_VERSION},
+                    {"tablePath", a.writer().path()},
+                    {"tableCapacity", a.writer().capacity()},
+                    {"probe", a.probe() != nullptr ? a.probe()->name() : "none"},
+                    {"maxRangesPerUser", p.max_ranges_per_user},
+                    {"maxRangeSize", p.max_range_size},
+                    {"allowSingle", p.allow_single},
+                    {"allowContainer", p.allow_container},
+                    {"containerPoolFirst", p.pools.container_first},
+                    {"containerPoolLast", p.pools.container_last},
+                    {"singlePoolFirst", p.pools.dynamic_first},
+                    {"singlePoolLast", p.pools.dynamic_last},
+                    {"ranges", a.ranges().size()},
+                    {"boundRanges", bound},
+                    {"importedRanges", imported}});
 }
 
 // ---- The IDL, printed from interface.hpp ----------------------------------------------------
@@ -404,8 +420,11 @@ std::string interface_description() {
     for (const MethodDecl& m : kMethods) {
         out += '\n';
         append_doc(out, m.doc);
-        append_declaration(out, "method " + std::string(m.name) + "(", m.parameters,
-                           ") -> (" + field_list(m.returns) + ")");
+        // A return list too long for a line (GetStatus's) gets one field per line as well.
+        std::string returns = ") -> (" + field_list(m.returns) + ")";
+        if (returns.size() > kIdlWidth)
+            returns = ") -> (\n  " + field_list(m.returns, ",\n  ") + "\n)";
+        append_declaration(out, "method " + std::string(m.name) + "(", m.parameters, returns);
     }
     out += '\n';
     for (const ErrorDecl& e : kErrors) {
@@ -434,7 +453,7 @@ json range_to_json(const RangeEntry& r, bool details) {
 }
 
 void log_automatic_release(const RangeEntry& r) {
-    audit(kMessageIdReleased, "Released", r, r.owner, ": the namespace is gone");
+    events::userns_gone(r);
 }
 
 varlink::Interface make_interface(Allocator& a, sd_event* event,
@@ -453,6 +472,8 @@ varlink::Interface make_interface(Allocator& a, sd_event* event,
             return bind(vl_get_range);
         if (method == kListRanges.name)
             return bind(vl_list_ranges);
+        if (method == kGetStatus.name)
+            return bind(vl_get_status);
         throw std::logic_error("no handler for method " + std::string(method));
     };
     varlink::Interface iface{kInterfaceName, interface_description(), {},

@@ -15,9 +15,11 @@
 #include <iterator>
 #include <map>
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include "allocator/allocator.hpp"
+#include "allocator/events.hpp"
 #include "shm/reader.hpp"
 
 namespace transient::allocator {
@@ -223,7 +225,35 @@ void import_now(Importer& im) {
     if (im.enabled)
         entries = imported_entries(read_subid_file(im.subuid), read_subid_file(im.subgid),
                                    resolve_owner_uid, &skipped);
+    auto imported_now = [&im] {
+        std::vector<shm::RangeEntry> out;
+        for (const shm::RangeEntry& e : im.allocator->ranges())
+            if ((e.flags & shm::kEntryFlagImported) != 0)
+                out.push_back(e);
+        return out;
+    };
+    const std::vector<shm::RangeEntry> before = imported_now();
     auto r = im.allocator->set_imported(entries, &skipped);
+    if (r) {
+        // One event per range that came or went. Both lists are sorted by start (ranges() is),
+        // and a start is unique among imported ranges, so a merge finds them.
+        const std::vector<shm::RangeEntry> after = imported_now();
+        auto key = [](const shm::RangeEntry& e) {
+            return std::tie(e.start, e.size, e.name, e.owner, e.flags, e.created_usec);
+        };
+        auto less = [&](const shm::RangeEntry& a, const shm::RangeEntry& b) {
+            return key(a) < key(b);
+        };
+        std::vector<shm::RangeEntry> gone, came;
+        std::set_difference(before.begin(), before.end(), after.begin(), after.end(),
+                            std::back_inserter(gone), less);
+        std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                            std::back_inserter(came), less);
+        for (const shm::RangeEntry& e : gone)
+            events::import_removed(e);
+        for (const shm::RangeEntry& e : came)
+            events::imported(e);
+    }
     for (const std::string& s : skipped)
         std::fprintf(stderr, SD_WARNING "Not importing: %s\n", s.c_str());
     if (!r)

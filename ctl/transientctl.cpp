@@ -3,8 +3,10 @@
 // transientctl: the command-line client of io.transient.Allocator. It allocates, releases,
 // lists and shows transient UID ranges by calling transient-allocd over Varlink, prints what
 // it got as aligned text for people or as JSON for scripts, and turns every failure into one
-// sentence on stderr that says what failed and why. Exit status: 0 on success, 1 if an
-// operation failed, 2 for a usage error.
+// sentence on stderr that says what failed and why. `status` also reads the range table and
+// /etc/nsswitch.conf itself, so it says something useful when the daemon is down. Exit status:
+// 0 on success, 1 if an operation failed, 2 for a usage error, 3 if `status` could not reach
+// the daemon.
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -33,6 +35,7 @@
 #include "allocator/interface.hpp"
 #include "base/paths.hpp"
 #include "shm/identity.hpp"
+#include "shm/table_reader.hpp"
 #include "varlink/varlink.hpp"
 
 #ifndef PROJECT_VERSION
@@ -46,6 +49,8 @@ using varlink::json;
 
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+// transientctl status: the daemon could not be reached (what the table and files say is printed).
+constexpr int kExitUnreachable = 3;
 
 // Allocation runs collision checks against every other UID source, which can take a moment
 // on a busy host; a daemon that does not answer at all is reported instead of waited for.
@@ -505,7 +510,16 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     return EXIT_SUCCESS;
 }
 
-// "Key: value" lines with the keys aligned right, as in systemd's status output. `uid` is the
+// "Key: value" lines with the keys aligned right, as in systemd's status output.
+void print_fields(const std::vector<std::pair<std::string, std::string>>& lines) {
+    std::size_t width = 0;
+    for (const auto& [key, value] : lines)
+        width = std::max(width, key.size());
+    for (const auto& [key, value] : lines)
+        std::printf("%*s: %s\n", static_cast<int>(width), key.c_str(), value.c_str());
+}
+
+// A range as "Key: value" lines (print_fields()). `uid` is the
 // UID the range was looked up by, if any.
 void print_range(const Range& r, const std::optional<uint64_t>& uid) {
     std::string size = std::to_string(r.size);
@@ -545,11 +559,7 @@ void print_range(const Range& r, const std::optional<uint64_t>& uid) {
         lines.insert(lines.begin(), {{"UID", id_line(shm::kUserNamePrefix, r.users)},
                                      {"GID", id_line(shm::kGroupNamePrefix, r.groups)}});
     }
-    std::size_t width = 0;
-    for (const auto& [key, value] : lines)
-        width = std::max(width, key.size());
-    for (const auto& [key, value] : lines)
-        std::printf("%*s: %s\n", static_cast<int>(width), key.c_str(), value.c_str());
+    print_fields(lines);
 }
 
 int do_show(const Context& ctx, std::span<const std::string> args) {
@@ -596,6 +606,264 @@ int do_show(const Context& ctx, std::span<const std::string> args) {
     return EXIT_SUCCESS;
 }
 
+// ---- status ---------------------------------------------------------------------------------
+
+// The nsswitch.conf status reads; the integration tests' sandbox mounts its own over it.
+constexpr char kNsswitchPath[] = "/etc/nsswitch.conf";
+
+// What the daemon said in GetStatus, or nothing when it could not be asked.
+struct DaemonStatus {
+    bool reachable = false;
+    std::string error;  // why not reachable, or why GetStatus failed
+    json reply;         // GetStatus's parameters when it answered
+};
+
+DaemonStatus query_daemon(const Context& ctx) {
+    DaemonStatus d;
+    auto client = varlink::Client::connect(ctx.socket, kCallTimeout);
+    if (!client) {
+        d.error = "cannot connect to " + ctx.socket + ": " + errno_string(client.error().value());
+        return d;
+    }
+    auto reply = client->call(std::string(kInterfaceName) + "." + std::string(kGetStatus.name),
+                              json::object());
+    if (!reply) {
+        d.error = describe_transport_error(reply.error().value());
+        return d;
+    }
+    d.reachable = true;
+    if (!reply->error.empty())
+        d.error = describe_error(*reply);
+    else if (!reply->parameters.is_object())
+        d.error = "the daemon sent a malformed reply";
+    else
+        d.reply = std::move(reply->parameters);
+    return d;
+}
+
+// Whether a `database:` line of nsswitch.conf names `service` among its sources. Nothing if the
+// file has no such line.
+std::optional<bool> nsswitch_has(const std::string& text, std::string_view database,
+                                 std::string_view service) {
+    std::optional<bool> found;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        std::size_t eol = text.find('\n', pos);
+        if (eol == std::string::npos)
+            eol = text.size();
+        std::string line = text.substr(pos, eol - pos);
+        pos = eol + 1;
+        line = line.substr(0, line.find('#'));
+        for (char& c : line)
+            if (c == '\t' || c == '\r')
+                c = ' ';
+        const std::size_t first = line.find_first_not_of(' ');
+        if (first == std::string::npos || line.compare(first, database.size(), database) != 0 ||
+            line.size() <= first + database.size() || line[first + database.size()] != ':')
+            continue;
+        // The last line for a database is the one glibc uses.
+        found = false;
+        std::string_view rest = std::string_view(line).substr(first + database.size() + 1);
+        while (!rest.empty()) {
+            const std::size_t b = rest.find_first_not_of(' ');
+            if (b == std::string_view::npos)
+                break;
+            rest = rest.substr(b);
+            const std::size_t e = std::min(rest.find(' '), rest.size());
+            if (rest.substr(0, e) == service)
+                found = true;
+            rest = rest.substr(e);
+        }
+    }
+    return found;
+}
+
+// Fill of the pools, from the table's records.
+struct PoolFill {
+    uint64_t container_blocks = 0, container_used = 0;
+    uint64_t single_ids = 0, single_used = 0;
+    uint64_t imported_ranges = 0, imported_ids = 0;
+};
+
+PoolFill pool_fill(std::span<const shm::RangeRecord> records, uint64_t cfirst, uint64_t clast,
+                   uint64_t sfirst, uint64_t slast) {
+    PoolFill f;
+    const uint64_t aligned = (cfirst + 0xFFFF) & ~uint64_t{0xFFFF};
+    if (clast + 1 > aligned)
+        f.container_blocks = (clast + 1 - aligned) / shm::kContainerRangeSize;
+    if (slast >= sfirst)
+        f.single_ids = slast - sfirst + 1;
+    for (const shm::RangeRecord& r : records) {
+        if ((r.flags & shm::kEntryFlagImported) != 0) {
+            f.imported_ranges++;
+            f.imported_ids += r.size;
+        } else if (r.size == 1 && r.start >= sfirst && r.start <= slast) {
+            f.single_used++;
+        } else if (r.size > 1 && r.start >= cfirst && r.start <= clast) {
+            f.container_used += r.size / shm::kContainerRangeSize;
+        }
+    }
+    return f;
+}
+
+std::string percent(uint64_t used, uint64_t total) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f%%", total == 0 ? 0.0 : 100.0 * used / total);
+    return buf;
+}
+
+std::string yes_no(const std::optional<bool>& v, const char* missing) {
+    return !v ? missing : *v ? "transient" : "without transient";
+}
+
+// The first screen to read when something is off: the daemon, the table, the pools, the probe,
+// the quotas and the nsswitch.conf lines. What the daemon cannot tell (it is down) comes from the
+// table and the files. Exit status 0: the daemon answered; 3: it is unreachable (the rest is
+// printed anyway); 1: it answered GetStatus with an error.
+int do_status(const Context& ctx, std::span<const std::string>) {
+    const DaemonStatus daemon = query_daemon(ctx);
+    const json& d = daemon.reply;
+    auto num = [&](const char* key, uint64_t fallback) {
+        return get_uint(d, key).value_or(fallback);
+    };
+    auto str = [&](const char* key) {
+        auto it = d.find(key);
+        return it != d.end() && it->is_string() ? printable(it->get<std::string>())
+                                                : std::string();
+    };
+
+    // The table, read directly: it is there (and tells the truth) whether or not the daemon is.
+    std::string table_path = str("tablePath");
+    if (table_path.empty())
+        table_path = shm::table_path();
+    shm::TableReader reader(table_path);
+    std::string table_error;
+    std::vector<shm::RangeRecord> records;
+    uint64_t generation = 0, table_size = 0, capacity = 0;
+    if (auto view = reader.view(); !view) {
+        table_error = errno_string(view.error().value());
+    } else {
+        const shm::TableView& v = **view;
+        generation = shm::table_seq(v);
+        table_size = v.size;
+        capacity = v.capacity;
+        records.resize(v.capacity);
+        std::size_t count = 0;
+        if (int r = shm::read_all(v, records.data(), records.size(), &count); r < 0) {
+            table_error = errno_string(-r);
+            count = 0;
+        }
+        records.resize(count);
+    }
+
+    const bool known = daemon.reachable && daemon.error.empty();
+    const uint64_t cfirst = num("containerPoolFirst", shm::kContainerPoolFirst);
+    const uint64_t clast = num("containerPoolLast", shm::kContainerPoolLast);
+    const uint64_t sfirst = num("singlePoolFirst", shm::kDynamicPoolFirst);
+    const uint64_t slast = num("singlePoolLast", shm::kDynamicPoolLast);
+    const PoolFill fill = pool_fill(records, cfirst, clast, sfirst, slast);
+
+    std::string nss_text;
+    bool nss_readable = false;
+    if (std::FILE* f = std::fopen(kNsswitchPath, "re")) {
+        char buf[4096];
+        for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;)
+            nss_text.append(buf, n);
+        nss_readable = !std::ferror(f);
+        std::fclose(f);
+    }
+    const auto nss_passwd = nsswitch_has(nss_text, "passwd", "transient");
+    const auto nss_group = nsswitch_has(nss_text, "group", "transient");
+    const auto nss_subid = nsswitch_has(nss_text, "subid", "transient");
+
+    const int rc = !daemon.reachable ? kExitUnreachable : known ? EXIT_SUCCESS : kExitFailure;
+    if (ctx.json_output) {
+        json out;
+        out["daemon"] = {{"socket", ctx.socket}, {"reachable", daemon.reachable}};
+        if (known)
+            out["daemon"]["version"] = str("version");
+        if (!daemon.error.empty())
+            out["daemon"]["error"] = daemon.error;
+        out["table"] = {{"path", table_path}};
+        if (table_error.empty()) {
+            out["table"]["generation"] = generation;
+            out["table"]["size"] = table_size;
+            out["table"]["capacity"] = capacity;
+            out["table"]["ranges"] = records.size();
+        } else {
+            out["table"]["error"] = table_error;
+        }
+        out["pools"] = {
+            {"container", {{"first", cfirst}, {"last", clast},
+                           {"blocks", fill.container_blocks}, {"used", fill.container_used}}},
+            {"single", {{"first", sfirst}, {"last", slast}, {"ids", fill.single_ids},
+                        {"used", fill.single_used}}},
+            {"imported", {{"ranges", fill.imported_ranges}, {"ids", fill.imported_ids}}},
+            {"configured", known},
+        };
+        out["probe"] = known ? json(str("probe")) : json();
+        out["quotas"] = known ? json{{"maxRangesPerUser", num("maxRangesPerUser", 0)},
+                                     {"maxRangeSize", num("maxRangeSize", 0)}}
+                              : json();
+        out["nsswitch"] = {{"path", kNsswitchPath}, {"readable", nss_readable}};
+        for (auto [key, v] : {std::pair{"passwd", nss_passwd}, std::pair{"group", nss_group},
+                              std::pair{"subid", nss_subid}})
+            out["nsswitch"][key] = v ? json(*v) : json();
+        print_json(out);
+        return rc;
+    }
+
+    const std::string unknown = known ? "" : "unknown (the daemon is unreachable)";
+    std::vector<std::pair<std::string, std::string>> lines;
+    if (known)
+        lines.push_back({"Daemon", "reachable, transient-allocd " + str("version")});
+    else if (daemon.reachable)
+        lines.push_back({"Daemon", "reachable, but status failed: " + daemon.error});
+    else
+        lines.push_back({"Daemon", "unreachable: " + daemon.error});
+    lines.push_back({"Socket", printable(ctx.socket)});
+    lines.push_back({"Table", printable(table_path)});
+    if (table_error.empty()) {
+        lines.push_back({"Generation", std::to_string(generation)});
+        lines.push_back({"Size", std::to_string(table_size) + " bytes, " +
+                                         std::to_string(records.size()) + " of " +
+                                         std::to_string(capacity) + " entries used"});
+    } else {
+        lines.push_back({"Table error", table_error});
+    }
+    const std::string pools_from = known ? "" : " (built-in default; allocd.conf may differ)";
+    lines.push_back({"64K pool", std::to_string(cfirst) + ellipsis() + std::to_string(clast) +
+                                         ": " + std::to_string(fill.container_used) + " of " +
+                                         std::to_string(fill.container_blocks) +
+                                         " blocks used (" +
+                                         percent(fill.container_used, fill.container_blocks) +
+                                         ")" + pools_from});
+    lines.push_back({"Single-UID pool",
+                     std::to_string(sfirst) + ellipsis() + std::to_string(slast) + ": " +
+                             std::to_string(fill.single_used) + " of " +
+                             std::to_string(fill.single_ids) + " UIDs used (" +
+                             percent(fill.single_used, fill.single_ids) + ")" + pools_from});
+    lines.push_back({"Imported", std::to_string(fill.imported_ranges) +
+                                         (fill.imported_ranges == 1 ? " range, " : " ranges, ") +
+                                         std::to_string(fill.imported_ids) +
+                                         " IDs (/etc/subuid, /etc/subgid)"});
+    lines.push_back({"Probe", known ? str("probe") : unknown});
+    lines.push_back({"Quotas", known ? "MaxRangesPerUser=" +
+                                               std::to_string(num("maxRangesPerUser", 0)) +
+                                               ", MaxRangeSize=" +
+                                               std::to_string(num("maxRangeSize", 0))
+                                     : unknown});
+    if (!nss_readable)
+        lines.push_back({"nsswitch.conf", std::string(kNsswitchPath) + " is not readable"});
+    else
+        lines.push_back({"nsswitch.conf",
+                         "passwd: " + yes_no(nss_passwd, "no line") +
+                                 ", group: " + yes_no(nss_group, "no line") +
+                                 ", subid: " + yes_no(nss_subid, "no line")});
+    print_fields(lines);
+    return rc;
+}
+
 // ---- Command line ---------------------------------------------------------------------------
 
 void help() {
@@ -610,6 +878,9 @@ void help() {
         "  release NAME                    Release a range\n"
         "  list                            List the live ranges (default)\n"
         "  show NAME|UID                   Show a range, by name or by one of its UIDs\n"
+        "  status                          Show the daemon, the range table, pools, probe,\n"
+        "                                  quotas and nsswitch.conf lines (exit status 3:\n"
+        "                                  the daemon is unreachable)\n"
         "\n"
         "Options:\n"
         "  -h --help            Show this help\n"
@@ -639,6 +910,7 @@ constexpr Command kCommands[] = {
     {"release", 1, "release NAME", do_release},
     {"list", 0, "list", do_list},
     {"show", 1, "show NAME|UID", do_show},
+    {"status", 0, "status", do_status},
 };
 
 // `message` may be empty when getopt_long() has already described the problem.

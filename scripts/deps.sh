@@ -36,11 +36,13 @@ BUILD_PKGS=(cmake g++ make pkg-config libsystemd-dev nlohmann-json3-dev libboost
 #   man-db, groff-base   man --warnings, lexgrog: the manual pages' check (docs.man)
 #   bsdextrautils        col, to read rendered pages as plain text (docs.man)
 #   bash-completion      loads the completion files in docs.man and integration.completion
+#   lintian              system.lintian: the built .deb is lintian clean (overrides explained in
+#                        packaging/debian/transient.lintian-overrides)
 # Installing libnss-systemd adds "systemd" to the passwd: and group: lines of /etc/nsswitch.conf
 # (its maintainer script does that, as on any Debian host with systemd).
 RUN_PKGS=(util-linux mount bsdutils libc-bin coreutils binutils jq python3 procps
           libnss-systemd systemd apt dpkg-dev uidmap podman runc busybox-static
-          man-db groff-base bsdextrautils bash-completion)
+          man-db groff-base bsdextrautils bash-completion lintian)
 
 check_only=0
 [ "${1:-}" = --check ] && check_only=1

@@ -40,9 +40,6 @@ constexpr int kMaxAcceptsPerWakeup = 64;
 constexpr uint64_t kAcceptRetryUsec = 100'000;
 // An idle output buffer larger than this gives its memory back.
 constexpr std::size_t kKeepCapacity = 256 * 1024;
-// The log's rate limit: a burst of this many messages per window.
-constexpr unsigned kLogBurst = 20;
-constexpr uint64_t kLogWindowUsec = 5'000'000;
 
 uint64_t to_usec(std::chrono::milliseconds ms) {
     return ms.count() <= 0 ? 0 : static_cast<uint64_t>(ms.count()) * 1000;
@@ -173,20 +170,13 @@ void Server::Impl::log(int priority, std::string_view message) const noexcept {
         return;
     try {
         // Clients decide how often most of these happen: keep them from flooding the journal.
-        const uint64_t now = now_usec();
-        if (now - log_window_start_ >= kLogWindowUsec) {
-            if (log_suppressed_ > 0)
-                log_handler_(LOG_WARNING, "Suppressed " + std::to_string(log_suppressed_) +
-                                              " Varlink server messages");
-            log_window_start_ = now;
-            log_in_window_ = 0;
-            log_suppressed_ = 0;
-        }
-        if (log_in_window_ >= kLogBurst) {
-            log_suppressed_++;
+        unsigned suppressed = 0;
+        const bool admitted = log_limit_.admit(now_usec(), &suppressed);
+        if (suppressed > 0)
+            log_handler_(LOG_WARNING, "Suppressed " + std::to_string(suppressed) +
+                                          " Varlink server messages");
+        if (!admitted)
             return;
-        }
-        log_in_window_++;
         log_handler_(priority, message);
     } catch (...) {
         // A logger that fails must not take a connection (or the loop) down with it.

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/log.hpp"
 #include "varlink/varlink.hpp"
 #include "varlink/wire.hpp"
 
@@ -105,9 +106,7 @@ struct Server::Impl {
     std::deque<detail::Connection*> wake_queue_;
     detail::SourcePtr wake_source_;
     // The log's rate limit.
-    mutable uint64_t log_window_start_ = 0;
-    mutable unsigned log_in_window_ = 0;
-    mutable unsigned log_suppressed_ = 0;
+    mutable base::LogRateLimit log_limit_;
     // Scratch space for recvmsg(), shared by all connections: the loop reads one at a time.
     std::vector<char> read_buffer_;
     std::vector<char> control_buffer_;

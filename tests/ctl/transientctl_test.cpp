@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "allocator/interface.hpp"
+#include "shm/writer.hpp"
 #include "tests/varlink/server_thread.hpp"
 
 extern char** environ;
@@ -139,6 +140,23 @@ struct FakeAllocator {
                 else
                     call.reply(json{{"range", r}});
             }
+        })});
+        iface.methods.push_back(Method{"GetStatus", {}, method([](Call& call) {
+            call.reply(json{{"version", "9.8.7"},
+                            {"tablePath", ""},  // replaced by the test's table
+                            {"tableCapacity", 4096},
+                            {"probe", "file-handle"},
+                            {"maxRangesPerUser", 16},
+                            {"maxRangeSize", 8388608},
+                            {"allowSingle", true},
+                            {"allowContainer", true},
+                            {"containerPoolFirst", 524288},
+                            {"containerPoolLast", 524288 + 10 * 65536 - 1},
+                            {"singlePoolFirst", 61184},
+                            {"singlePoolLast", 61184 + 99},
+                            {"ranges", 3},
+                            {"boundRanges", 0},
+                            {"importedRanges", 1}});
         })});
         return iface;
     }
@@ -528,6 +546,107 @@ TEST_F(TransientctlTest, FailsWhenItsOutputCannotBeWritten) {
     auto r = ctl({"list"}, "/dev/full");
     EXPECT_EQ(r.rc, 1);
     EXPECT_EQ(r.err, "Failed to write output: No space left on device\n");
+}
+
+// ---- status ---------------------------------------------------------------------------------
+
+// A real range table in the fake's runtime dir: two blocks and a single UID allocated, one
+// imported range, as transientctl status reads it itself.
+void write_table(const std::string& dir) {
+    auto writer = shm::TableWriter::open(dir + "/ranges.table", 64);
+    ASSERT_TRUE(writer);
+    const shm::RangeEntry ranges[] = {
+        {"one", 61184, 1, 1000, 0, kCreated, 0, 0},
+        {"sub-alice", 100000, 65536, 1000, shm::kEntryFlagImported, kCreated, 0, 0},
+        {"web", 524288, 2 * 65536, 0, 0, kCreated, 0, 0},
+    };
+    ASSERT_TRUE(writer->publish(ranges));
+}
+
+TEST_F(TransientctlTest, StatusShowsDaemonTablePoolsProbeQuotasAndNsswitch) {
+    write_table(dir_.path());
+    auto r = ctl({"status"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    EXPECT_NE(r.out.find("         Daemon: reachable, transient-allocd 9.8.7\n"),
+              std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("          Table: " + dir_.path() + "/ranges.table\n"),
+              std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("           Size: "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(" bytes, 3 of 64 entries used\n"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("       64K pool: 524288…1179647: 2 of 10 blocks used (20.0%)\n"),
+              std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Single-UID pool: 61184…61283: 1 of 100 UIDs used (1.0%)\n"),
+              std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("       Imported: 1 range, 65536 IDs"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("          Probe: file-handle\n"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("         Quotas: MaxRangesPerUser=16, MaxRangeSize=8388608\n"),
+              std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("  nsswitch.conf: passwd: "), std::string::npos) << r.out;
+}
+
+TEST_F(TransientctlTest, StatusAsJsonHasEveryPart) {
+    write_table(dir_.path());
+    auto r = ctl({"status", "--json"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["daemon"]["reachable"], true);
+    EXPECT_EQ(j["daemon"]["version"], "9.8.7");
+    EXPECT_EQ(j["table"]["path"], dir_.path() + "/ranges.table");
+    EXPECT_EQ(j["table"]["capacity"], 64);
+    EXPECT_EQ(j["table"]["ranges"], 3);
+    EXPECT_TRUE(j["table"]["generation"].is_number_unsigned());
+    EXPECT_EQ(j["pools"]["container"],
+              json({{"first", 524288}, {"last", 1179647}, {"blocks", 10}, {"used", 2}}));
+    EXPECT_EQ(j["pools"]["single"],
+              json({{"first", 61184}, {"last", 61283}, {"ids", 100}, {"used", 1}}));
+    EXPECT_EQ(j["pools"]["imported"], json({{"ranges", 1}, {"ids", 65536}}));
+    EXPECT_EQ(j["probe"], "file-handle");
+    EXPECT_EQ(j["quotas"], json({{"maxRangesPerUser", 16}, {"maxRangeSize", 8388608}}));
+    EXPECT_EQ(j["nsswitch"]["path"], "/etc/nsswitch.conf");
+    for (const char* key : {"passwd", "group", "subid"})
+        EXPECT_TRUE(j["nsswitch"][key].is_boolean() || j["nsswitch"][key].is_null()) << key;
+}
+
+TEST_F(TransientctlTest, StatusWithoutTheDaemonReadsTheTableAndExitsWithThree) {
+    write_table(dir_.path());
+    const std::string missing = dir_.path() + "/missing";
+    auto r = ctl({"--socket", missing, "status"});
+    EXPECT_EQ(r.rc, 3) << r.err;
+    EXPECT_NE(r.out.find("Daemon: unreachable: cannot connect to " + missing +
+                         ": No such file or directory\n"),
+              std::string::npos) << r.out;
+    // The table is read all the same; the pools are the built-in ones.
+    EXPECT_NE(r.out.find(" bytes, 3 of 64 entries used\n"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("64K pool: 524288…1879048191: 2 of 28664 blocks used (0.0%) "
+                         "(built-in default; allocd.conf may differ)\n"),
+              std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Probe: unknown (the daemon is unreachable)\n"), std::string::npos)
+            << r.out;
+
+    r = ctl({"--socket", missing, "status", "--json"});
+    EXPECT_EQ(r.rc, 3);
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["daemon"]["reachable"], false);
+    EXPECT_EQ(j["table"]["ranges"], 3);
+    EXPECT_TRUE(j["probe"].is_null());
+    EXPECT_TRUE(j["quotas"].is_null());
+}
+
+TEST_F(TransientctlTest, StatusSaysWhenThereIsNoTable) {
+    auto r = ctl({"status"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_NE(r.out.find("Table error: No such file or directory\n"), std::string::npos)
+            << r.out;
+}
+
+TEST_F(TransientctlTest, StatusFailsWithOneWhenTheDaemonAnswersAnError) {
+    fail_with(std::string(kErrorMethodNotFound), json{{"method", "GetStatus"}});
+    auto r = ctl({"status"});
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_NE(r.out.find("Daemon: reachable, but status failed: the daemon does not support "
+                         "this operation"),
+              std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -16,6 +16,11 @@
 #     "transientctl allocate --userns" under the unit's sandbox;
 #   - "systemctl restart transient-allocd" keeps every range;
 #   - dpkg -r and dpkg --purge restore nsswitch.conf byte for byte and leave no unit behind.
+#   - apt-get install ./DEB again: allocating and releasing "web" through the packaged units
+#     leaves two journal entries with TRANSIENT_* fields and their MESSAGE_IDs (journalctl
+#     TRANSIENT_RANGE=web -o json), a refused release one with the refusal's id; transientctl
+#     status sees the daemon; apt-get purge then leaves /etc, /usr, /var/lib/dpkg/info and /run
+#     as they were before the first install (file lists), and the account files unchanged.
 # Units are judged by their state (ActiveState, ExecMainStatus, the main process's command and
 # user), never by systemd-run's exit status, which is 0 even when the unit fails with 217/USER.
 #
@@ -75,6 +80,7 @@ cleanup() {
         fi
     fi
     CONTAINER_LOG_DIR=$logs "$CT" stop "$NAME"
+    [ -z "${SNAP:-}" ] || rm -rf "$SNAP"
     # Whatever happened above, nothing of the container may outlive it.
     local left
     left=$(ls -d "/run/transient-systest/$NAME" /sys/fs/cgroup/unified/transient-"$NAME" \
@@ -132,6 +138,17 @@ pass "systemd $(q systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') 
 inside rm -f /usr/sbin/policy-rc.d
 nss_before=$(q sha256sum /etc/nsswitch.conf)
 q cp -p /etc/nsswitch.conf /run/nsswitch.conf.orig
+
+# ---- ops: what the package may leave behind (compared after "apt purge" at the end) ----
+# The file lists of /etc, /usr, /var/lib/dpkg/info and /run, and the account files, before the
+# first install. Kept on the host: the container's /run is what is being compared.
+SNAP=$(mktemp -d /tmp/transient-package.XXXXXX)
+snapshot() {
+    q find /etc /usr /var/lib/dpkg/info /run -xdev -not -path /run/nsswitch.conf.orig | sort
+}
+snapshot >"$SNAP/before"
+q sha256sum /etc/passwd /etc/group /etc/shadow /etc/gshadow /etc/subuid /etc/subgid \
+    >"$SNAP/accounts-before"
 
 section "negative control: no record before the install"
 run_as neg User=524288 Group=524288 Delegate=yes
@@ -323,6 +340,63 @@ expect_eq "after purge nsswitch.conf is byte for byte the original" "$nss_before
 expect_eq "purge left nothing in /etc/systemd/system, /run/transient, dpkg's database" "" \
     "$(q find /etc/systemd/system /run/transient /var/lib/systemd/deb-systemd-helper-enabled \
          /var/lib/systemd/deb-systemd-helper-masked -name '*transient*' 2>/dev/null)$(q dpkg-query -W "$PKG" 2>/dev/null)"
+
+section "ops: apt install ./deb, journal fields, apt purge leaves nothing behind"
+# The packaged units send stderr to the journal ($JOURNAL_STREAM): each event is one entry with
+# its fields and message id (allocator/events.hpp), found by the range's name.
+if out=$(inside env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+            "/share/$(basename "$DEB")" 2>&1); then
+    pass "apt-get install ./$(basename "$DEB")"
+else
+    fail "apt-get install ./$(basename "$DEB")" "$out"
+fi
+inside transientctl allocate web >/dev/null 2>&1 || true
+inside transientctl release web >/dev/null 2>&1 || true
+inside transientctl release no-such-range >/dev/null 2>&1 || true
+inside journalctl --sync >/dev/null 2>&1 || true
+events=$(q journalctl -o json TRANSIENT_RANGE=web |
+    jq -c '{id: .MESSAGE_ID, range: .TRANSIENT_RANGE, start: .TRANSIENT_START,
+            size: .TRANSIENT_SIZE, owner: .TRANSIENT_OWNER_UID, caller: .TRANSIENT_CALLER_UID,
+            prio: .PRIORITY, unit: ._SYSTEMD_UNIT}' | sort -u)
+web_start=$(q journalctl -o json TRANSIENT_RANGE=web | jq -r '.TRANSIENT_START' | head -n 1)
+expect_match "the allocation has a start in the 64K pool" '^[0-9]+$' "$web_start"
+expect_eq "journalctl TRANSIENT_RANGE=web: the allocation and the release, with their fields" \
+    "$(printf '%s\n' \
+        "{\"id\":\"5d3a0b2f8e6c4f1a9b7d2e4c6a8f0b13\",\"range\":\"web\",\"start\":\"$web_start\",\"size\":\"65536\",\"owner\":\"0\",\"caller\":\"0\",\"prio\":\"6\",\"unit\":\"transient-allocd.service\"}" \
+        "{\"id\":\"a41c7e9d03b24f6f8e5a1d2c3b4e5f60\",\"range\":\"web\",\"start\":\"$web_start\",\"size\":\"65536\",\"owner\":\"0\",\"caller\":\"0\",\"prio\":\"6\",\"unit\":\"transient-allocd.service\"}" |
+        sort)" "$events"
+expect_eq "the refused release is an entry with the refusal's id and reason" \
+    "400ac437309d4f26acd5139d66b1683c io.transient.Allocator.NoSuchRange 0" \
+    "$(q journalctl -o json TRANSIENT_RANGE=no-such-range |
+        jq -r '[.MESSAGE_ID, .TRANSIENT_REASON, .TRANSIENT_CALLER_UID] | join(" ")' | tail -n 1)"
+expect_eq "each event is one entry: no plain stderr copy of it" "0" \
+    "$(q journalctl -o cat -u transient-allocd.service | grep -c "^Allocated range 'web'" | \
+        awk '{print $1 - 1}')"
+out=$(inside transientctl status 2>&1) || true
+expect_match "transientctl status: daemon reachable, probe and quotas" \
+    'Daemon: reachable, transient-allocd .*Probe: file-handle.*Quotas: MaxRangesPerUser=16' \
+    "$(echo "$out" | tr '\n' ' ')"
+
+inside systemctl stop byid.service byname.service >/dev/null 2>&1 || true
+if out=$(inside env DEBIAN_FRONTEND=noninteractive apt-get purge -y "$PKG" 2>&1); then
+    pass "apt-get purge $PKG"
+else
+    fail "apt-get purge $PKG" "$out"
+fi
+snapshot >"$SNAP/after"
+# What systemd and the journal keep in /run for units the test itself ran (systemd-run, the
+# transient services, RootDirectory=) is not the package's; everything else must be as it was.
+volatile='^/run/(log|user|udev|systemd/(journal|transient|units|propagate|inaccessible|cgroups-agent|notify|private|io\.system\.ManagedOOM|generator.*|seats|sessions|users|shutdown|incoming|ask-password|inhibit|timesync|system|netif|show-status|unit-root)|credentials|mount|lock|utmp|initctl)(/|$)'
+expect_eq "apt purge left no file behind in /etc, /usr, /var/lib/dpkg/info, /run" "" \
+    "$(comm -13 "$SNAP/before" "$SNAP/after" | grep -Ev "$volatile" || true)"
+expect_eq "and removed none it did not bring" "" \
+    "$(comm -23 "$SNAP/before" "$SNAP/after" | grep -Ev "$volatile" || true)"
+expect_eq "accounts and subordinate IDs unchanged (no user or group added)" \
+    "$(cat "$SNAP/accounts-before")" \
+    "$(q sha256sum /etc/passwd /etc/group /etc/shadow /etc/gshadow /etc/subuid /etc/subgid)"
+expect_eq "no unit of the package is enabled or loaded" "not-found not-found not-found not-found" \
+    "$(for u in transient-allocd.socket transient-allocd.service transient-userdbd.socket transient-userdbd.service; do q systemctl show -P LoadState $u; done | xargs)"
+rm -rf "$SNAP"
 
 section "done"
 checks_summary package.sh "($((SECONDS - T0)) s)"
