@@ -3,6 +3,7 @@
 #include "userdb/records.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <string_view>
 
 namespace transient::userdb {
@@ -28,7 +29,97 @@ private:
     std::size_t n_ = 0;
 };
 
+// Text that JSON carries as it is: printable ASCII without '"' and '\\'. Our names and
+// descriptions always are; anything else goes through nlohmann, which escapes (and replaces
+// invalid UTF-8) the way every other reply is written.
+bool plain(const char* s) {
+    for (; *s != '\0'; s++) {
+        const auto c = static_cast<unsigned char>(*s);
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+// A JSON object built by appending `"key":value` members in the caller's order, which must be
+// the keys' sorted order, as in nlohmann's std::map objects.
+class ObjectWriter {
+public:
+    explicit ObjectWriter(std::string& out) : out_(out) { out_ += '{'; }
+    ~ObjectWriter() { out_ += '}'; }
+    void string(const char* key, const char* value) {
+        member(key);
+        out_ += '"';
+        out_ += value;
+        out_ += '"';
+    }
+    void number(const char* key, std::uint32_t value) {
+        member(key);
+        char buf[16];
+        const auto r = std::to_chars(buf, buf + sizeof buf, value);
+        out_.append(buf, r.ptr);
+    }
+    void literal(const char* key, const char* value) {
+        member(key);
+        out_ += value;
+    }
+
+private:
+    void member(const char* key) {
+        if (!first_)
+            out_ += ',';
+        first_ = false;
+        out_ += '"';
+        out_ += key;
+        out_ += "\":";
+    }
+
+    std::string& out_;
+    bool first_ = true;
+};
+
+std::string reply_of(const shm::Identity& id, bool user) {
+    if (!plain(id.name) || !plain(id.description))
+        return json{{"record", user ? user_record(id) : group_record(id)}, {"incomplete", false}}
+                .dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string out;
+    out.reserve(320);
+    {
+        ObjectWriter reply(out);
+        reply.literal("incomplete", "false");
+        reply.literal("record", "");
+        ObjectWriter record(out);
+        const char* disposition = shm::disposition_name(id.disposition);
+        if (user) {
+            record.string("disposition", disposition);
+            record.number("gid", id.id);
+            record.string("homeDirectory", shm::kHomeDirectory);
+            record.literal("locked", "true");
+            record.string("realName", id.description);
+            record.string("service", kServiceName);
+            record.string("shell", shm::kShell);
+            record.number("uid", id.id);
+            record.string("userName", id.name);
+        } else {
+            record.string("description", id.description);
+            record.string("disposition", disposition);
+            record.number("gid", id.id);
+            record.string("groupName", id.name);
+            record.string("service", kServiceName);
+        }
+    }  // both objects closed
+    return out;
+}
+
 }  // namespace
+
+std::string user_reply(const shm::Identity& id) {
+    return reply_of(id, true);
+}
+
+std::string group_reply(const shm::Identity& id) {
+    return reply_of(id, false);
+}
 
 std::string ascii_lower(std::string_view s) {
     std::string out(s);

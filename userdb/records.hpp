@@ -25,6 +25,12 @@ inline constexpr char kServiceName[] = "io.transient.Ranges";
 json user_record(const shm::Identity& id);
 json group_record(const shm::Identity& id);
 
+// The parameters of a GetUserRecord / GetGroupRecord reply, {"incomplete": false, "record": …},
+// serialized: byte for byte what dump() makes of that object, without building it (an
+// enumeration sends one per range, and the JSON tree cost more than everything else).
+std::string user_reply(const shm::Identity& id);
+std::string group_reply(const shm::Identity& id);
+
 // How many entries a filter array may have. Every record is matched against every fuzzy name,
 // so their count multiplies the cost of an enumeration on the daemon's one event loop; userdbctl
 // sends the few words a person typed, and there are only eight dispositions. A longer array is

@@ -137,10 +137,10 @@ bool check_service(Call& call) {
     return true;
 }
 
-varlink::json record_of(const shm::Identity& id, const Keys& keys) {
-    return varlink::json{
-            {"record", keys.kind == shm::IdKind::kUser ? user_record(id) : group_record(id)},
-            {"incomplete", false}};
+// Sends the record of `id`, the last reply or one of more.
+void send_record(Call& call, const shm::Identity& id, const Keys& keys, bool continues) {
+    call.reply_serialized(keys.kind == shm::IdKind::kUser ? user_reply(id) : group_reply(id),
+                          continues);
 }
 
 // An ID from the wire: anything outside uid_t's range (or (uid_t) -1) names no record.
@@ -187,7 +187,7 @@ void lookup_keyed(Call& call, const shm::TableView* view, const Keys& keys, cons
         return call.error(error != 0 ? kErrorServiceNotAvailable : kErrorNoRecordFound);
     if (!filter.matches(*found))
         return call.error(kErrorNonMatchingRecordFound);
-    call.reply(record_of(*found, keys));
+    send_record(call, *found, keys, false);
 }
 
 void enumerate(Call& call, const shm::TableView* view, const Keys& keys, const Filter& filter) {
@@ -207,7 +207,7 @@ void enumerate(Call& call, const shm::TableView* view, const Keys& keys, const F
             // records after it are unknown, so the listing must not end as if complete. What
             // went out stays out; the error tells the client that it is not all there is.
             if (pending)
-                call.reply_continues(record_of(*pending, keys));
+                send_record(call, *pending, keys, true);
             return call.error(kErrorServiceNotAvailable);
         }
         next = std::uint64_t{r.start} + 1;
@@ -217,15 +217,13 @@ void enumerate(Call& call, const shm::TableView* view, const Keys& keys, const F
         shm::identity_of_range(r, keys.kind, &id);
         if (!filter.matches(id))
             continue;
-        if (pending) {
-            auto reply = record_of(*pending, keys);
-            call.reply_continues(std::move(reply));
-        }
+        if (pending)
+            send_record(call, *pending, keys, true);
         pending = id;
     }
     if (!pending)
         return call.error(kErrorNoRecordFound);
-    call.reply(record_of(*pending, keys));
+    send_record(call, *pending, keys, false);
 }
 
 void vl_get_record(shm::TableReader& table, Call& call, const Keys& keys) {

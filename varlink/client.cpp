@@ -88,7 +88,8 @@ struct Client::Impl {
 
     base::UniqueFd fd;
     std::chrono::milliseconds timeout{};
-    std::string in;  // received bytes not yet returned as replies
+    std::string in;  // received bytes; those before in_pos were returned as replies already
+    std::size_t in_pos = 0;
     std::error_code broken;
 };
 
@@ -164,27 +165,39 @@ Result<void> Client::Impl::send(std::string_view method, const json& parameters,
 
 Result<Client::Reply> Client::Impl::receive() {
     const auto deadline = Clock::now() + timeout;
-    std::size_t scanned = 0;  // bytes of `in` known to hold no NUL
+    std::size_t scanned = in_pos;  // bytes of `in` before this hold no NUL
     for (;;) {
         if (auto nul = in.find('\0', scanned); nul != std::string::npos) {
-            const std::string_view text(in.data(), nul);
+            const std::string_view text(in.data() + in_pos, nul - in_pos);
             Reply reply;
             const bool ok = !detail::exceeds_depth(text, kMaxReplyDepth) &&
                             decode_reply(detail::parse(text), reply);
-            in.erase(0, nul + 1);
+            // Only an offset moves: a read that brought many replies (an enumeration) must not
+            // cost a move of everything behind each one.
+            in_pos = nul + 1;
+            if (in_pos == in.size()) {
+                in.clear();
+                in_pos = 0;
+            }
             if (!ok)
                 return fail(EBADMSG);
             return reply;
         }
-        scanned = in.size();
-        if (in.size() > kMaxReplySize)
+        if (in.size() - in_pos > kMaxReplySize)
             return fail(EMSGSIZE);
+        // What is left is the start of one reply: move it to the front before reading more.
+        in.erase(0, in_pos);
+        in_pos = 0;
+        scanned = in.size();
 
         const std::size_t old = in.size();
-        in.resize(old + kReadChunk);
-        const ssize_t n = ::recv(fd.get(), in.data() + old, kReadChunk, MSG_DONTWAIT);
-        const int e = errno;
-        in.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+        ssize_t n = 0;
+        int e = 0;
+        in.resize_and_overwrite(old + kReadChunk, [&](char* data, std::size_t) {
+            n = ::recv(fd.get(), data + old, kReadChunk, MSG_DONTWAIT);
+            e = errno;
+            return old + static_cast<std::size_t>(std::max<ssize_t>(n, 0));
+        });
         if (n == 0)
             return fail(ECONNRESET);
         if (n < 0) {

@@ -153,6 +153,21 @@ public:
         answer(std::move(parameters), /*continues=*/more_);
     }
 
+    void reply_serialized(std::string_view parameters, bool continues) override {
+        if (answered_)
+            return;
+        continues = continues && more_;  // as in reply_continues()
+        if (!continues)
+            answered_ = true;
+        // What dump() makes of {"continues": true, "parameters": …}: keys in order.
+        std::string text;
+        text.reserve(parameters.size() + 36);
+        text += continues ? R"({"continues":true,"parameters":)" : R"({"parameters":)";
+        text += parameters;
+        text += '}';
+        emit_text(std::move(text));
+    }
+
     void error(std::string_view name, json parameters) override {
         if (answered_)
             return;
@@ -208,11 +223,17 @@ private:
     }
 
     void emit(const json& message) {
+        if (connection() == nullptr)
+            return;  // a deferred call whose client is gone
+        emit_text(oneway_ ? std::string() : detail::dump(message));
+    }
+
+    // `text`: one serialized message (ignored for oneway calls).
+    void emit_text(std::string text) {
         detail::Connection* connection = this->connection();
         if (connection == nullptr)
             return;  // a deferred call whose client is gone
         if (!oneway_) {
-            std::string text = detail::dump(message);
             if (text.size() > connection->server().limits_.max_message_size) {
                 // The client would drop the connection over it; tell it what happened instead.
                 answered_ = true;

@@ -158,6 +158,11 @@ public:
     // REQUIRES: more(). Sends a reply with "continues": true.
     virtual void reply_continues(json parameters) = 0;
     virtual void error(std::string_view name, json parameters = json::object()) = 0;
+    // reply() (continues: reply_continues()) with the parameters already serialized, as
+    // compact JSON of one object: for handlers that stream many records, whose JSON trees
+    // would cost more to build and dump than the records themselves. Not checked: the text
+    // must be a valid JSON object.
+    virtual void reply_serialized(std::string_view parameters, bool continues) = 0;
 
     void invalid_parameter(std::string_view parameter) {
         error(kErrorInvalidParameter, json{{"parameter", parameter}});

@@ -31,7 +31,7 @@
 
 #include "base/paths.hpp"
 #include "shm/table_reader.hpp"
-#include "shm/writer.hpp"
+#include "tests/userdb/bench_util.hpp"
 #include "varlink/varlink.hpp"
 
 namespace {
@@ -47,9 +47,10 @@ struct Options {
     double seconds = 2.0;
 };
 
+constexpr char kProgram[] = "transient-bench-userdb";
+
 [[noreturn]] void die(const std::string& what) {
-    std::fprintf(stderr, "transient-bench-userdb: %s\n", what.c_str());
-    std::exit(2);
+    transient::bench::die(kProgram, what);
 }
 
 Options parse(int argc, char** argv) {
@@ -75,37 +76,14 @@ Options parse(int argc, char** argv) {
     return o;
 }
 
-std::vector<std::uint32_t> make_table(const std::string& path, std::uint32_t n) {
-    auto w = shm::TableWriter::open(path);
-    if (!w)
-        die("cannot open " + path + ": " + w.error().message());
-    std::vector<shm::RangeEntry> ranges;
-    for (std::uint32_t i = 0; i < n; i++)
-        ranges.push_back({"ct" + std::to_string(i), shm::kContainerPoolFirst + i * 65536, 65536,
-                          0, 0, 1, 0, 0});
-    if (auto r = w->publish(ranges); !r)
-        die("cannot publish: " + r.error().message());
+// Random UIDs of the n ranges make_table() publishes.
+std::vector<std::uint32_t> random_uids(std::uint32_t n) {
     std::mt19937 rng(1);
     std::vector<std::uint32_t> uids(4096);
     for (auto& u : uids)
         u = shm::kContainerPoolFirst + static_cast<std::uint32_t>(rng() % n) * 65536 +
             static_cast<std::uint32_t>(rng() % 65536);
-    return uids;  // the writer (and its lock) go away; the table stays
-}
-
-pid_t start_userdbd(const std::string& socket) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        ::execl(TRANSIENT_USERDBD, "transient-userdbd", nullptr);
-        ::_exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        struct stat st;
-        if (::stat(socket.c_str(), &st) == 0)
-            return pid;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    die("transient-userdbd did not create " + socket);
+    return uids;
 }
 
 // ns per getpwuid_r() through the configured module; every lookup must succeed.
@@ -122,8 +100,7 @@ double time_batch(const std::vector<std::uint32_t>& uids, int batch, std::size_t
 }
 
 double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
+    return transient::bench::quantile(v, 0.5);
 }
 
 }  // namespace
@@ -135,8 +112,9 @@ int main(int argc, char** argv) {
     ::mkdir("/run/systemd", 0755);
     ::mkdir("/run/systemd/userdb", 0755);
     ::mkdir(base::runtime_dir().c_str(), 0755);
-    const auto uids = make_table(shm::table_path(), o.ranges);
-    const pid_t userdbd = start_userdbd(socket);
+    transient::bench::make_table(kProgram, shm::table_path(), o.ranges);
+    const auto uids = random_uids(o.ranges);
+    const pid_t userdbd = transient::bench::start_userdbd(kProgram, TRANSIENT_USERDBD, socket);
 
     std::vector<double> via_systemd, via_transient;
     std::size_t cursor = 0;
@@ -164,8 +142,7 @@ int main(int argc, char** argv) {
         }
     }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    ::kill(userdbd, SIGTERM);
-    ::waitpid(userdbd, nullptr, 0);
+    transient::bench::stop_daemon(userdbd);
 
     const double s = median(via_systemd), t = median(via_transient);
     std::printf("getpwuid_r() through glibc, %u live 64K ranges, median of %d alternating rounds:\n\n",

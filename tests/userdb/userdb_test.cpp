@@ -476,5 +476,35 @@ TEST_F(UserdbTest, EnumerationStoppedByACorruptEntryEndsWithAnError) {
     EXPECT_EQ(replies[0].error, "io.systemd.UserDatabase.ServiceNotAvailable");
 }
 
+// The serialized replies (what every lookup and enumeration sends) are byte for byte what
+// nlohmann makes of the records, for every disposition, and for text that needs escaping,
+// which takes nlohmann's path.
+TEST(UserdbRecordsTest, SerializedRepliesAreWhatTheJsonRecordsDumpTo) {
+    auto dumped = [](const json& record) {
+        return json{{"record", record}, {"incomplete", false}}.dump(
+                -1, ' ', false, json::error_handler_t::replace);
+    };
+    std::vector<shm::Identity> ids(5);
+    const char* names[] = {"vu-web-5", "foreign-7", "vu-x-65535", "q\"uote\\", "bad\xff\x01"};
+    const shm::Disposition dispositions[] = {shm::Disposition::kContainer,
+                                             shm::Disposition::kForeign,
+                                             shm::Disposition::kDynamic,
+                                             shm::Disposition::kContainer,
+                                             shm::Disposition::kDynamic};
+    for (std::size_t i = 0; i < ids.size(); i++) {
+        ids[i].id = 524288U + static_cast<std::uint32_t>(i) * 4000000000U / 5;
+        ids[i].disposition = dispositions[i];
+        std::snprintf(ids[i].name, sizeof ids[i].name, "%s", names[i]);
+        std::snprintf(ids[i].description, sizeof ids[i].description, "UID %zu of %s", i,
+                      names[i]);
+    }
+    ids[0].description[0] = '\0';
+    for (const auto& id : ids) {
+        SCOPED_TRACE(id.name);
+        EXPECT_EQ(user_reply(id), dumped(user_record(id)));
+        EXPECT_EQ(group_reply(id), dumped(group_record(id)));
+    }
+}
+
 }  // namespace
 }  // namespace transient::userdb
