@@ -4,8 +4,8 @@
 # build-deb.sh - builds the Debian package transient_VERSION_ARCH.deb from a DESTDIR install of
 # the CMake install rules (binaries, libnss_transient.so.2, libsubid_transient.so, units,
 # tmpfiles.d, transient-nsswitch) plus the maintainer scripts of packaging/debian/, always with
-# the runtime dir /run/transient (the tree's TRANSIENT_RUNTIME_DIR, which postrm gets too). Needs no debhelper: dpkg-deb builds the package, dpkg-shlibdeps
-# (dpkg-dev) computes Depends:.
+# the runtime dir /run/transient (the tree's TRANSIENT_RUNTIME_DIR, which postrm gets too).
+# Needs no debhelper: dpkg-deb builds the package, dpkg-shlibdeps (dpkg-dev) computes Depends:.
 #
 # Usage: scripts/build-deb.sh [-B BUILD_DIR] [-o OUT_DIR] [--no-deps]
 #   -B BUILD_DIR  build tree to use (default ./build-deb). It is configured with --prefix /usr
