@@ -2,10 +2,10 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # build-deb.sh - builds the Debian package transient_VERSION_ARCH.deb from a DESTDIR install of
-# the CMake install rules (binaries, libnss_transient.so.2, units, tmpfiles.d, transient-nsswitch)
-# plus the maintainer scripts of packaging/debian/, always with the runtime dir /run/transient
-# (which postrm names). Needs no debhelper: dpkg-deb builds the package, dpkg-shlibdeps
-# (dpkg-dev) computes Depends:.
+# the CMake install rules (binaries, libnss_transient.so.2, libsubid_transient.so, units,
+# tmpfiles.d, transient-nsswitch) plus the maintainer scripts of packaging/debian/, always with
+# the runtime dir /run/transient (the tree's TRANSIENT_RUNTIME_DIR, which postrm gets too).
+# Needs no debhelper: dpkg-deb builds the package, dpkg-shlibdeps (dpkg-dev) computes Depends:.
 #
 # Usage: scripts/build-deb.sh [-B BUILD_DIR] [-o OUT_DIR] [--no-deps]
 #   -B BUILD_DIR  build tree to use (default ./build-deb). It is configured with --prefix /usr
@@ -96,7 +96,10 @@ arch=$(dpkg --print-architecture)
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 for f in usr/sbin/transient-allocd usr/sbin/transient-userdbd usr/bin/transientctl \
          usr/sbin/transient-nsswitch "usr/lib/$multiarch/libnss_transient.so.2" \
+         "usr/lib/$multiarch/libsubid_transient.so" \
          usr/lib/systemd/system/transient-allocd.socket usr/lib/systemd/system/transient-allocd.service \
+         usr/lib/systemd/system/transient-allocd-import.path \
+         usr/lib/systemd/system/transient-allocd-import.service \
          usr/lib/systemd/system/transient-userdbd.socket usr/lib/systemd/system/transient-userdbd.service \
          usr/lib/tmpfiles.d/transient.conf; do
     [ -e "$pkg/$f" ] || die "the install did not produce /$f"
@@ -122,13 +125,13 @@ maintainer=${MAINTAINER:-$(sed -n 's/^ -- \(.*>\)  .*/\1/p' "$ROOT/packaging/deb
 # Depends: from the ELF files' NEEDED entries via dpkg-shlibdeps, which wants a debian/control
 # of a source package in its working directory.
 elfs=("$pkg/usr/sbin/transient-allocd" "$pkg/usr/sbin/transient-userdbd" "$pkg/usr/bin/transientctl"
-      "$pkg/usr/lib/$multiarch/libnss_transient.so.2")
+      "$pkg/usr/lib/$multiarch/libnss_transient.so.2" "$pkg/usr/lib/$multiarch/libsubid_transient.so")
 shl=$build_dir/shlibdeps
 rm -rf "$shl"
 mkdir -p "$shl/debian"
 printf 'Source: transient\n\nPackage: transient\nArchitecture: any\n' >"$shl/debian/control"
 if command -v dpkg-shlibdeps >/dev/null &&
-        depends=$(cd "$shl" && dpkg-shlibdeps -O -e"${elfs[0]}" -e"${elfs[1]}" -e"${elfs[2]}" -e"${elfs[3]}" 2>"$shl/stderr"); then
+        depends=$(cd "$shl" && dpkg-shlibdeps -O "${elfs[@]/#/-e}" 2>"$shl/stderr"); then
     depends=${depends#shlibs:Depends=}
 else
     cat "$shl/stderr" >&2 2>/dev/null || true
@@ -159,7 +162,8 @@ installed_size=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@INSTALLED_SIZE@/$installed_size/" \
     -e "s/@DEPENDS@/$depends/" -e "s|@MAINTAINER@|$maintainer|" \
     "$ROOT/packaging/debian/control.in" >"$pkg/DEBIAN/control"
-# libnss_transient.so.2 is a shared library in a public directory: refresh ld.so.cache.
+# libnss_transient.so.2 and libsubid_transient.so are shared libraries in a public directory:
+# refresh ld.so.cache.
 install -m 0644 "$ROOT/packaging/debian/triggers" "$pkg/DEBIAN/triggers"
 
 # The maintainer scripts carry their own copy of transient-nsswitch's functions: postrm runs
@@ -168,12 +172,17 @@ functions=$build_dir/nsswitch-functions.sh
 sed -n '/^# BEGIN transient-nsswitch functions$/,/^# END transient-nsswitch functions$/p' \
     "$ROOT/packaging/transient-nsswitch" >"$functions"
 [ -s "$functions" ] || die "no functions between the markers in packaging/transient-nsswitch"
+# They name the runtime dir the tree was configured with, as the units do.
+runtime_dir=$(sed -n 's/^TRANSIENT_RUNTIME_DIR:[A-Z]*=//p' "$cache")
+[[ $runtime_dir == /* ]] || die "no absolute TRANSIENT_RUNTIME_DIR in $cache"
 for s in postinst prerm postrm; do
     awk -v f="$functions" '
         $0 == "#TRANSIENT_NSSWITCH_FUNCTIONS#" { while ((getline l < f) > 0) print l; next }
-        { print }' "$ROOT/packaging/debian/$s" >"$pkg/DEBIAN/$s"
+        { print }' "$ROOT/packaging/debian/$s" |
+        sed "s|@TRANSIENT_RUNTIME_DIR@|$runtime_dir|g" >"$pkg/DEBIAN/$s"
     chmod 0755 "$pkg/DEBIAN/$s"
     bash -n "$pkg/DEBIAN/$s" || die "DEBIAN/$s is not valid bash"
+    ! grep -n '@[A-Z_]*@' "$pkg/DEBIAN/$s" || die "DEBIAN/$s: a placeholder is left"
 done
 (cd "$pkg" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) \
     >"$pkg/DEBIAN/md5sums"

@@ -7,7 +7,8 @@
 # in RAM and is gone when the container stops. No systemd-nspawn and no systemd on the host needed.
 #
 # Usage:
-#   container.sh start NAME [--share DIR] [--timeout S]   boot; returns once the system is up
+#   container.sh start NAME [--share DIR] [--timeout S] [--setup FILE]   boot; returns once
+#                                                         the system is up
 #   container.sh exec  NAME [--] CMD [ARG...]             run CMD inside (all namespaces, root)
 #   container.sh stop  NAME                               power off and clean up; idempotent
 #   container.sh run   NAME [--share DIR] -- CMD [ARG...] start, exec CMD, stop (CMD's status)
@@ -16,6 +17,10 @@
 #   --timeout S   how long to wait for "systemctl is-system-running" (default 30)
 #   --watch PID   stop the container as soon as process PID is gone, even if PID was killed
 #                 before it could call stop (e.g. by a test runner's timeout)
+#   --setup FILE  run the bash script FILE as root, chrooted into the container's "/" (with
+#                 /proc, /run, /tmp, /dev and /share mounted), before its systemd starts: what an
+#                 image build does (dpkg -i without a running systemd), so that the first boot
+#                 is a boot of that image. A failing FILE fails the start.
 #
 # State lives in /run/transient-systest/NAME: pid1 (host PID of the container's systemd),
 # launcher, cgroup, console.log (the console, useful when a boot fails). stop removes all of it;
@@ -147,6 +152,11 @@ inner() {
         mount --bind "$share" "$root/share"
         mount -o remount,bind,ro "$root/share"
     fi
+    if [ -f "$st/setup.sh" ]; then
+        echo "container.sh: running the setup script before boot"
+        chroot "$root" env -i PATH=$ENV_PATH LANG=C.UTF-8 /bin/bash -e <"$st/setup.sh" ||
+            die "the setup script failed"
+    fi
     cd "$root"
     mkdir -p .oldroot
     pivot_root . .oldroot
@@ -162,12 +172,13 @@ inner() {
 
 ct_start() {
     local name=$1; shift
-    local share="" timeout=30 watch=""
+    local share="" timeout=30 watch="" setup=""
     while [ $# -gt 0 ]; do
         case "$1" in
             --share) share=$(readlink -f "$2"); shift 2 ;;
             --timeout) timeout=$2; shift 2 ;;
             --watch) watch=$2; shift 2 ;;
+            --setup) setup=$2; shift 2 ;;
             *) die "start: unknown option '$1'" ;;
         esac
     done
@@ -178,6 +189,9 @@ ct_start() {
     pid1_of "$name" >/dev/null && die "container $name is already running"
     ct_stop "$name" 2>/dev/null || true    # leftovers of a run that was killed
     mkdir -p "$st/root" "$st/rw"
+    if [ -n "$setup" ]; then
+        cp -- "$setup" "$st/setup.sh" || die "start: cannot read the setup script $setup"
+    fi
     # The container's cgroup, below our own cgroup2 cgroup.
     cg=$(cgroup2_root)$(sed -n 's/^0:://p' /proc/self/cgroup)
     cg=${cg%/}/transient-$name

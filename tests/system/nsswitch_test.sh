@@ -5,7 +5,10 @@
 # nsswitch/: for every NAME.in, "add" must give NAME.added byte for byte, a second "add" must
 # change nothing (not even the file's inode), and "remove" must give NAME.removed (or NAME.in when
 # there is none) byte for byte. Plus: modes and symlinks survive, status reports, bad usage and
-# missing files fail. Works on copies in a temporary directory; never touches /etc.
+# missing files fail. The same for "add --subid"/"remove --subid" on the samples in
+# nsswitch-subid/ (NAME.refused: add --subid must refuse, add --subid --force then gives
+# NAME.added), and plain add must leave their subid: lines alone. Works on copies in a temporary
+# directory; never touches /etc.
 #
 # Usage: nsswitch_test.sh [SCRIPT]   (default: packaging/transient-nsswitch of this checkout)
 set -uo pipefail
@@ -13,6 +16,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT=${1:-$HERE/../../packaging/transient-nsswitch}
 SAMPLES=$HERE/nsswitch
+SUBID_SAMPLES=$HERE/nsswitch-subid
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/transient-nsswitch-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
@@ -120,5 +124,79 @@ if [ "$(id -u)" -ne 0 ]; then
     [ $RC -ne 0 ] && pass "add fails when the file cannot be replaced" || fail "add fails when the file cannot be replaced" "exit 0"
 fi
 chmod 0755 "$TMP/ro"
+
+# ---- the subid: line (add --subid / remove --subid) ----
+
+subid_lines() { grep -a 'subid' "$1" || true; }
+
+for in_file in "$SUBID_SAMPLES"/*.in; do
+    name=subid/$(basename "$in_file" .in)
+    base=${in_file%.in}
+    removed=$base.removed
+    [ -f "$removed" ] || removed=$in_file
+    f=$TMP/subid.conf
+    cp "$in_file" "$f"
+
+    if [ -f "$base.refused" ]; then
+        inode=$(stat -c %i "$f")
+        run_script add --subid "$f"
+        if [ $RC -eq 3 ] && [[ $ERR == *"only one can be active"*"--force"* ]]; then
+            pass "$name: add --subid refuses another provider (3) and says why"
+        else
+            fail "$name: add --subid refuses another provider (3) and says why" "exit $RC: $ERR"
+        fi
+        if cmp -s "$in_file" "$f" && [ "$(stat -c %i "$f")" = "$inode" ]; then
+            pass "$name: the refused add leaves the file alone"
+        else
+            fail "$name: the refused add leaves the file alone"
+        fi
+        run_script add --subid --force "$f"
+    else
+        run_script add --subid "$f"
+    fi
+    [ $RC -eq 0 ] || fail "$name: add --subid exits 0" "exit $RC: $ERR"
+    same_bytes "$name: add --subid gives $(basename "$base").added" "$base.added" "$f"
+
+    inode=$(stat -c %i "$f")
+    run_script add --subid --force "$f"
+    if [ $RC -eq 0 ] && cmp -s "$base.added" "$f" && [ "$(stat -c %i "$f")" = "$inode" ]; then
+        pass "$name: a second add --subid does not rewrite the file"
+    else
+        fail "$name: a second add --subid does not rewrite the file" "exit $RC: $ERR"
+    fi
+
+    before=$(subid_lines "$f")
+    run_script add "$f"
+    after=$(subid_lines "$f")
+    run_script remove "$f"
+    if [ "$before" = "$after" ] && [ "$before" = "$(subid_lines "$f")" ]; then
+        pass "$name: plain add and remove leave the subid: line alone"
+    else
+        fail "$name: plain add and remove leave the subid: line alone" "$before -> $after"
+    fi
+    cp "$base.added" "$f"
+
+    run_script remove --subid "$f"
+    [ $RC -eq 0 ] || fail "$name: remove --subid exits 0" "exit $RC: $ERR"
+    same_bytes "$name: remove --subid after add gives $(basename "$removed")" "$removed" "$f"
+    run_script remove --subid "$f"
+    same_bytes "$name: a second remove --subid changes nothing" "$removed" "$f"
+done
+
+f=$TMP/subid-mode.conf
+cp "$SUBID_SAMPLES/no-subid-line.in" "$f"
+chmod 0640 "$f"
+run_script add --subid "$f"
+if [ "$(stat -c %a "$f")" = 640 ]; then pass "add --subid keeps the file's mode"; else fail "add --subid keeps the file's mode" "mode is now $(stat -c %a "$f")"; fi
+run_script add --force "$f"
+[ $RC -eq 2 ] && pass "--force without --subid is a usage error (2)" || fail "--force without --subid is a usage error (2)" "exit $RC"
+run_script status --subid "$f"
+[ $RC -eq 2 ] && pass "status --subid is a usage error (2)" || fail "status --subid is a usage error (2)" "exit $RC"
+run_script add --frobnicate "$f"
+[ $RC -eq 2 ] && pass "an unknown option is a usage error (2)" || fail "an unknown option is a usage error (2)" "exit $RC"
+run_script add --subid "$TMP/does-not-exist"
+[ $RC -ne 0 ] && [ ! -e "$TMP/does-not-exist" ] && pass "add --subid on a missing file fails" || fail "add --subid on a missing file fails" "exit $RC"
+help=$("$SCRIPT" --help)
+[[ $help == *"add|remove --subid [--force]"*"useradd"* ]] && pass "--help documents --subid and what it changes for useradd" || fail "--help documents --subid and what it changes for useradd" "$help"
 
 checks_summary nsswitch_test

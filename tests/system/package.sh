@@ -16,6 +16,13 @@
 #     "transientctl allocate --userns" under the unit's sandbox;
 #   - "systemctl restart transient-allocd" keeps every range;
 #   - dpkg -r and dpkg --purge restore nsswitch.conf byte for byte and leave no unit behind.
+#   - subordinate IDs: alice:100000:65536 in /etc/subuid and /etc/subgid gives no user before the
+#     install (User=100000 fails with 217/USER); written after the install it resolves within
+#     seconds; a second container boots an image with the package installed (dpkg -i before
+#     systemd starts: container.sh --setup): there it resolves from boot on without any client
+#     call, systemd-run -p User=100000 -p Group=100000 -p Delegate=yes runs with its cgroup owned
+#     by 100000:100000, an edit resolves within seconds with the allocator stopped, and after
+#     "transient-nsswitch add --subid" getsubids answers from the packaged libsubid_transient.so.
 #   - apt-get install ./DEB again: allocating and releasing "web" through the packaged units
 #     leaves two journal entries with TRANSIENT_* fields and their MESSAGE_IDs (journalctl
 #     TRANSIENT_RANGE=web -o json), a refused release one with the refusal's id; transientctl
@@ -66,9 +73,11 @@ inside() { "$CT" exec "$NAME" -- "$@"; }
 # q CMD...: like in, but prints stdout only and never fails (for values to compare).
 q() { "$CT" exec "$NAME" -- "$@" 2>/dev/null || true; }
 
-cleanup() {
-    local rc=$? logs=""
-    if [ "$CHECKS_FAILED" -gt 0 ] || [ $rc -ne 0 ]; then
+# stop_container RC: stops the container $NAME, keeping its journal and console first if a
+# check failed or RC is not 0; fails if anything of it outlives it.
+stop_container() {
+    local rc=$1 logs=""
+    if [ "$CHECKS_FAILED" -gt 0 ] || [ "$rc" -ne 0 ]; then
         if [ -n "${SYSTEST_LOG_DIR:-}" ]; then
             mkdir -p "$SYSTEST_LOG_DIR"
             logs=$SYSTEST_LOG_DIR
@@ -87,8 +96,12 @@ cleanup() {
                  /sys/fs/cgroup/transient-"$NAME" 2>/dev/null || true)
     if [ -n "$left" ]; then
         echo "FAIL  the container left behind: $left" >&2
-        rc=1
+        return 1
     fi
+}
+cleanup() {
+    local rc=$?
+    stop_container $rc || rc=1
     exit $rc
 }
 trap cleanup EXIT
@@ -128,6 +141,142 @@ run_as() {
     wait_unit_settled "$unit.service" || true
 }
 
+# ---- subordinate IDs: /etc/subuid and /etc/subgid imported by the packaged units ----
+
+SUBID_LINE=alice:100000:65536
+SUBID_PASSWD="vu-sub-alice-0:x:100000:100000:UID 0 of transient range sub-alice:/:/usr/sbin/nologin"
+
+# wait_getent DB KEY EXPECTED: waits (at most 10 s) until "getent DB KEY" prints EXPECTED; prints
+# what it printed last.
+wait_getent() {
+    local out=""
+    for _ in $(seq 100); do
+        out=$(q getent "$1" "$2")
+        [ "$out" = "$3" ] && break
+        sleep 0.1
+    done
+    printf '%s' "$out"
+}
+
+# expect_runs_as_subid UNIT: systemd-run sleep as 100000:100000 with Delegate=yes is active, with
+# its cgroup owned by 100000:100000; the unit is stopped afterwards.
+expect_runs_as_subid() {
+    run_as "$1" User=100000 Group=100000 Delegate=yes
+    expect_eq "User=100000 Group=100000 Delegate=yes: unit active, running" "active running 0" \
+        "$(unit_state "$1.service")"
+    expect_eq "its main process runs as vu-sub-alice-0:vg-sub-alice-0" \
+        "vu-sub-alice-0 vg-sub-alice-0" \
+        "$(q ps -o user:32=,group:32= -p "$(q systemctl show -P MainPID "$1.service")" | xargs)"
+    expect_eq "its delegated cgroup is owned by 100000:100000" "100000:100000" \
+        "$(q stat -c %u:%g "/sys/fs/cgroup/system.slice/$1.service")"
+    inside systemctl stop "$1.service" >/dev/null 2>&1 || true
+}
+
+# Before the install the files alone give no user: the negative control of what follows.
+subid_negative_control() {
+    section "subordinate IDs: no user for an /etc/subuid entry before the install"
+    inside sh -c "echo $SUBID_LINE >/etc/subuid && echo $SUBID_LINE >/etc/subgid"
+    expect_eq "getent passwd 100000 finds nothing" "" "$(q getent passwd 100000)"
+    run_as negsub User=100000 Group=100000 Delegate=yes
+    expect_eq "User=100000 fails with 217/USER before the install" "failed failed 217" \
+        "$(unit_state negsub.service)"
+    # Empty, as Debian's passwd package creates them, whatever the host has: the install must
+    # find no entries, so that the allocator still starts only on first use.
+    inside sh -c ': >/etc/subuid && : >/etc/subgid'
+}
+
+# An entry written while the package is installed resolves within seconds.
+subid_entry_after_install() {
+    section "subordinate IDs: an /etc/subuid entry written after the install"
+    inside sh -c "echo $SUBID_LINE >>/etc/subuid && echo $SUBID_LINE >>/etc/subgid"
+    expect_eq "getent passwd 100000 is vu-sub-alice-0 within 10 s" "$SUBID_PASSWD" \
+        "$(wait_getent passwd 100000 "$SUBID_PASSWD")"
+    expect_runs_as_subid subafter
+}
+
+# A second container boots an image with the package installed and /etc/subuid filled in, as a
+# host does after an install and a reboot.
+subid_boot() {
+    section "subordinate IDs: the first boot of an image with the package installed"
+    local setup out ok=0 multiarch
+    setup=$(mktemp /run/transient-systest-setup.XXXXXX)
+    {
+        echo 'rm -f /usr/sbin/policy-rc.d'
+        echo 'cp -p /etc/nsswitch.conf /var/tmp/nsswitch.conf.orig'
+        echo 'useradd --no-create-home alice'
+        echo "echo $SUBID_LINE >/etc/subuid"
+        echo "echo $SUBID_LINE >/etc/subgid"
+        echo "dpkg -i /share/$(basename "$DEB")"
+    } >"$setup"
+    stop_container 0 || fail "the first container left nothing behind"
+    NAME=boot-$$
+    "$CT" start "$NAME" --share "$(dirname "$DEB")" --watch $$ --setup "$setup" && ok=1
+    rm -f "$setup"
+    if [ $ok = 0 ]; then
+        fail "a container with the package installed before boot boots"
+        return
+    fi
+    pass "a container with the package installed before boot boots"
+
+    # No client has called the allocator: the socket and the import unit started it.
+    expect_eq "transient-allocd.service is running without any client call" "active running" \
+        "$(q systemctl show -P ActiveState transient-allocd.service) $(q systemctl show -P SubState transient-allocd.service)"
+    expect_eq "getent passwd 100000 is vu-sub-alice-0 from boot on" "$SUBID_PASSWD" \
+        "$(wait_getent passwd 100000 "$SUBID_PASSWD")"
+    expect_eq "getent group 100000 is vg-sub-alice-0" "vg-sub-alice-0:x:100000:" \
+        "$(q getent group 100000)"
+    expect_runs_as_subid subboot
+    out=$(inside systemd-analyze verify transient-allocd-import.path \
+            transient-allocd-import.service 2>&1) || true
+    expect_eq "systemd-analyze verify: the import units are clean" "" "$out"
+
+    # With the allocator stopped, only the path unit can bring an edit in.
+    inside systemctl stop transient-allocd.service >/dev/null 2>&1 || true
+    inside sh -c 'echo bob:200000:65536 >>/etc/subuid && echo bob:200000:65536 >>/etc/subgid'
+    local bob="vu-sub-bob-0:x:200000:200000:UID 0 of transient range sub-bob:/:/usr/sbin/nologin"
+    expect_eq "an entry added with the allocator stopped resolves within 10 s" "$bob" \
+        "$(wait_getent passwd 200000 "$bob")"
+    expect_eq "transient-allocd-import.path started the allocator again" "active" \
+        "$(q systemctl show -P ActiveState transient-allocd.service)"
+
+    section "subordinate IDs: transient-nsswitch add --subid and getsubids"
+    multiarch=$(q dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || q gcc -print-multiarch)
+    expect_eq "the package ships libsubid_transient.so in the multiarch libdir" \
+        "/usr/lib/$multiarch/libsubid_transient.so" \
+        "$(q dpkg -L "$PKG" | grep '/libsubid_transient\.so$')"
+    expect_eq "the files backend: getsubids alice" "0: alice 100000 65536" "$(q getsubids alice)"
+    inside transient-nsswitch add --subid || true
+    expect_eq "transient-nsswitch add --subid: nsswitch.conf's subid: line" "subid:          transient" \
+        "$(q grep '^subid:' /etc/nsswitch.conf)"
+    # A range only the table has tells the provider's answer from the files'.
+    out=$(inside transientctl allocate ali --owner alice --size 65536 2>&1) || true
+    expect_match "transientctl allocate ali --owner alice --size 65536" 'Allocated range ali' "$out"
+    local ali
+    ali=$(q transientctl --json show ali | jq -r '.start // empty')
+    expect_eq "getsubids alice: the imported entry and the allocated range, from the table" \
+        "0: alice 100000 65536
+1: alice $ali 65536" "$(q getsubids alice)"
+    expect_eq "getsubids -g alice: the same" "0: alice 100000 65536
+1: alice $ali 65536" "$(q getsubids -g alice)"
+    expect_eq "getsubids nobody fails as with the files (exit 1)" "1" \
+        "$(q sh -c 'getsubids nobody >/dev/null 2>&1; echo $?')"
+    inside useradd --no-create-home carol || true
+    expect_eq "useradd carol writes no /etc/subuid line with a provider configured" "" \
+        "$(q grep '^carol:' /etc/subuid /etc/subgid)"
+    inside transient-nsswitch remove --subid || true
+    expect_eq "transient-nsswitch remove --subid: no subid: line" "" \
+        "$(q grep '^subid:' /etc/nsswitch.conf)"
+    expect_eq "getsubids alice: the files again" "0: alice 100000 65536" "$(q getsubids alice)"
+
+    section "subordinate IDs: removal with the opt-in in place"
+    inside transient-nsswitch add --subid || true
+    if out=$(inside dpkg -r "$PKG" 2>&1); then pass "dpkg -r $PKG"; else fail "dpkg -r $PKG" "$out"; fi
+    expect_eq "nsswitch.conf is byte for byte what it was before the install, subid: line gone" \
+        "$(q sha256sum /var/tmp/nsswitch.conf.orig | cut -d' ' -f1)" \
+        "$(q sha256sum /etc/nsswitch.conf | cut -d' ' -f1)"
+    expect_eq "no transient process is left" "" "$(q pgrep -l transient)"
+}
+
 # ---- boot ----
 
 section "boot"
@@ -154,6 +303,8 @@ section "negative control: no record before the install"
 run_as neg User=524288 Group=524288 Delegate=yes
 expect_eq "User=524288 fails with 217/USER before the install" "failed failed 217" \
     "$(unit_state neg.service)"
+
+subid_negative_control
 
 section "install"
 if out=$(inside dpkg -i "/share/$(basename "$DEB")" 2>&1); then
@@ -318,6 +469,8 @@ expect_eq "the upgrade kept every range" "$after" "$(q transientctl --json list)
 expect_eq "and the running unit still runs as vu-ct-0" "vu-ct-0" \
     "$(q ps -o user= -p "$(q systemctl show -P MainPID byid.service)" | xargs)"
 
+subid_entry_after_install
+
 section "remove and purge"
 inside systemctl stop byid.service byname.service >/dev/null 2>&1 || true
 if out=$(inside dpkg -r "$PKG" 2>&1); then pass "dpkg -r $PKG"; else fail "dpkg -r $PKG" "$out"; fi
@@ -397,6 +550,7 @@ expect_eq "accounts and subordinate IDs unchanged (no user or group added)" \
 expect_eq "no unit of the package is enabled or loaded" "not-found not-found not-found not-found" \
     "$(for u in transient-allocd.socket transient-allocd.service transient-userdbd.socket transient-userdbd.service; do q systemctl show -P LoadState $u; done | xargs)"
 rm -rf "$SNAP"
+subid_boot
 
 section "done"
 checks_summary package.sh "($((SECONDS - T0)) s)"
