@@ -445,7 +445,8 @@ std::size_t TableWriter::name_position(const PaddedName& name) const {
 }
 
 std::optional<std::size_t> TableWriter::find_name(std::string_view name) const {
-    if (name.size() >= sizeof(PaddedName))
+    // A NUL would vanish in the zero padding: "web\0" must not find "web".
+    if (name.size() >= sizeof(PaddedName) || name.find('\0') != std::string_view::npos)
         return std::nullopt;
     PaddedName padded{};
     std::memcpy(padded.data(), name.data(), name.size());

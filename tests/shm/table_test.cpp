@@ -337,6 +337,7 @@ TEST_F(TableTest, SingleChangesRefuseWhatPublishRefusesAndChangeNothing) {
     EXPECT_EQ(w->find_name("c"), 1U);
     EXPECT_FALSE(w->find_name("b"));
     EXPECT_FALSE(w->find_name("a-name-longer-than-any-range-name"));
+    EXPECT_FALSE(w->find_name(std::string_view("c\0", 2))) << "a NUL is not padding";
 }
 
 TEST_F(TableTest, ARestartedWriterRecoversWhatSingleChangesPublished) {
