@@ -153,9 +153,13 @@ std::size_t Allocator::owned_by(uid_t owner) const {
 }
 
 std::vector<RangeEntry>::const_iterator Allocator::named_range(std::string_view name) const {
-    // The writer's name index: ranges_ is the published table, in the same order.
-    const auto pos = writer_.find_name(name);
-    return pos ? ranges_.begin() + static_cast<std::ptrdiff_t>(*pos) : ranges_.end();
+    // The writer's name index gives the start; ranges_ is the published table, in start order.
+    const auto start = writer_.find_name(name);
+    if (!start)
+        return ranges_.end();
+    const auto it = std::partition_point(ranges_.begin(), ranges_.end(),
+                                         [&](const RangeEntry& r) { return r.start < *start; });
+    return it != ranges_.end() && it->start == *start ? it : ranges_.end();
 }
 
 bool Allocator::candidate_free(std::uint32_t start, std::uint32_t size) {

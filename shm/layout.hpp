@@ -40,7 +40,12 @@ inline constexpr std::uint64_t kMagic = 0x31474e52534e5254ULL;
 // block (and reject there): the new number makes such readers refuse the table
 // (EPROTONOSUPPORT) rather than answer "no such user" for a taken UID. Readers still read
 // versions 1 and 2, and the writer migrates either to a new file.
-inline constexpr std::uint32_t kVersion = 3;
+// Version 4 has the same layout again, but a released range may stay in place as a removed
+// entry (kEntryFlagRemoved) until the writer compacts the table: a version-3 reader would still
+// resolve it, so it refuses the table instead. Readers read versions 1 to 3 as well (no writer
+// of those set the flag), and the writer migrates them.
+inline constexpr std::uint32_t kVersion = 4;
+inline constexpr std::uint32_t kVersionMultiBlock = 3;
 inline constexpr std::uint32_t kVersionSingleBlock = 2;
 inline constexpr std::uint32_t kVersionWithoutBlockIndex = 1;
 
@@ -107,9 +112,14 @@ inline constexpr std::uint32_t kEntryFlagImported = 1U << 2;
 // /etc/subuid): the subid provider leaves the entry out of answers for that ID type.
 inline constexpr std::uint32_t kEntryFlagNoUid = 1U << 3;
 inline constexpr std::uint32_t kEntryFlagNoGid = 1U << 4;
+// Released (version 4): the entry holds its place in start order, so that a release changes one
+// word of each copy instead of moving every entry after it, and a reader treats it as absent
+// (no lookup answers it, enumeration skips it). The writer drops removed entries when their
+// blocks or name are taken again and compacts the table when they outnumber the live ones.
+inline constexpr std::uint32_t kEntryFlagRemoved = 1U << 5;
 // Readers ignore flags they do not know, so that a newer writer can add some.
 
-// A copy of the table: a count, `capacity` entries sorted by start, then `capacity` indexes into
+// A copy of the table: a count, `capacity` entries sorted by start (live and removed ones), then `capacity` indexes into
 // the entries, sorted by name (bytewise), then (version 2) the block index: kBlockIndexSize
 // 32-bit entry indexes, where block_index[b] is the index of the first entry whose start is at
 // or above b << 16. The entries that start in 64K block b are [block_index[b],

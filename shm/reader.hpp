@@ -46,7 +46,7 @@ struct TableView {
     const std::byte* base = nullptr;
     std::size_t size = 0;
     std::uint32_t capacity = 0;
-    std::uint32_t version = 0;  // kVersion, or kVersionWithoutBlockIndex
+    std::uint32_t version = 0;  // kVersion … kVersionWithoutBlockIndex
     std::uint64_t copy_offset[2] = {0, 0};
 };
 
@@ -147,6 +147,16 @@ inline std::uint64_t entry_count(const std::byte* copy, std::uint32_t capacity) 
 
 inline std::uint32_t entry_start(const EntryWords& e) noexcept {
     return static_cast<std::uint32_t>(e.start_size.load(std::memory_order_relaxed));
+}
+
+// A released entry (version 4) that still holds its place: readers treat it as absent.
+inline bool entry_removed(const EntryWords& e) noexcept {
+    const std::uint64_t of = e.owner_flags.load(std::memory_order_relaxed);
+    return ((of >> 32) & kEntryFlagRemoved) != 0;
+}
+
+inline bool is_removed(const RangeRecord& r) noexcept {
+    return (r.flags & kEntryFlagRemoved) != 0;
 }
 
 inline void load_name(const EntryWords& e, char (&out)[kNameWords * 8]) noexcept {
@@ -278,7 +288,8 @@ inline int compare_name(const EntryWords& e, const NameKey& key) noexcept {
 
 // Validates the geometry of a mapping of `size` bytes at `p` and fills `*ret`. Returns 0,
 // -EBADMSG (not a table, or corrupt), -EPROTONOSUPPORT (another version), or -ESTALE (retired).
-// Tables of versions kVersion, kVersionSingleBlock and kVersionWithoutBlockIndex are read.
+// Tables of versions kVersion, kVersionMultiBlock, kVersionSingleBlock and
+// kVersionWithoutBlockIndex are read.
 inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept {
     if (p == nullptr || size < sizeof(FileHeader))
         return -EBADMSG;
@@ -289,7 +300,7 @@ inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept 
         return -ESTALE;
     const std::uint64_t vh = h.version_header_size.load(std::memory_order_relaxed);
     const auto version = static_cast<std::uint32_t>(vh);
-    if (version != kVersion && version != kVersionSingleBlock &&
+    if (version != kVersion && version != kVersionMultiBlock && version != kVersionSingleBlock &&
         version != kVersionWithoutBlockIndex)
         return -EPROTONOSUPPORT;
     if ((vh >> 32) != sizeof(FileHeader))
@@ -377,6 +388,10 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
     }, ret_seq);
     if (r < 0)
         return r;
+    // A removed entry is no range, and no live one contains id: the writer drops removed
+    // entries that a new range overlaps, so the candidate is the only entry that could.
+    if (detail::is_removed(rec))
+        return -ESRCH;
     if ((r = detail::validate_record(rec, ret_name_length)) < 0)
         return r;
     // Both bounds: with a corrupt block index or unsorted entries, the candidate before the
@@ -418,6 +433,8 @@ inline int find_by_name(const TableView& v, const char* name, std::size_t n,
     });
     if (r < 0)
         return r;
+    if (detail::is_removed(rec))
+        return -ESRCH;
     if ((r = detail::validate_record(rec)) < 0)
         return r;
     if (std::memcmp(rec.name, key.bytes, sizeof key.bytes) != 0)
@@ -448,6 +465,10 @@ inline int find_next(const TableView& v, std::uint64_t min_start, RangeRecord* r
             else
                 hi = mid;
         }
+        // Past removed entries: bounded by the count, and the writer keeps them fewer than
+        // the live ones (or a few thousand), so a whole enumeration stays linear.
+        while (lo < count && detail::entry_removed(detail::entry(copy, lo)))
+            lo++;
         if (lo == count)
             return -ESRCH;
         detail::load_entry(detail::entry(copy, lo), rec);
@@ -457,22 +478,28 @@ inline int find_next(const TableView& v, std::uint64_t min_start, RangeRecord* r
         return r;
     if ((r = detail::validate_record(rec)) < 0)
         return r;
-    if (rec.start < min_start)
+    if (rec.start < min_start || detail::is_removed(rec))
         return -EBADMSG;
     *ret = rec;
     return 0;
 }
 
 // Copies every range, in start order, into out[0 … cap) and sets *ret_count to the number of
-// live ranges (which may exceed cap). Entries that fail validation are left out and counted in
-// *ret_invalid when it is non-null. Returns 0, -EAGAIN.
+// live ranges (which may exceed cap). Removed entries are skipped; entries that fail validation
+// are left out and counted in *ret_invalid when it is non-null. Returns 0, -EAGAIN.
 inline int read_all(const TableView& v, RangeRecord* out, std::size_t cap, std::size_t* ret_count,
                     std::size_t* ret_invalid = nullptr) noexcept {
     std::size_t count = 0;
     int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
-        count = detail::entry_count(copy, v.capacity);
-        for (std::size_t i = 0; i < count && i < cap; i++)
-            detail::load_entry(detail::entry(copy, i), out[i]);
+        const std::uint64_t n = detail::entry_count(copy, v.capacity);
+        count = 0;
+        for (std::size_t i = 0; i < n; i++) {
+            if (detail::entry_removed(detail::entry(copy, i)))
+                continue;
+            if (count < cap)
+                detail::load_entry(detail::entry(copy, i), out[count]);
+            count++;
+        }
         return 0;
     });
     if (r < 0)

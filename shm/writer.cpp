@@ -425,6 +425,7 @@ Result<void> TableWriter::publish(std::span<const RangeEntry> ranges) {
     copy1_written_ = true;
     remember(ranges);
     by_name_ = by_name;
+    removed_ = 0;
     return {};
 }
 
@@ -444,57 +445,118 @@ std::size_t TableWriter::name_position(const PaddedName& name) const {
             by_name_.begin());
 }
 
-std::optional<std::size_t> TableWriter::find_name(std::string_view name) const {
+std::optional<std::uint32_t> TableWriter::find_name(std::string_view name) const {
     // A NUL would vanish in the zero padding: "web\0" must not find "web".
     if (name.size() >= sizeof(PaddedName) || name.find('\0') != std::string_view::npos)
         return std::nullopt;
     PaddedName padded{};
     std::memcpy(padded.data(), name.data(), name.size());
     const std::size_t q = name_position(padded);
-    if (q == by_name_.size() || slots_[by_name_[q]].name != padded)
+    if (q == by_name_.size())
         return std::nullopt;
-    return by_name_[q];
+    const Slot& slot = slots_[by_name_[q]];
+    if (slot.name != padded || slot.removed)
+        return std::nullopt;
+    return slot.start;
+}
+
+Result<void> TableWriter::compact() {
+    TableView v;
+    if (int r = view_table(mapping_.get_address(), mapping_.get_size(), &v); r < 0)
+        return errno_error(r);
+    std::vector<RangeRecord> raw(size());
+    std::size_t count = 0;
+    // Our own table, which only we change: one attempt succeeds, and holds size() ranges.
+    if (int r = read_all(v, raw.data(), raw.size(), &count); r < 0)
+        return errno_error(r);
+    if (count != raw.size())
+        return errno_error(EBADMSG);
+    std::vector<RangeEntry> live;
+    live.reserve(count);
+    for (const RangeRecord& r : raw)
+        live.push_back(RangeEntry{r.name, r.start, r.size, r.owner, r.flags, r.created_usec,
+                                  r.userns_id, r.userns_ino});
+    return publish(live);
+}
+
+void TableWriter::drop(std::size_t pos) {
+    const std::size_t q = name_position(slots_[pos].name);
+    by_name_.erase(by_name_.begin() + static_cast<std::ptrdiff_t>(q));
+    for (std::uint32_t& i : by_name_)
+        i -= i > pos ? 1 : 0;
+    const std::uint32_t start = slots_[pos].start;
+    slots_.erase(slots_.begin() + static_cast<std::ptrdiff_t>(pos));
+    removed_--;
+    apply(Delta{Change::kDrop, pos, q, nullptr, start});
 }
 
 Result<void> TableWriter::insert(const RangeEntry& entry) {
-    if (slots_.size() >= capacity_)
-        return errno_error(ENOSPC);
     if (!is_valid_entry(entry))
         return errno_error(EINVAL);
+    if (size() >= capacity_)
+        return errno_error(ENOSPC);
+    auto by_start = [](const Slot& s, std::uint32_t v) { return s.start < v; };
+    // The entries the new one overlaps: the one before it (if it reaches into it) and those
+    // starting inside it. A live one is an error; removed ones are dropped, so that no removed
+    // entry starts inside a live range (where find_by_id() would take it for the candidate) and
+    // names stay unique.
+    std::size_t first = static_cast<std::size_t>(
+            std::lower_bound(slots_.begin(), slots_.end(), entry.start, by_start) -
+            slots_.begin());
+    if (first > 0 && std::uint64_t{slots_[first - 1].start} + slots_[first - 1].size > entry.start)
+        first--;
+    std::size_t last = first;
+    while (last < slots_.size() && slots_[last].start < entry.end())
+        last++;
+    const PaddedName name = pad_name(entry.name);
+    std::size_t q = name_position(name);
+    const bool name_taken = q < by_name_.size() && slots_[by_name_[q]].name == name;
+    for (std::size_t i = first; i < last; i++)
+        if (!slots_[i].removed)
+            return errno_error(EINVAL);
+    if (name_taken && !slots_[by_name_[q]].removed)
+        return errno_error(EINVAL);
+    // Each drop is a change of its own; a reader between two sees the removed entries gone,
+    // which is what they meant anyway.
+    for (std::size_t i = last; i > first; i--)
+        drop(i - 1);
+    if (name_taken) {
+        q = name_position(name);  // the drops above may have taken it
+        if (q < by_name_.size() && slots_[by_name_[q]].name == name)
+            drop(by_name_[q]);
+    }
+    if (slots_.size() >= capacity_)
+        if (auto r = compact(); !r)
+            return r;
     const auto after = std::upper_bound(
             slots_.begin(), slots_.end(), entry.start,
             [](std::uint32_t start, const Slot& s) { return start < s.start; });
-    if (after != slots_.end() && entry.end() > after->start)
-        return errno_error(EINVAL);
-    if (after != slots_.begin() &&
-        std::uint64_t{std::prev(after)->start} + std::prev(after)->size > entry.start)
-        return errno_error(EINVAL);
-    const PaddedName name = pad_name(entry.name);
-    const std::size_t q = name_position(name);
-    if (q < by_name_.size() && slots_[by_name_[q]].name == name)
-        return errno_error(EINVAL);
+    q = name_position(name);
     const auto pos = static_cast<std::size_t>(after - slots_.begin());
     slots_.insert(after, Slot{entry.start, entry.size, name});
     for (std::uint32_t& i : by_name_)
         i += i >= pos ? 1 : 0;
     by_name_.insert(by_name_.begin() + static_cast<std::ptrdiff_t>(q),
                     static_cast<std::uint32_t>(pos));
-    apply(Delta{true, pos, q, &entry, entry.start});
+    apply(Delta{Change::kInsert, pos, q, &entry, entry.start});
     return {};
 }
 
 Result<void> TableWriter::erase(std::uint32_t start) {
     const auto it = std::lower_bound(slots_.begin(), slots_.end(), start,
                                      [](const Slot& s, std::uint32_t v) { return s.start < v; });
-    if (it == slots_.end() || it->start != start)
+    if (it == slots_.end() || it->start != start || it->removed)
         return errno_error(ENOENT);
+    it->removed = true;
+    removed_++;
     const auto pos = static_cast<std::size_t>(it - slots_.begin());
-    const std::size_t q = name_position(it->name);
-    by_name_.erase(by_name_.begin() + static_cast<std::ptrdiff_t>(q));
-    for (std::uint32_t& i : by_name_)
-        i -= i > pos ? 1 : 0;
-    slots_.erase(it);
-    apply(Delta{false, pos, q, nullptr, start});
+    apply(Delta{Change::kMarkRemoved, pos, 0, nullptr, start});
+    // Bounds what readers skip: an enumeration passes each removed entry once, and a table
+    // mostly of removed entries would make it pay for ranges long gone.
+    // The release itself is published; a compaction that failed (it only reads back our own
+    // table) is tried again at the next release.
+    if (removed_ >= kCompactAt && removed_ >= size())
+        (void)compact();
     return {};
 }
 
@@ -517,7 +579,14 @@ void TableWriter::apply_to_copy(int i, const Delta& d) {
     std::byte* copy = copy_of(mapping_.get_address(), i);
     auto* entries = reinterpret_cast<EntryWords*>(copy + entries_offset());
     const std::size_t count = slots_.size();  // after the change
-    if (d.insert) {
+    if (d.change == Change::kMarkRemoved) {
+        // One word; the indexes keep pointing at the entry, and readers skip it.
+        auto& of = entries[d.pos].owner_flags;
+        of.store(of.load(std::memory_order_relaxed) | (std::uint64_t{kEntryFlagRemoved} << 32),
+                 std::memory_order_relaxed);
+        return;
+    }
+    if (d.change == Change::kInsert) {
         for (std::size_t e = count - 1; e > d.pos; e--)
             copy_entry(entries[e], entries[e - 1]);
         write_entry(entries[d.pos], *d.entry);
@@ -536,7 +605,7 @@ void TableWriter::apply_to_copy(int i, const Delta& d) {
     // This loop is most of the cost of a change (up to 65,536 words a copy, whatever the size of
     // the table): the step is a local, or the compiler reloads d.insert after every store.
     auto* block = block_index_of(copy, capacity_);
-    const std::uint32_t step = d.insert ? 1U : ~0U;  // +1 or -1, modulo 2^32
+    const std::uint32_t step = d.change == Change::kInsert ? 1U : ~0U;  // +1 or -1, mod 2^32
     for (std::uint32_t b = (d.start >> 16) + 1; b < kBlockIndexSize; b++)
         block[b].store(block[b].load(std::memory_order_relaxed) + step,
                        std::memory_order_relaxed);

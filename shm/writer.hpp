@@ -69,16 +69,25 @@ public:
     static Result<void> check(std::span<const RangeEntry> ranges, std::uint32_t capacity);
 
     // Adds one range to the published table, or removes the one starting at `start`: the same
-    // latch as publish(), but each copy gets only the change (the entries after it move by one,
-    // the indexes after it by one), not a rewrite, and nothing is sorted. insert() requires what
-    // publish() does of the table that results (EINVAL, ENOSPC otherwise); erase() fails with
-    // ENOENT if no range starts there. Both leave the table unchanged when they fail.
+    // latch as publish(), but each copy gets only the change, not a rewrite, and nothing is
+    // sorted. erase() marks the entry removed (kEntryFlagRemoved: one word of each copy, O(log n)
+    // in all); insert() moves the entries and indexes after the new one by one, after dropping
+    // the removed entries its blocks or name collide with. When removed entries outnumber the
+    // live ones (and at least kCompactAt), or take the room an insert needs, the table is
+    // compacted (publish() of the live ranges). insert() requires what publish() does of the
+    // table that results (EINVAL, ENOSPC otherwise); erase() fails with ENOENT if no live range
+    // starts there. Both leave the table unchanged when they fail.
     Result<void> insert(const RangeEntry& entry);
     Result<void> erase(std::uint32_t start);
 
-    // The position (in start order) of the published range called `name`, in O(log n).
-    std::optional<std::size_t> find_name(std::string_view name) const;
-    std::size_t size() const { return slots_.size(); }
+    // The start of the published range called `name`, in O(log n).
+    std::optional<std::uint32_t> find_name(std::string_view name) const;
+    // Live ranges; removed entries waiting for compaction are not counted.
+    std::size_t size() const { return slots_.size() - removed_; }
+    // Removed entries still in the table (for tests).
+    std::size_t removed() const { return removed_; }
+
+    static constexpr std::size_t kCompactAt = 4096;
 
 private:
     TableWriter() = default;
@@ -89,16 +98,20 @@ private:
         std::uint32_t start = 0;
         std::uint32_t size = 0;
         std::array<char, kNameWords * 8> name{};
+        bool removed = false;  // kEntryFlagRemoved
     };
+    enum class Change { kInsert, kDrop, kMarkRemoved };
     // A change of one entry at `pos` (start order) and `name_pos` (name order).
     struct Delta {
-        bool insert = false;
+        Change change = Change::kInsert;
         std::size_t pos = 0;
         std::size_t name_pos = 0;
         const RangeEntry* entry = nullptr;  // insert only
         std::uint32_t start = 0;
     };
     void remember(std::span<const RangeEntry> ranges);
+    void drop(std::size_t pos);     // a removed entry, out of the table for good
+    Result<void> compact();
     void apply(const Delta& d);
     void apply_to_copy(int copy, const Delta& d);
     std::size_t name_position(const std::array<char, kNameWords * 8>& name) const;
@@ -112,6 +125,7 @@ private:
     bool copy1_written_ = false;
     Recovery recovery_;
     std::vector<Slot> slots_;               // the published entries, in start order
+    std::size_t removed_ = 0;               // slots_ marked removed
     std::vector<std::uint32_t> by_name_;    // the published name index
 };
 

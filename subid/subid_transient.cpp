@@ -96,6 +96,8 @@ int scan(subid_type t, Reset&& reset, Visit&& visit) noexcept {
         for (std::uint64_t i = 0; i < count; i++) {
             shm::RangeRecord rec;
             shm::detail::load_entry(shm::detail::entry(copy, i), rec);
+            if (shm::detail::is_removed(rec))
+                continue;
             Extent e;
             if (!extent_of(rec, t, &e))
                 continue;

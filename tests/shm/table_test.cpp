@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -244,6 +245,39 @@ TEST_F(TableTest, RestartedWriterRecoversEveryAcknowledgedRange) {
     EXPECT_EQ(w->recovery().ranges, ranges);
 }
 
+// What a reader answers of `path`: every range (read_all), and the answers to find_by_name(),
+// find_by_id() and find_next() about each range of `universe`, as text.
+std::string readers_see(const std::string& path, const std::vector<RangeEntry>& universe) {
+    TableReader reader(path);
+    auto t = reader.view();
+    EXPECT_TRUE(t);
+    const TableView& v = **t;
+    std::string out;
+    auto record = [&](int r, const RangeRecord& rec) {
+        out += std::to_string(r);
+        if (r == 0)
+            out += std::string(" ") + rec.name + " " + std::to_string(rec.start) + " " +
+                   std::to_string(rec.size) + " " + std::to_string(rec.owner) + " " +
+                   std::to_string(rec.flags);
+        out += "\n";
+    };
+    std::vector<RangeRecord> all(universe.size() + 1);
+    std::size_t count = 0;
+    EXPECT_EQ(read_all(v, all.data(), all.size(), &count), 0);
+    for (std::size_t i = 0; i < count; i++)
+        record(0, all[i]);
+    for (const RangeEntry& e : universe) {
+        RangeRecord rec{};
+        record(find_by_name(v, e.name.c_str(), &rec), rec);
+        record(find_by_id(v, e.start, &rec), rec);
+        record(find_by_id(v, static_cast<std::uint32_t>(e.end() - 1), &rec), rec);
+        record(find_by_id(v, e.start - 1, &rec), rec);
+        record(find_next(v, e.start, &rec), rec);
+        record(find_next(v, std::uint64_t{e.start} + 1, &rec), rec);
+    }
+    return out;
+}
+
 // The bytes readers use of both copies of the table at `path`: count, entries, name index and
 // block index (what lies past the count is stale and differs).
 std::vector<std::byte> published_bytes(const std::string& path) {
@@ -309,11 +343,125 @@ TEST_F(TableTest, SingleChangesLeaveTheSameTableAsAWholePublish) {
             if (present[k])
                 expected.push_back(universe[k]);
         ASSERT_TRUE(whole->publish(expected));
-        ASSERT_EQ(published_bytes(path_), published_bytes(whole_path)) << "step " << step;
+        // Released entries stay in place (kEntryFlagRemoved), so the bytes differ from a whole
+        // publish; what every reader call answers may not, and both copies hold the same bytes.
+        ASSERT_EQ(readers_see(path_, universe), readers_see(whole_path, universe))
+                << "step " << step;
+        const auto bytes = published_bytes(path_);
+        ASSERT_TRUE(std::equal(bytes.begin(), bytes.begin() + bytes.size() / 2,
+                               bytes.begin() + bytes.size() / 2, bytes.end()))
+                << "step " << step;
         ASSERT_EQ(w->size(), expected.size());
         for (std::size_t k = 0; k < expected.size(); k++)
-            ASSERT_EQ(w->find_name(expected[k].name), k) << expected[k].name;
+            ASSERT_EQ(w->find_name(expected[k].name), expected[k].start) << expected[k].name;
     }
+}
+
+TEST_F(TableTest, ANewRangeOverARemovedOneIsFoundFromEveryBlock) {
+    // A released range stays in the table, marked removed. A longer range over its blocks, or
+    // one taking its name, must replace it: left in place, it would start inside the new range
+    // and find_by_id() would take it for the candidate of the IDs above its start.
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    const std::uint32_t b4 = kContainerPoolFirst + 4 * kContainerRangeSize;
+    ASSERT_TRUE(w->insert(container("one", b4 + kContainerRangeSize)));
+    ASSERT_TRUE(w->insert(container("two", b4 + 3 * kContainerRangeSize)));
+    ASSERT_TRUE(w->erase(b4 + kContainerRangeSize));
+    ASSERT_TRUE(w->erase(b4 + 3 * kContainerRangeSize));
+    EXPECT_EQ(w->removed(), 2U);
+    auto wide = container("wide", b4);
+    wide.size = 4 * kContainerRangeSize;
+    ASSERT_TRUE(w->insert(wide));
+    ASSERT_TRUE(w->insert(container("one", kContainerPoolFirst)));  // a removed entry's name
+    EXPECT_EQ(w->removed(), 0U);
+    TableReader reader(path_);
+    auto t = reader.view();
+    ASSERT_TRUE(t);
+    RangeRecord r;
+    for (std::uint32_t id = b4; id < b4 + wide.size; id += 0x4000) {
+        ASSERT_EQ(find_by_id(**t, id, &r), 0) << id;
+        EXPECT_STREQ(r.name, "wide");
+    }
+    ASSERT_EQ(find_by_name(**t, "one", &r), 0);
+    EXPECT_EQ(r.start, kContainerPoolFirst);
+    EXPECT_EQ(find_by_name(**t, "two", &r), -ESRCH);
+}
+
+TEST_F(TableTest, RemovedEntriesAreCompactedWhenTheyOutnumberTheLiveOnes) {
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    const std::uint32_t n = 2 * TableWriter::kCompactAt;
+    for (std::uint32_t i = 0; i < n; i++)
+        ASSERT_TRUE(w->insert(container("r" + std::to_string(i),
+                                        kContainerPoolFirst + i * kContainerRangeSize)));
+    for (std::uint32_t i = 0; i + 1 < TableWriter::kCompactAt; i++)
+        ASSERT_TRUE(w->erase(kContainerPoolFirst + 2 * i * kContainerRangeSize));
+    EXPECT_EQ(w->removed(), TableWriter::kCompactAt - 1);
+    ASSERT_TRUE(w->erase(kContainerPoolFirst + 1 * kContainerRangeSize));
+    EXPECT_EQ(w->removed(), 0U) << "as many removed entries as live ones: compacted";
+    EXPECT_EQ(w->size(), n - TableWriter::kCompactAt);
+    TableReader reader(path_);
+    auto t = reader.view();
+    ASSERT_TRUE(t);
+    std::vector<RangeRecord> all(n);
+    std::size_t count = 0;
+    ASSERT_EQ(read_all(**t, all.data(), all.size(), &count), 0);
+    EXPECT_EQ(count, w->size());
+    RangeRecord r;
+    EXPECT_EQ(find_by_name(**t, "r7", &r), 0);
+    EXPECT_EQ(find_by_name(**t, "r6", &r), -ESRCH);
+    EXPECT_EQ(find_by_name(**t, "r1", &r), -ESRCH);
+    // A few removed entries in a small table stay until kCompactAt.
+    for (std::uint32_t i = 3; i < 40; i += 2)
+        ASSERT_TRUE(w->erase(kContainerPoolFirst + i * kContainerRangeSize));
+    EXPECT_EQ(w->removed(), 19U);
+}
+
+TEST_F(TableTest, ReleaseDoesNotMoveTheTable) {
+    // A release moved every entry after the released one in both copies (the table is sorted
+    // by start): with 28,000 ranges as many bytes as the entries of one copy, 1.8 MB, and the
+    // daemon released at 0.16x its rate with 1,000. Now it marks the entry removed, one word a
+    // copy. Against a baseline of the same run (a loaded machine): a release costs less than a
+    // tenth of copying those 1.8 MB once (the old code: more than the copy). The best of eight.
+    constexpr std::uint32_t kRanges = 28000;
+    constexpr int kBatch = 50;
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    std::vector<RangeEntry> ranges;
+    for (std::uint32_t i = 0; i < kRanges; i++)
+        ranges.push_back(container("r" + std::to_string(i),
+                                   kContainerPoolFirst + i * kContainerRangeSize));
+    ASSERT_TRUE(w->publish(ranges));
+    std::vector<std::uint32_t> starts;
+    for (const RangeEntry& r : ranges)
+        starts.push_back(r.start);
+    std::shuffle(starts.begin(), starts.end(), std::mt19937(11));
+    using Clock = std::chrono::steady_clock;
+    auto release = Clock::duration::max();
+    for (int batch = 0; batch < 8; batch++) {
+        const auto t0 = Clock::now();
+        for (int i = batch * kBatch; i < (batch + 1) * kBatch; i++)
+            ASSERT_TRUE(w->erase(starts[static_cast<std::size_t>(i)]));
+        release = std::min(release, (Clock::now() - t0) / kBatch);
+    }
+    std::vector<std::byte> from(std::size_t{kRanges} * sizeof(EntryWords), std::byte{1}),
+            to(from.size());
+    auto copy = Clock::duration::max();
+    volatile std::byte sink{};
+    for (int run = 0; run < 8; run++) {
+        from[static_cast<std::size_t>(run)] = std::byte{2};
+        const auto t0 = Clock::now();
+        std::memcpy(to.data(), from.data(), from.size());
+        sink = to[static_cast<std::size_t>(run)];
+        copy = std::min(copy, Clock::now() - t0);
+    }
+    (void)sink;
+    const double ratio = std::chrono::duration<double>(release).count() /
+                         std::chrono::duration<double>(copy).count();
+    std::printf("[ timing   ] a release with 28,000 ranges: %.2f us, copying 1.8 MB: %.2f us "
+                "(%.3fx)\n", std::chrono::duration<double, std::micro>(release).count(),
+                std::chrono::duration<double, std::micro>(copy).count(), ratio);
+    EXPECT_LT(ratio, 0.1);
 }
 
 TEST_F(TableTest, SingleChangesRefuseWhatPublishRefusesAndChangeNothing) {
@@ -334,7 +482,7 @@ TEST_F(TableTest, SingleChangesRefuseWhatPublishRefusesAndChangeNothing) {
               EINVAL);
     EXPECT_EQ(w->erase(kContainerPoolFirst + kContainerRangeSize).error().value(), ENOENT);
     EXPECT_EQ(published_bytes(path_), before);
-    EXPECT_EQ(w->find_name("c"), 1U);
+    EXPECT_EQ(w->find_name("c"), kContainerPoolFirst + 2 * kContainerRangeSize);
     EXPECT_FALSE(w->find_name("b"));
     EXPECT_FALSE(w->find_name("a-name-longer-than-any-range-name"));
     EXPECT_FALSE(w->find_name(std::string_view("c\0", 2))) << "a NUL is not padding";

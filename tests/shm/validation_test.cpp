@@ -660,7 +660,7 @@ TEST_F(TableValidationTest, WriterMigratesAVersion2Table) {
     TableReader reader(dir.table());
     auto v = reader.view();
     ASSERT_TRUE(v) << v.error().message();
-    EXPECT_EQ((*v)->version, 3U);
+    EXPECT_EQ((*v)->version, kVersion);
 }
 
 TEST_F(TableValidationTest, SurvivesEntriesOutOfOrder) {
