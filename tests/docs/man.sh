@@ -34,6 +34,10 @@ for dir in man shell-completion; do
         >"$TMP/install.log" 2>&1 || rc=$?
     expect_eq "$dir/ installs (cmake -P $dir/cmake_install.cmake)" "0" "$rc$(
         [ $rc = 0 ] || cat "$TMP/install.log")"
+    # Nothing outside the prefix: a test must never write into /usr of the machine it runs on.
+    expect_eq "$dir/ installs nothing outside the prefix" "" \
+        "$(sed -n 's/^-- \(Installing\|Up-to-date\): //p' "$TMP/install.log" |
+            grep -v "^$PREFIX/" || true)"
 done
 [[ $mandir == /* ]] || mandir=$PREFIX/$mandir
 [[ $completions == /* ]] || completions=$PREFIX/$completions
