@@ -175,6 +175,8 @@ expect_runs_as_subid() {
 # Before the install the files alone give no user: the negative control of what follows.
 subid_negative_control() {
     section "subordinate IDs: no user for an /etc/subuid entry before the install"
+    # What the files held, for subid_restore (the purge check compares them at the end).
+    SUBUID_ORIG=$(q cat /etc/subuid) SUBGID_ORIG=$(q cat /etc/subgid)
     inside sh -c "echo $SUBID_LINE >/etc/subuid && echo $SUBID_LINE >/etc/subgid"
     expect_eq "getent passwd 100000 finds nothing" "" "$(q getent passwd 100000)"
     run_as negsub User=100000 Group=100000 Delegate=yes
@@ -192,6 +194,17 @@ subid_entry_after_install() {
     expect_eq "getent passwd 100000 is vu-sub-alice-0 within 10 s" "$SUBID_PASSWD" \
         "$(wait_getent passwd 100000 "$SUBID_PASSWD")"
     expect_runs_as_subid subafter
+    subid_restore
+}
+
+# Gives /etc/subuid and /etc/subgid back what they held before the tests wrote them.
+subid_restore() {
+    local f content
+    for f in subuid subgid; do
+        content=$SUBUID_ORIG
+        [ $f = subgid ] && content=$SUBGID_ORIG
+        inside sh -c '[ -z "$2" ] && : >"$1" || printf "%s\n" "$2" >"$1"' _ /etc/$f "$content"
+    done
 }
 
 # A second container boots an image with the package installed and /etc/subuid filled in, as a
