@@ -177,7 +177,7 @@ TEST_F(TableCapacityTest, RestartedWriterRecoversAFullTableQuickly) {
         return elapsed;
     };
     Clock::duration t_small = Clock::duration::max(), t_full = Clock::duration::max();
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 5; round++) {
         t_small = std::min(t_small, time_recovery(small_dir.table(), small));
         t_full = std::min(t_full, time_recovery(dir_.table(), *full_));
     }
