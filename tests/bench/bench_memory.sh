@@ -27,8 +27,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[ -x "$userdbd" ] || { echo "--userdbd PATH (the built transient-userdbd) is required" >&2; exit 2; }
-it_require python3 getent
+[ -x "$userdbd" ] ||
+    { echo "--userdbd PATH (the built transient-userdbd) is required" >&2; exit 2; }
+it_require python3 getent jq
 
 # mem PID: "Rss Pss Private" in KiB.
 mem() {
@@ -73,7 +74,7 @@ it_daemon_start 30
 it_userdbd_start "$userdbd"
 table=$IT_RUNTIME/ranges.table
 read -r bytes blocks < <(stat -c '%s %b' "$table")
-capacity=$(it_ctl_json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["table"]["capacity"])')
+capacity=$(it_ctl_json status | jq -er '.table.capacity')
 echo "table file: $bytes bytes ($((blocks * 512)) allocated), capacity $capacity entries," \
     "$(awk -v b="$bytes" -v c="$capacity" 'BEGIN { printf "%.1f", b / c }') bytes per entry"
 row idle 0
@@ -111,7 +112,8 @@ print(found, *(a - b for a, b in zip(after, before)))
 EOF
 )
 read -r found m_rss m_pss m_private <<<"$module"
-echo "module: $found of 2000 UIDs resolved; Rss +$m_rss KiB, Pss +$m_pss KiB, Private +$m_private KiB"
+echo "module: $found of 2000 UIDs resolved;" \
+    "Rss +$m_rss KiB, Pss +$m_pss KiB, Private +$m_private KiB"
 it_expect_eq "the module resolves every UID looked up" 2000 "$found"
 if [ $smoke = 1 ]; then
     it_section "bounds (--smoke)"
