@@ -7,9 +7,12 @@
 
 #include "nss/lookup.hpp"
 
+#include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "nss/answer_cache.hpp"
 #include "nss/environment.hpp"
@@ -30,6 +33,91 @@ struct Resolved {
     std::uint64_t seq = 0;
 };
 
+// The last range a lookup by ID found and validated, process-wide: a lookup of another ID of
+// the same range (a scan over one container's files or processes) reuses it instead of searching,
+// copying and validating the entry again. Like an answer in the answer cache it is used only
+// while the table's latch still reads the value it was read at (the writer moves the latch before
+// it touches the copy, and never reuses a value), and only for a view of the process-wide table
+// cache (never unmapped; a private mapping's view dies with its lease). The memo is our own
+// memory with a seqlock of its own (STYLE.md §2): a reader never waits, a memo being written is a
+// miss, and what it holds passed validate_record() when it was stored. The containment check is
+// repeated for every ID.
+struct alignas(64) RangeMemo {
+    static constexpr std::size_t kWords = sizeof(shm::RangeRecord) / 8;
+    static_assert(sizeof(shm::RangeRecord) % 8 == 0);
+    std::atomic<std::uint64_t> version{0};  // odd while a writer fills it
+    std::atomic<std::uint64_t> view{0};
+    std::atomic<std::uint64_t> seq{0};
+    std::atomic<std::uint64_t> name_length{0};
+    // The start of the last range offered: a range is memorized when it is found twice in a
+    // row, so that lookups that hop from range to range cost one store here, not a fill.
+    std::atomic<std::uint64_t> candidate{~0ULL};
+    std::atomic<std::uint64_t> record[kWords] = {};
+};
+// The word of a RangeRecord holding start and size, checked before the rest is copied.
+inline constexpr std::size_t kStartSizeWord = offsetof(shm::RangeRecord, start) / 8;
+static_assert(offsetof(shm::RangeRecord, start) % 8 == 0 &&
+              offsetof(shm::RangeRecord, size) == offsetof(shm::RangeRecord, start) + 4);
+
+constinit RangeMemo range_memo;
+
+bool recall_range(const shm::TableView* view, std::uint32_t id, Resolved* ret,
+                  std::size_t* name_length) noexcept {
+    const std::uint64_t seq = shm::table_seq(*view);
+    // Acquire: pairs with the release store that completed the fill.
+    const std::uint64_t version = range_memo.version.load(std::memory_order_acquire);
+    if ((version & 1) != 0 ||
+        range_memo.view.load(std::memory_order_relaxed) !=
+                reinterpret_cast<std::uintptr_t>(view) ||
+        range_memo.seq.load(std::memory_order_relaxed) != seq)
+        return false;
+    // Another range: a miss before copying anything (a torn word is caught by the re-check).
+    const std::uint64_t ss = range_memo.record[kStartSizeWord].load(std::memory_order_relaxed);
+    const auto start = static_cast<std::uint32_t>(ss);
+    if (id < start || std::uint64_t{id} >= std::uint64_t{start} + (ss >> 32))
+        return false;
+    std::uint64_t words[RangeMemo::kWords];
+    for (std::size_t i = 0; i < RangeMemo::kWords; i++)
+        words[i] = range_memo.record[i].load(std::memory_order_relaxed);
+    const std::size_t n = range_memo.name_length.load(std::memory_order_relaxed);
+    // Keeps the loads above before the re-check (Boehm 2012).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (range_memo.version.load(std::memory_order_relaxed) != version)
+        return false;
+    shm::RangeRecord r;
+    std::memcpy(&r, words, sizeof r);
+    if (id < r.start || std::uint64_t{id} >= std::uint64_t{r.start} + r.size)
+        return false;
+    ret->range = r;
+    ret->seq = seq;
+    *name_length = n;
+    return true;
+}
+
+void memo_range(const shm::TableView* view, const Resolved& found,
+                std::size_t name_length) noexcept {
+    // Relaxed: a heuristic; racing threads merely fill once more or once less.
+    if (range_memo.candidate.load(std::memory_order_relaxed) != found.range.start) {
+        range_memo.candidate.store(found.range.start, std::memory_order_relaxed);
+        return;
+    }
+    std::uint64_t version = range_memo.version.load(std::memory_order_relaxed);
+    // Claim it, or leave it to the thread filling it. Relaxed: the fence below orders.
+    if ((version & 1) != 0 || !range_memo.version.compare_exchange_strong(
+                                      version, version + 1, std::memory_order_relaxed))
+        return;
+    // The odd version before the payload stores (STYLE.md §2, rule 3).
+    std::atomic_thread_fence(std::memory_order_release);
+    range_memo.view.store(reinterpret_cast<std::uintptr_t>(view), std::memory_order_relaxed);
+    range_memo.seq.store(found.seq, std::memory_order_relaxed);
+    range_memo.name_length.store(name_length, std::memory_order_relaxed);
+    std::uint64_t words[RangeMemo::kWords];
+    std::memcpy(words, &found.range, sizeof words);
+    for (std::size_t i = 0; i < RangeMemo::kWords; i++)
+        range_memo.record[i].store(words[i], std::memory_order_relaxed);
+    range_memo.version.store(version + 2, std::memory_order_release);
+}
+
 int resolve_id(std::uint32_t id, shm::IdKind kind, Resolved* ret) noexcept {
     if (nss_bypassed())
         return -ESRCH;
@@ -43,8 +131,13 @@ int resolve_id(std::uint32_t id, shm::IdKind kind, Resolved* ret) noexcept {
     if (int r = acquire_table(&lease); r < 0)
         return r;
     std::size_t name_length;
-    if (int r = shm::find_by_id(*lease.view(), id, &ret->range, &ret->seq, &name_length); r < 0)
-        return r;
+    if (!lease.cached() || !recall_range(lease.view(), id, ret, &name_length)) {
+        if (int r = shm::find_by_id(*lease.view(), id, &ret->range, &ret->seq, &name_length);
+            r < 0)
+            return r;
+        if (lease.cached())
+            memo_range(lease.view(), *ret, name_length);
+    }
     if (!shm::range_has_kind(ret->range, kind))
         return -ESRCH;
     ret->name = shm::ranged_id_name(ret->range, id - ret->range.start, kind, name_length);

@@ -90,6 +90,27 @@ TEST_F(NssAnswerCacheTest, EveryPublishInvalidatesCachedAnswers) {
     EXPECT_EQ(group_name(kWeb + 7), "");
 }
 
+// Lookups of distinct IDs of one range reuse the range found and validated last (nss/lookup.cpp,
+// the range memo): a publish must end that reuse too, for an ID never asked before.
+TEST_F(NssAnswerCacheTest, EveryPublishInvalidatesTheRangeOfDistinctIds) {
+    for (uid_t n = 1; n <= 4; n++)
+        ASSERT_EQ(user_name(kWeb + n), "vu-web-" + std::to_string(n));
+    auto ranges = default_ranges();
+    ranges[1].name = "www";
+    publish(ranges);
+    EXPECT_EQ(user_name(kWeb + 5), "vu-www-5");
+    EXPECT_EQ(group_name(kWeb + 6), "vg-www-6");
+    EXPECT_EQ(user_name(kWeb + 7), "vu-www-7");
+    ranges.erase(ranges.begin() + 1);
+    publish(ranges);
+    EXPECT_EQ(user_name(kWeb + 8), "");
+    EXPECT_EQ(group_name(kWeb + 9), "");
+    // The range's neighbours are still found, and an ID outside the memorized range is not
+    // answered from it.
+    EXPECT_EQ(user_name(kSingle), "vu-one-0");
+    EXPECT_EQ(user_name(kLong + 65535), std::string("vu-") + kLongName + "-65535");
+}
+
 TEST_F(NssAnswerCacheTest, AReplacedTableInvalidatesCachedAnswers) {
     ASSERT_EQ(cached_user_name(kWeb + 1), "vu-web-1");
     const std::string next = dir_ + "/next.table";
