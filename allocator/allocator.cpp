@@ -142,24 +142,63 @@ Allocator::Allocator(shm::TableWriter writer, std::unique_ptr<CollisionChecker> 
       checker_(std::move(checker)),
       policy_(policy),
       probe_(std::move(probe)),
-      ranges_(writer_.recovery().ranges),
-      history_(release_history_path(writer_.path())) {}
-
-std::size_t Allocator::owned_by(uid_t owner) const {
-    return static_cast<std::size_t>(std::count_if(
-            ranges_.begin(), ranges_.end(), [&](const RangeEntry& r) {
-                return r.owner == owner && (r.flags & shm::kEntryFlagImported) == 0;
-            }));
+      history_(release_history_path(writer_.path())) {
+    reset_ranges(writer_.recovery().ranges);
 }
 
-std::vector<RangeEntry>::const_iterator Allocator::named_range(std::string_view name) const {
-    // The writer's name index gives the start; ranges_ is the published table, in start order.
+const std::vector<RangeEntry>& Allocator::ranges() const {
+    if (listed_stale_) {
+        listed_.clear();
+        listed_.reserve(ranges_.size());
+        for (const auto& [start, r] : ranges_)
+            listed_.push_back(r);
+        listed_stale_ = false;
+    }
+    return listed_;
+}
+
+void Allocator::add_range(const RangeEntry& r) {
+    ranges_.insert_or_assign(r.start, r);
+    if ((r.flags & shm::kEntryFlagImported) == 0)
+        owned_[r.owner]++;
+    listed_stale_ = true;
+}
+
+void Allocator::drop_range(Index::const_iterator it) {
+    if ((it->second.flags & shm::kEntryFlagImported) == 0)
+        if (auto o = owned_.find(it->second.owner); o != owned_.end() && --o->second == 0)
+            owned_.erase(o);
+    ranges_.erase(it);
+    listed_stale_ = true;
+}
+
+void Allocator::reset_ranges(const std::vector<RangeEntry>& sorted) {
+    ranges_.clear();
+    owned_.clear();
+    for (const RangeEntry& r : sorted)
+        add_range(r);
+    listed_stale_ = true;
+}
+
+std::size_t Allocator::owned_by(uid_t owner) const {
+    const auto it = owned_.find(owner);
+    return it == owned_.end() ? 0 : it->second;
+}
+
+Allocator::Index::const_iterator Allocator::named_range(std::string_view name) const {
+    // The writer's name index gives the start; ranges_ is the published table, by start.
     const auto start = writer_.find_name(name);
-    if (!start)
-        return ranges_.end();
-    const auto it = std::partition_point(ranges_.begin(), ranges_.end(),
-                                         [&](const RangeEntry& r) { return r.start < *start; });
-    return it != ranges_.end() && it->start == *start ? it : ranges_.end();
+    return start ? ranges_.find(*start) : ranges_.end();
+}
+
+Allocator::Index::const_iterator Allocator::first_ending_above(std::uint64_t id) const {
+    // Ranges do not overlap, so their ends rise with their starts: the one before the first
+    // starting above `id` is the only other candidate.
+    auto it = id >= UINT32_MAX ? ranges_.end()
+                               : ranges_.upper_bound(static_cast<std::uint32_t>(id));
+    if (it != ranges_.begin() && std::prev(it)->second.end() > id)
+        return std::prev(it);
+    return it;
 }
 
 bool Allocator::candidate_free(std::uint32_t start, std::uint32_t size) {
@@ -173,13 +212,12 @@ void Allocator::skip_used_blocks() {
     constexpr std::uint64_t kBlock = shm::kContainerRangeSize;
     std::uint64_t b = std::max<std::uint64_t>(
             never_used_, shm::round_up(policy_.pools.container_first, kBlock));
-    auto it = std::partition_point(ranges_.begin(), ranges_.end(),
-                                   [&](const RangeEntry& r) { return r.end() <= b; });
+    auto it = first_ending_above(b);
     while (b + kBlock - 1 <= policy_.pools.container_last) {
-        while (it != ranges_.end() && it->end() <= b)
+        while (it != ranges_.end() && it->second.end() <= b)
             ++it;
-        if (it != ranges_.end() && it->start < b + kBlock)
-            b = shm::round_up(it->end(), kBlock);
+        if (it != ranges_.end() && it->second.start < b + kBlock)
+            b = shm::round_up(it->second.end(), kBlock);
         else if (history_.rank(static_cast<std::uint32_t>(b)))
             b += kBlock;
         else
@@ -202,15 +240,14 @@ std::optional<std::uint32_t> Allocator::pick_container_base(std::uint32_t size) 
     std::vector<std::pair<std::uint64_t, std::uint32_t>> reused;  // (newest release, base)
     for (const bool never_used : {true, false}) {
         const std::uint64_t first = never_used ? never_used_ : pool_first;
-        auto it = std::partition_point(ranges_.begin(), ranges_.end(),
-                                       [&](const RangeEntry& r) { return r.end() <= first; });
+        auto it = first_ending_above(first);
         for (std::uint64_t base = first; base + size - 1 <= last;
              base += shm::kContainerRangeSize) {
-            while (it != ranges_.end() && it->end() <= base)
+            while (it != ranges_.end() && it->second.end() <= base)
                 ++it;
-            if (it != ranges_.end() && it->start < base + size) {
+            if (it != ranges_.end() && it->second.start < base + size) {
                 // Occupied by one of ours: skip to the first aligned base past it.
-                base = shm::round_up(it->end(), shm::kContainerRangeSize) -
+                base = shm::round_up(it->second.end(), shm::kContainerRangeSize) -
                        shm::kContainerRangeSize;
                 continue;
             }
@@ -240,11 +277,11 @@ std::optional<std::uint32_t> Allocator::pick_container_base(std::uint32_t size) 
 std::optional<std::uint32_t> Allocator::pick_dynamic_id() {
     // As pick_container_base(): never-used IDs first, then the least recently released.
     std::vector<std::pair<std::uint64_t, std::uint32_t>> reused;  // (release, ID)
-    auto it = ranges_.begin();
+    auto it = first_ending_above(policy_.pools.dynamic_first);
     for (std::uint64_t id = policy_.pools.dynamic_first; id <= policy_.pools.dynamic_last; id++) {
-        while (it != ranges_.end() && it->end() <= id)
+        while (it != ranges_.end() && it->second.end() <= id)
             ++it;
-        if (it != ranges_.end() && it->start <= id)
+        if (it != ranges_.end() && it->second.start <= id)
             continue;
         if (!shm::is_valid_range_shape(static_cast<std::uint32_t>(id), 1))
             continue;
@@ -273,13 +310,13 @@ Outcome<void> Allocator::publish(std::vector<RangeEntry> next) {
     // Whatever left the table (released, or its namespace gone) goes to the reuse order.
     std::vector<RangeEntry> gone;
     auto kept = next.begin();
-    for (const RangeEntry& r : ranges_) {
+    for (const auto& [start, r] : ranges_) {
         while (kept != next.end() && kept->start < r.start)
             ++kept;
         if (kept == next.end() || kept->start != r.start || kept->name != r.name)
             gone.push_back(r);
     }
-    ranges_ = std::move(next);
+    reset_ranges(next);
     history_.record(gone);
     never_used_ = 0;
     return {};
@@ -413,11 +450,7 @@ Outcome<RangeEntry> Allocator::allocate(const AllocateRequest& req) {
     if (auto r = writer_.insert(entry); !r)
         return fail(ErrorKind::kInternal,
                     "Failed to publish the range table: " + r.error().message());
-    ranges_.insert(std::upper_bound(ranges_.begin(), ranges_.end(), entry,
-                                    [](const RangeEntry& a, const RangeEntry& b) {
-                                        return a.start < b.start;
-                                    }),
-                   entry);
+    add_range(entry);
     return entry;
 }
 
@@ -429,25 +462,25 @@ Outcome<RangeEntry> Allocator::release(std::string_view given, uid_t caller) {
     // its owner may release it by that name.
     if (it == ranges_.end() && name != given) {
         auto theirs = named(std::string(given));
-        if (theirs != ranges_.end() && theirs->owner == caller) {
+        if (theirs != ranges_.end() && theirs->second.owner == caller) {
             it = theirs;
             name = std::string(given);
         }
     }
     if (it == ranges_.end())
         return fail(ErrorKind::kNoSuchRange, "No range named '" + name + "'");
-    if ((it->flags & shm::kEntryFlagImported) != 0)
+    if ((it->second.flags & shm::kEntryFlagImported) != 0)
         return fail(ErrorKind::kImportedRange, "Range '" + name +
                                                        "' comes from /etc/subuid or /etc/subgid; "
                                                        "edit those files to remove it");
-    if (caller != 0 && caller != it->owner)
+    if (caller != 0 && caller != it->second.owner)
         return fail(ErrorKind::kPermissionDenied,
-                    "Range '" + name + "' belongs to UID " + std::to_string(it->owner));
-    const RangeEntry released = *it;
+                    "Range '" + name + "' belongs to UID " + std::to_string(it->second.owner));
+    const RangeEntry released = it->second;
     if (auto r = writer_.erase(released.start); !r)
         return fail(ErrorKind::kInternal,
                     "Failed to publish the range table: " + r.error().message());
-    ranges_.erase(it);
+    drop_range(it);
     history_.record({&released, 1});
     return released;
 }
@@ -456,7 +489,7 @@ Outcome<void> Allocator::set_imported(const std::vector<RangeEntry>& imported,
                                       std::vector<std::string>* skipped) {
     std::vector<RangeEntry> next;
     std::vector<RangeEntry> before;  // the imported ranges now, to keep their creation times
-    for (const RangeEntry& r : ranges_)
+    for (const auto& [start, r] : ranges_)
         ((r.flags & shm::kEntryFlagImported) != 0 ? before : next).push_back(r);
     const std::vector<RangeEntry> live = next;
     for (RangeEntry e : imported) {
@@ -487,7 +520,7 @@ Outcome<void> Allocator::set_imported(const std::vector<RangeEntry>& imported,
     }
     std::sort(next.begin(), next.end(),
               [](const RangeEntry& a, const RangeEntry& b) { return a.start < b.start; });
-    if (next == ranges_)
+    if (next == ranges())
         return {};
     return publish(std::move(next));
 }
@@ -511,14 +544,14 @@ Outcome<RangeEntry> Allocator::find(const std::optional<std::string>& given,
         }
         if (it == ranges_.end())
             return fail(ErrorKind::kNoSuchRange, "No range named '" + *name + "'");
-        by_name = &*it;
+        by_name = &it->second;
     }
     if (id) {
-        auto it = std::upper_bound(ranges_.begin(), ranges_.end(), *id,
-                                   [](std::int64_t v, const RangeEntry& r) { return v < r.start; });
-        if (it == ranges_.begin() || *id >= static_cast<std::int64_t>(std::prev(it)->end()))
+        const auto it =
+                *id < 0 ? ranges_.end() : first_ending_above(static_cast<std::uint64_t>(*id));
+        if (it == ranges_.end() || *id < static_cast<std::int64_t>(it->second.start))
             return fail(ErrorKind::kNoSuchRange, "No range contains UID " + std::to_string(*id));
-        by_id = &*std::prev(it);
+        by_id = &it->second;
     }
     if (by_name && by_id && by_name != by_id)
         return fail(ErrorKind::kNoSuchRange,

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -180,7 +181,10 @@ public:
     // Allocated ranges only: imported ones count against nobody's quota.
     std::size_t owned_by(uid_t owner) const;
     const Policy& policy() const { return policy_; }
-    const std::vector<RangeEntry>& ranges() const { return ranges_; }  // sorted by start
+    // The live ranges, sorted by start. Built on demand from the index after a change (a
+    // listing, the status, an import), so that a change itself stays O(log n); the reference
+    // stays valid until the next change.
+    const std::vector<RangeEntry>& ranges() const;
     const shm::TableWriter& writer() const { return writer_; }
 
 private:
@@ -192,8 +196,15 @@ private:
     std::optional<std::uint32_t> pick_dynamic_id();
     void skip_used_blocks();
     bool candidate_free(std::uint32_t start, std::uint32_t size);
+    using Index = std::map<std::uint32_t, RangeEntry>;  // by start
     // The range called `name` (exactly), or ranges_.end(); O(log n).
-    std::vector<RangeEntry>::const_iterator named_range(std::string_view name) const;
+    Index::const_iterator named_range(std::string_view name) const;
+    // The first range ending above `id` (which may contain it), or ranges_.end(); O(log n).
+    Index::const_iterator first_ending_above(std::uint64_t id) const;
+    // Every change of ranges_ goes through these, which keep owned_ and the listing in step.
+    void add_range(const RangeEntry& r);
+    void drop_range(Index::const_iterator it);
+    void reset_ranges(const std::vector<RangeEntry>& sorted);
     Outcome<void> publish(std::vector<RangeEntry> next);
     // Releases the bound ranges `judged` accepts that `swept` reports gone.
     Outcome<std::vector<RangeEntry>> judge(UsernsProbe& swept,
@@ -206,7 +217,13 @@ private:
     Policy policy_;
     std::unique_ptr<UsernsProbe> probe_;
     ReleaseObserver observer_;
-    std::vector<RangeEntry> ranges_;
+    // The live ranges by start: an allocation or a release changes one node, where a sorted
+    // vector moved every range after the change (about 100 µs a release at 28,000; issue 11).
+    Index ranges_;
+    // Allocated (not imported) ranges per owner, for the quota without a scan.
+    std::unordered_map<uid_t, std::size_t> owned_;
+    mutable std::vector<RangeEntry> listed_;  // ranges(), valid while !listed_stale_
+    mutable bool listed_stale_ = true;
     std::chrono::milliseconds sweep_spacing_{0};
     std::function<void()> sweep_runner_;
     std::optional<std::chrono::steady_clock::time_point> last_sweep_;

@@ -16,8 +16,8 @@ namespace transient::allocator {
 
 std::size_t Allocator::bound_count() const {
     return static_cast<std::size_t>(
-            std::count_if(ranges_.begin(), ranges_.end(), [](const RangeEntry& r) {
-                return is_bound(r);
+            std::count_if(ranges_.begin(), ranges_.end(), [](const auto& kv) {
+                return is_bound(kv.second);
             }));
 }
 
@@ -25,7 +25,8 @@ Outcome<std::vector<RangeEntry>> Allocator::reap_dead_bindings(std::optional<uid
     auto concerned = [&](const RangeEntry& r) {
         return is_bound(r) && (!owner || r.owner == *owner);
     };
-    if (!probe_ || std::none_of(ranges_.begin(), ranges_.end(), concerned))
+    if (!probe_ || std::none_of(ranges_.begin(), ranges_.end(),
+                                [&](const auto& kv) { return concerned(kv.second); }))
         return std::vector<RangeEntry>{};
     last_sweep_ = std::chrono::steady_clock::now();
     if (!probe_->begin_sweep())
@@ -35,8 +36,9 @@ Outcome<std::vector<RangeEntry>> Allocator::reap_dead_bindings(std::optional<uid
 
 std::vector<RangeEntry> Allocator::bound_ranges() const {
     std::vector<RangeEntry> out;
-    std::copy_if(ranges_.begin(), ranges_.end(), std::back_inserter(out),
-                 [](const RangeEntry& r) { return is_bound(r); });
+    for (const auto& [start, r] : ranges_)
+        if (is_bound(r))
+            out.push_back(r);
     return out;
 }
 
@@ -79,7 +81,7 @@ Outcome<std::vector<RangeEntry>> Allocator::judge(
     std::vector<RangeEntry> dead;
     std::vector<RangeEntry> next;
     next.reserve(ranges_.size());
-    for (const RangeEntry& r : ranges_) {
+    for (const auto& [start, r] : ranges_) {
         // Only a definite "gone" releases: kUnknown (a failed probe) keeps the range.
         if (is_bound(r) && judged(r) && swept.check(r) == Liveness::kDead)
             dead.push_back(r);

@@ -30,6 +30,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "allocator/interface.hpp"
@@ -294,17 +295,23 @@ void print_json(const json& j) {
 }
 
 // The owner's user name, if NSS knows one. (uid_t) -1 is no one: the owner an imported entry
-// gets when its /etc/subuid name is no user.
+// gets when its /etc/subuid name is no user. Asked once per UID: a list has a few owners and
+// up to 28,000 ranges, and each getpwuid_r() reads /etc/passwd again.
 std::optional<std::string> owner_name(const std::optional<uint64_t>& owner) {
     if (!owner || *owner >= UINT32_MAX)
         return std::nullopt;
+    static std::unordered_map<uint64_t, std::optional<std::string>> known;
+    if (auto it = known.find(*owner); it != known.end())
+        return it->second;
     passwd pw{};
     passwd* result = nullptr;
     std::array<char, 4096> buf{};
+    std::optional<std::string> name;
     if (::getpwuid_r(static_cast<uid_t>(*owner), &pw, buf.data(), buf.size(), &result) == 0 &&
         result != nullptr)
-        return printable(pw.pw_name);
-    return std::nullopt;
+        name = printable(pw.pw_name);
+    known.emplace(*owner, name);
+    return name;
 }
 
 // "alice (1000)", the UID alone if it has no name, "-" if there is no owner.

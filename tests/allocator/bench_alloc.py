@@ -69,9 +69,25 @@ def main():
     ap.add_argument("--min-ratio", type=float, default=0.0)
     ap.add_argument("--json", action="store_true", help="one JSON line instead of the table")
     ap.add_argument("--at-full", help="a shell command to run when every range is allocated")
+    ap.add_argument("--list-only", action="store_true",
+                    help="only call ListRanges and read every reply (not parsed)")
     args = ap.parse_args()
 
     conn = Connection(args.socket)
+    if args.list_only:
+        conn.sock.sendall(json.dumps({"method": "io.transient.Allocator.ListRanges",
+                                      "more": True}).encode() + b"\0")
+        # Until a reply without "continues": true; only the last one read is parsed.
+        tail = b""
+        while True:
+            chunk = conn.sock.recv(1 << 20)
+            if not chunk:
+                raise RuntimeError("transient-allocd closed the connection")
+            tail = (tail + chunk)[-4096:]
+            if tail.endswith(b"\0"):
+                last = tail[:-1].rsplit(b"\0", 1)[-1]
+                if not json.loads(last).get("continues"):
+                    return 0
     names = [f"bench-{i}" for i in range(args.ranges)]
     bands = [names[i:i + args.band] for i in range(0, len(names), args.band)]
     alloc = []  # (live ranges at the start, calls, seconds)

@@ -16,15 +16,29 @@
 
 if [ "${1:-}" = __at_full ]; then
     # Called by bench_alloc.py with the table full. Times in seconds, RSS in KiB.
+    # The list's parts: ListRanges alone (the daemon and the transfer, read by Python without
+    # parsing), `list --json` (no table), and the table.
     t0=$(date +%s.%N)
     n=$("$CTL" list | wc -l)
     t1=$(date +%s.%N)
     e=$(getent passwd | grep -c '^vu-')
     t2=$(date +%s.%N)
+    "$CTL" list --json >/dev/null
+    t3=$(date +%s.%N)
+    /usr/bin/python3 "$(dirname "$0")/bench_alloc.py" "$IT_SOCKET" --list-only
+    t4=$(date +%s.%N)
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$BENCH_ALLOCD_PID/status")
     table=$(stat -c %s "$IT_RUNTIME/ranges.table")
-    printf 'full table: transientctl list %s lines in %.3f s; getent passwd %s vu- users in %.3f s; allocd RSS %s KiB; table file %s bytes\n' \
-        "$n" "$(echo "$t1 - $t0" | bc)" "$e" "$(echo "$t2 - $t1" | bc)" "$rss" "$table"
+    list=$(echo "$t1 - $t0" | bc) getent=$(echo "$t2 - $t1" | bc)
+    ratio=$(echo "scale=2; $list / $getent" | bc)
+    printf 'full table: transientctl list %s lines in %.3f s; getent passwd %s vu- users in %.3f s (list: %s×); list --json %.3f s; ListRanges alone %.3f s; allocd RSS %s KiB; table file %s bytes\n' \
+        "$n" "$list" "$e" "$getent" "$ratio" "$(echo "$t3 - $t2" | bc)" \
+        "$(echo "$t4 - $t3" | bc)" "$rss" "$table"
+    if [ -n "${BENCH_MAX_LIST_RATIO:-}" ] &&
+        [ "$(echo "$ratio > $BENCH_MAX_LIST_RATIO" | bc)" = 1 ]; then
+        echo "FAIL: transientctl list took $ratio× the time of getent passwd, above $BENCH_MAX_LIST_RATIO×" >&2
+        exit 1
+    fi
     exit 0
 fi
 
