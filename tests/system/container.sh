@@ -13,7 +13,7 @@
 #   container.sh stop  NAME                               power off and clean up; idempotent
 #   container.sh run   NAME [--share DIR] -- CMD [ARG...] start, exec CMD, stop (CMD's status)
 #
-#   --share DIR   bind DIR read-only at /share inside (e.g. the directory of the .deb)
+#   --share DIR   bind DIR read-only at /share and at its own path inside (e.g. the .deb's dir)
 #   --timeout S   how long to wait for "systemctl is-system-running" (default 30)
 #   --watch PID   stop the container as soon as process PID is gone, even if PID was killed
 #                 before it could call stop (e.g. by a test runner's timeout)
@@ -151,6 +151,10 @@ inner() {
         mkdir -p "$root/share"
         mount --bind "$share" "$root/share"
         mount -o remount,bind,ro "$root/share"
+        # Also at its own path, which the container's own /tmp may hide (a build tree under /tmp).
+        mkdir -p "$root$share"
+        mount --bind "$share" "$root$share"
+        mount -o remount,bind,ro "$root$share"
     fi
     if [ -f "$st/setup.sh" ]; then
         echo "container.sh: running the setup script before boot"

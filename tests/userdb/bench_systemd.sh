@@ -49,7 +49,8 @@ done
 
 inside() { "$CT" exec "$NAME" -- "$@"; }
 trap '"$CT" stop "$NAME"' EXIT
-"$CT" start "$NAME" --watch $$
+# The build tree, seen at its own path inside even when it is under /tmp.
+"$CT" start "$NAME" --watch $$ --share "$(dirname "$UDB_ROOT")"
 
 # The container's / is an overlay of the host's with a tmpfs upper layer: these copies, like the
 # /etc/passwd lines below, exist only in the container.
