@@ -56,7 +56,10 @@ std::string help_text() {
     return text;
 }
 
-// Checks the bindings to user namespaces on every tick of a monotonic timer. A probe whose
+// Checks the bindings to user namespaces on every tick of a monotonic timer. A probe that
+// answers on the loop (file handles) sweeps in steps of Allocator::kSweepStep bindings, one per
+// turn of the loop below the sockets' priority, so that no call waits for more than a step
+// (a whole sweep of 16,000 bindings held the loop for tens of milliseconds). A probe whose
 // sweep is slow (the /proc scan) sweeps on a worker thread, which touches only a probe of its
 // own and reports through an eventfd; the loop then judges the bindings by that sweep. The
 // next tick is armed only once a sweep is done, so at most one worker runs.
@@ -65,6 +68,7 @@ struct Sweeper {
     std::uint64_t interval_usec = 0;
     std::string problem;  // the probe's last complaint, logged when it changes
     sd_event_source* timer = nullptr;  // floating: owned by the event loop
+    sd_event_source* step = nullptr;   // floating: the next step of a sweep on the loop
     shm::UniqueFd done_fd;             // eventfd the worker signals
     std::thread worker;
     std::unique_ptr<allocator::UsernsProbe> worker_probe;
@@ -119,6 +123,23 @@ bool start_worker_sweep(Sweeper& sw) {
     return true;
 }
 
+// One step of the sweep on the loop; the next one, or the next tick once the sweep is done.
+// Allocations short of room take steps too, and may finish the sweep between two of these.
+int on_sweep_step(sd_event_source* source, void* userdata) noexcept {
+    auto* sw = static_cast<Sweeper*>(userdata);
+    try {
+        if (sw->allocator->sweep_under_way())
+            if (auto r = sw->allocator->sweep_step(); !r)
+                base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
+        if (sw->allocator->sweep_under_way())
+            return sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+        report_probe_problem(*sw, *sw->allocator->probe());
+    } catch (const std::exception& e) {
+        base::log_printf(LOG_ERR, "Failed to check user namespace bindings: %s", e.what());
+    }
+    return arm_next_sweep(*sw);
+}
+
 int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexcept {
     (void)now;
     auto* sw = static_cast<Sweeper*>(userdata);
@@ -126,8 +147,19 @@ int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexce
     try {
         if (start_worker_sweep(*sw))
             return sd_event_source_set_enabled(source, SD_EVENT_OFF);  // until it is done
-        if (auto r = sw->allocator->reap_dead_bindings(); !r)
+        if (auto r = sw->allocator->sweep_step(); !r)
             base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
+        if (sw->allocator->sweep_under_way() && sw->step != nullptr) {
+            (void)sd_event_source_set_enabled(source, SD_EVENT_OFF);  // until it is done
+            return sd_event_source_set_enabled(sw->step, SD_EVENT_ONESHOT);
+        }
+        // Without a step source (it could not be added) the sweep is finished here, whole.
+        if (sw->allocator->sweep_under_way())
+            while (sw->allocator->sweep_under_way())
+                if (auto r = sw->allocator->sweep_step(); !r) {
+                    base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
+                    break;
+                }
         report_probe_problem(*sw, *sw->allocator->probe());
     } catch (const std::exception& e) {
         base::log_printf(LOG_ERR, "Failed to check user namespace bindings: %s", e.what());
@@ -216,6 +248,16 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
             return false;
         }
     }
+    // Below the sockets and the Varlink server's own turns (SD_EVENT_PRIORITY_NORMAL + 1): a
+    // step runs when the calls that were waiting have been served.
+    if (int r = sd_event_add_defer(event, &sweeper.step, on_sweep_step, &sweeper); r < 0) {
+        base::log_printf(LOG_ERR, "Failed to add the user namespace sweep's steps: %s",
+                         std::strerror(-r));
+        return false;
+    }
+    (void)sd_event_source_set_priority(sweeper.step, SD_EVENT_PRIORITY_NORMAL + 2);
+    (void)sd_event_source_set_enabled(sweeper.step, SD_EVENT_OFF);
+    (void)sd_event_source_set_floating(sweeper.step, 1);
     uint64_t now = 0;
     sd_event_now(event, CLOCK_MONOTONIC, &now);
     if (int r = sd_event_add_time(event, &sweeper.timer, CLOCK_MONOTONIC,
