@@ -9,22 +9,23 @@
 #
 #   scripts/sandbox.sh --build build -- tests/allocator/bench_sweep.sh [--smoke] [ARGS...]
 #
-# Default: 16,000 bindings. --smoke (CI, label bench): 2,000 bindings, and the bystander's p99
-# while sweeping must stay within 4x its idle p99 or under 3 ms (a sweep that checked every
-# binding in one loop iteration stalled it for the whole sweep). Other ARGS go to
+# Default: 16,000 bindings, a sweep every second (BENCH_SWEEP_INTERVAL=S). --smoke (CI, label
+# bench): 2,000 bindings swept every 0.1 s, and the bystander's p99 while sweeping must stay
+# within 6x its idle p99 or under 8 ms (the sweep that checked every binding in one turn of the
+# event loop gave 11-18 ms at load 14-21, the worker's 3.4-5.1 ms). Other ARGS go to
 # bench_sweep.py (--bindings N, --window S, --deaths N, --max-p99-ratio R, --max-p99-ms MS).
 . "$(dirname "$0")/../integration/lib.sh"
 
-INTERVAL=${BENCH_SWEEP_INTERVAL:-0.1}
-CONF=$IT_FILES/allocd.conf
-export TRANSIENT_CONFIG=$CONF
-printf '[Allocator]\nUserNamespaceCheckSec=%s\n' "$INTERVAL" >"$CONF"
-
+INTERVAL=${BENCH_SWEEP_INTERVAL:-1}
 args=()
 if [ "${1:-}" = --smoke ]; then
     shift
-    args=(--bindings 2000 --window 4 --max-p99-ratio 4 --max-p99-ms 3)
+    INTERVAL=${BENCH_SWEEP_INTERVAL:-0.1}
+    args=(--bindings 2000 --window 4 --max-p99-ratio 6 --max-p99-ms 8)
 fi
+CONF=$IT_FILES/allocd.conf
+export TRANSIENT_CONFIG=$CONF
+printf '[Allocator]\nUserNamespaceCheckSec=%s\n' "$INTERVAL" >"$CONF"
 
 echo "max_user_namespaces: $(cat /proc/sys/user/max_user_namespaces)"
 it_section "transient-allocd, sweeping every $INTERVAL s"
