@@ -181,6 +181,7 @@ def main():
     fds = make_namespaces(args.bindings)
     created = time.monotonic() - t0
     t0 = time.monotonic()
+    conn = Connection(args.socket)  # the first one went idle too long meanwhile
     by_path = 3 if args.ctl else 0
     for i, fd in enumerate(fds):
         name = f"sw{i}"
