@@ -161,6 +161,8 @@ void Allocator::add_range(const RangeEntry& r) {
     ranges_.insert_or_assign(r.start, r);
     if ((r.flags & shm::kEntryFlagImported) == 0)
         owned_[r.owner]++;
+    if (is_bound(r))
+        bound_of_[r.owner].insert(r.start);
     listed_stale_ = true;
 }
 
@@ -168,6 +170,10 @@ void Allocator::drop_range(Index::const_iterator it) {
     if ((it->second.flags & shm::kEntryFlagImported) == 0)
         if (auto o = owned_.find(it->second.owner); o != owned_.end() && --o->second == 0)
             owned_.erase(o);
+    if (is_bound(it->second))
+        if (auto b = bound_of_.find(it->second.owner);
+            b != bound_of_.end() && b->second.erase(it->second.start) > 0 && b->second.empty())
+            bound_of_.erase(b);
     ranges_.erase(it);
     listed_stale_ = true;
 }
@@ -175,6 +181,7 @@ void Allocator::drop_range(Index::const_iterator it) {
 void Allocator::reset_ranges(const std::vector<RangeEntry>& sorted) {
     ranges_.clear();
     owned_.clear();
+    bound_of_.clear();
     for (const RangeEntry& r : sorted)
         add_range(r);
     listed_stale_ = true;

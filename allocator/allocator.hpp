@@ -3,8 +3,8 @@
 // The allocation policy of transient-allocd: which range a request gets, who may do what (name
 // scopes and quotas, policy.hpp), how long it lives (until released, or until the user
 // namespace it is bound to is gone, userns.hpp), and the in-memory view of the live ranges that
-// the table writer publishes: an allocation or a release as one change, a sweep or an import as a
-// whole table. Logic over three seams —
+// the table writer publishes: an allocation, a release or a range a sweep found dead as one
+// change, an import as a whole table. Logic over three seams —
 // the TableWriter, a CollisionChecker and a UsernsProbe — so that tests can drive it without
 // sockets, NSS or namespaces.
 
@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -151,8 +152,19 @@ public:
                              const std::optional<std::int64_t>& id, uid_t caller = 0) const;
 
     // Lifetimes (lifetimes.cpp). Releases every bound range (of `owner` only, if given) whose
-    // user namespace the probe reports gone, in one publish. Returns what it released.
+    // user namespace the probe reports gone, each as one change. Returns what it released.
+    // Every binding is checked before this returns: for start-up and tests; the event loop
+    // sweeps by sweep_step().
     Outcome<std::vector<RangeEntry>> reap_dead_bindings(std::optional<uid_t> owner = {});
+    // One step of a sweep with the allocator's own probe, so that the event loop never waits
+    // for all the bindings (16,000 of them: 16,000 open_by_handle_at() calls, tens of ms): at
+    // most `max_checks` bindings are checked, from where the last step stopped (a start; ranges
+    // allocated or released between steps need no bookkeeping, and one allocated behind it waits
+    // for the next sweep). Begins a sweep if none is under way. Returns what it released.
+    static constexpr std::size_t kSweepStep = 128;
+    Outcome<std::vector<RangeEntry>> sweep_step(std::size_t max_checks = kSweepStep);
+    // Whether a sweep begun by sweep_step() has bindings left to check.
+    bool sweep_under_way() const { return sweep_.under_way; }
     // The same with a sweep `swept` took elsewhere (begin_sweep() returned `usable`), e.g. on a
     // worker thread. Judges only the ranges of `before`, the bound ranges as they were before
     // that sweep began (bound_ranges()): one bound since may be to a namespace the sweep could
@@ -206,9 +218,18 @@ private:
     void drop_range(Index::const_iterator it);
     void reset_ranges(const std::vector<RangeEntry>& sorted);
     Outcome<void> publish(std::vector<RangeEntry> next);
-    // Releases the bound ranges `judged` accepts that `swept` reports gone.
+    // Where a sweep stands: the first start it has not looked at yet.
+    struct SweepCursor {
+        std::uint64_t next = 0;
+        bool under_way = false;
+    };
+    // Releases the bound ranges `judged` accepts that `swept` reports gone, from `at.next` on,
+    // checking at most `max_checks` of them; at.under_way turns false at the end of the table.
     Outcome<std::vector<RangeEntry>> judge(UsernsProbe& swept,
-                                           const std::function<bool(const RangeEntry&)>& judged);
+                                           const std::function<bool(const RangeEntry&)>& judged,
+                                           SweepCursor& at, std::size_t max_checks);
+    // Releases `dead` (ranges of ranges_) one change each, as a release does.
+    Outcome<void> release_dead(const std::vector<RangeEntry>& dead);
     // reap_dead_bindings() for an allocation, unless one ran less than the spacing ago.
     Outcome<std::vector<RangeEntry>> reap_if_due(std::optional<uid_t> owner = {});
 
@@ -222,6 +243,10 @@ private:
     Index ranges_;
     // Allocated (not imported) ranges per owner, for the quota without a scan.
     std::unordered_map<uid_t, std::size_t> owned_;
+    // The starts of the bound ranges per owner: an over-quota request checks the owner's own
+    // (at most max_ranges_per_user), never walks everyone's.
+    std::unordered_map<uid_t, std::set<std::uint32_t>> bound_of_;
+    SweepCursor sweep_;  // sweep_step()'s
     mutable std::vector<RangeEntry> listed_;  // ranges(), valid while !listed_stale_
     mutable bool listed_stale_ = true;
     std::chrono::milliseconds sweep_spacing_{0};

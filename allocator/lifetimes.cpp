@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // Lifetimes of ranges bound to a user namespace: the sweep that releases them once the
-// namespace is gone. It runs from the daemon's timer (on a worker thread where a sweep is slow),
-// once at start-up (the allocator may have been down while namespaces died), and when an
-// allocation runs short of room or quota, at most once per sweep spacing.
+// namespace is gone. It runs from the daemon's timer, in steps of a few bindings between the
+// event loop's other work (a /proc scan on a worker thread), once whole at start-up (the
+// allocator may have been down while namespaces died), and when an allocation runs short of
+// quota (the owner's bindings only) or room (one step).
 // Nothing here depends on a single event being seen: every sweep asks about every binding.
 
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <unordered_map>
 
@@ -22,16 +24,44 @@ std::size_t Allocator::bound_count() const {
 }
 
 Outcome<std::vector<RangeEntry>> Allocator::reap_dead_bindings(std::optional<uid_t> owner) {
-    auto concerned = [&](const RangeEntry& r) {
-        return is_bound(r) && (!owner || r.owner == *owner);
-    };
-    if (!probe_ || std::none_of(ranges_.begin(), ranges_.end(),
-                                [&](const auto& kv) { return concerned(kv.second); }))
+    if (!probe_)
+        return std::vector<RangeEntry>{};
+    if (owner) {
+        // The owner's own bindings, found by its index: a request over quota must not cost a
+        // walk of everyone's (a user at the quota decides how often it asks).
+        const auto it = bound_of_.find(*owner);
+        if (it == bound_of_.end())
+            return std::vector<RangeEntry>{};
+        last_sweep_ = std::chrono::steady_clock::now();
+        if (!probe_->begin_sweep())
+            return std::vector<RangeEntry>{};  // the probe cannot tell this time; keep everything
+        std::vector<RangeEntry> dead;
+        for (const std::uint32_t start : it->second)
+            if (const RangeEntry& r = ranges_.at(start); probe_->check(r) == Liveness::kDead)
+                dead.push_back(r);
+        if (auto r = release_dead(dead); !r)
+            return std::unexpected(r.error());
+        return dead;
+    }
+    if (bound_of_.empty())
         return std::vector<RangeEntry>{};
     last_sweep_ = std::chrono::steady_clock::now();
     if (!probe_->begin_sweep())
-        return std::vector<RangeEntry>{};  // the probe cannot tell this time; keep everything
-    return judge(*probe_, concerned);
+        return std::vector<RangeEntry>{};
+    SweepCursor all{0, true};
+    return judge(*probe_, [](const RangeEntry&) { return true; }, all, SIZE_MAX);
+}
+
+Outcome<std::vector<RangeEntry>> Allocator::sweep_step(std::size_t max_checks) {
+    if (!probe_ || (!sweep_.under_way && bound_of_.empty()))
+        return std::vector<RangeEntry>{};
+    if (!sweep_.under_way) {
+        last_sweep_ = std::chrono::steady_clock::now();
+        if (!probe_->begin_sweep())
+            return std::vector<RangeEntry>{};  // the probe cannot tell this time
+        sweep_ = {0, true};
+    }
+    return judge(*probe_, [](const RangeEntry&) { return true; }, sweep_, max_checks);
 }
 
 std::vector<RangeEntry> Allocator::bound_ranges() const {
@@ -54,18 +84,36 @@ Outcome<std::vector<RangeEntry>> Allocator::reap_swept(UsernsProbe& swept, bool 
     by_start.reserve(before.size());
     for (const RangeEntry& b : before)
         by_start.emplace(b.start, &b);
-    return judge(swept, [&](const RangeEntry& r) {
-        const auto it = by_start.find(r.start);
-        return it != by_start.end() && it->second->created_usec == r.created_usec &&
-               it->second->name == r.name;
-    });
+    // Checked on the loop in one go: the check is a lookup in the sweep's snapshot.
+    SweepCursor all{0, true};
+    return judge(
+            swept,
+            [&](const RangeEntry& r) {
+                const auto it = by_start.find(r.start);
+                return it != by_start.end() && it->second->created_usec == r.created_usec &&
+                       it->second->name == r.name;
+            },
+            all, SIZE_MAX);
 }
 
 Outcome<std::vector<RangeEntry>> Allocator::reap_if_due(std::optional<uid_t> owner) {
     // A probe that answers on the loop (file handles: one open_by_handle_at() per binding) is
-    // asked every time, so a namespace that just died frees its range for this very request.
-    if (!sweep_runner_)
-        return reap_dead_bindings(owner);
+    // asked now, so a namespace that just died frees its range for this very request: over
+    // quota, about the owner's own bindings; for a pool or table that is short, one step of the
+    // sweep (wrapping round once), so that a request never checks more than kSweepStep
+    // bindings. With more bindings than that, a retry goes on where this one stopped, and the
+    // timer's sweep goes on between requests.
+    if (!sweep_runner_) {
+        if (owner)
+            return reap_dead_bindings(owner);
+        const bool from_start = !sweep_.under_way;
+        auto dead = sweep_step(kSweepStep);
+        if (!dead || !dead->empty() || from_start || sweep_.under_way)
+            return dead;
+        // The step finished a sweep begun elsewhere and found nothing: the bindings before
+        // where it began are checked by a new one (at most kSweepStep more).
+        return sweep_step(kSweepStep);
+    }
     // A slow probe (the /proc scan) sweeps on the worker: one sweep serves every request until
     // the spacing is over, and this request is answered from what is known now.
     const auto now = std::chrono::steady_clock::now();
@@ -77,25 +125,52 @@ Outcome<std::vector<RangeEntry>> Allocator::reap_if_due(std::optional<uid_t> own
 }
 
 Outcome<std::vector<RangeEntry>> Allocator::judge(
-        UsernsProbe& swept, const std::function<bool(const RangeEntry&)>& judged) {
+        UsernsProbe& swept, const std::function<bool(const RangeEntry&)>& judged,
+        SweepCursor& at, std::size_t max_checks) {
+    // Unbound ranges are stepped over too: bounded as well, so that a step stays short in a
+    // table of unbound ranges.
+    const std::size_t max_visits = max_checks > SIZE_MAX / 16 ? SIZE_MAX : max_checks * 16;
     std::vector<RangeEntry> dead;
-    std::vector<RangeEntry> next;
-    next.reserve(ranges_.size());
-    for (const auto& [start, r] : ranges_) {
+    std::size_t checks = 0, visits = 0;
+    auto it = at.next > UINT32_MAX ? ranges_.end()
+                                   : ranges_.lower_bound(static_cast<std::uint32_t>(at.next));
+    for (; it != ranges_.end() && checks < max_checks && visits < max_visits; ++it) {
+        const RangeEntry& r = it->second;
+        visits++;
+        if (!is_bound(r) || !judged(r))
+            continue;
+        checks++;
         // Only a definite "gone" releases: kUnknown (a failed probe) keeps the range.
-        if (is_bound(r) && judged(r) && swept.check(r) == Liveness::kDead)
+        if (swept.check(r) == Liveness::kDead)
             dead.push_back(r);
-        else
-            next.push_back(r);
     }
-    if (dead.empty())
-        return dead;
-    if (auto r = publish(std::move(next)); !r)
+    if (it == ranges_.end())
+        at = {};
+    else
+        at.next = it->first;
+    if (auto r = release_dead(dead); !r)
         return std::unexpected(r.error());
-    if (observer_)
-        for (const RangeEntry& r : dead)
-            observer_(r);
     return dead;
+}
+
+Outcome<void> Allocator::release_dead(const std::vector<RangeEntry>& dead) {
+    // One change each, as ReleaseRange makes: a republished table cost a copy of every range.
+    std::size_t done = 0;
+    Outcome<void> result;
+    for (; done < dead.size(); done++) {
+        if (auto w = writer_.erase(dead[done].start); !w) {
+            result = std::unexpected(Failure{ErrorKind::kInternal,
+                                             "Failed to publish the range table: " +
+                                                     w.error().message()});
+            break;
+        }
+        drop_range(ranges_.find(dead[done].start));
+    }
+    history_.record({dead.data(), done});
+    if (observer_)
+        for (std::size_t i = 0; i < done; i++)
+            observer_(dead[i]);
+    return result;
 }
 
 }  // namespace transient::allocator

@@ -8,6 +8,7 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "allocator/allocator.hpp"
@@ -56,19 +58,38 @@ std::string help_text() {
     return text;
 }
 
-// Checks the bindings to user namespaces on every tick of a monotonic timer. A probe whose
-// sweep is slow (the /proc scan) sweeps on a worker thread, which touches only a probe of its
-// own and reports through an eventfd; the loop then judges the bindings by that sweep. The
-// next tick is armed only once a sweep is done, so at most one worker runs.
+// Checks the bindings to user namespaces on every tick of a monotonic timer, on a worker thread:
+// the /proc scan is slow, and file handles make one open_by_handle_at() per binding (16,000
+// bindings: tens of ms, which on the loop kept every call waiting, and on a loaded machine a
+// loop busy that long is also scheduled late). The worker touches only a probe of its own, asks
+// it about every binding, and reports through an eventfd; the loop then judges the bindings by
+// those answers (a lookup each). The worker runs at a lower priority than the loop, so the
+// loop's calls are not held up by it either. A probe without a thread of its own sweeps on the
+// loop in steps of Allocator::kSweepStep bindings, one per turn below the sockets' priority.
+// The next tick is armed only once a sweep is done, so at most one worker runs.
+
+// What a probe answered on the worker thread, by start, for judging on the loop.
+class Answers final : public allocator::UsernsProbe {
+public:
+    const char* name() const override { return "answers"; }
+    allocator::Liveness check(const shm::RangeEntry& e) override {
+        const auto it = by_start.find(e.start);
+        return it == by_start.end() ? allocator::Liveness::kUnknown : it->second;
+    }
+    std::unordered_map<std::uint32_t, allocator::Liveness> by_start;
+};
+
 struct Sweeper {
     allocator::Allocator* allocator = nullptr;
     std::uint64_t interval_usec = 0;
     std::string problem;  // the probe's last complaint, logged when it changes
     sd_event_source* timer = nullptr;  // floating: owned by the event loop
+    sd_event_source* step = nullptr;   // floating: the next step of a sweep on the loop
     shm::UniqueFd done_fd;             // eventfd the worker signals
     std::thread worker;
     std::unique_ptr<allocator::UsernsProbe> worker_probe;
     bool worker_usable = false;
+    Answers answers;  // written by the worker, read by the loop once it is joined
     std::vector<shm::RangeEntry> before;  // the bound ranges when the worker began
 
     ~Sweeper() {
@@ -101,22 +122,47 @@ int arm_next_sweep(Sweeper& sw) {
     return sd_event_source_set_enabled(sw.timer, SD_EVENT_ON);
 }
 
-// Starts a sweep on the worker thread; false if the probe sweeps on the loop.
-bool start_worker_sweep(Sweeper& sw) {
+// Starts a sweep on the worker thread, with a probe for the timer's sweeps or (`for_timer`
+// false) for a sweep an allocation asked for; false if there is none and the loop sweeps.
+bool start_worker_sweep(Sweeper& sw, bool for_timer) {
     if (!sw.done_fd)
         return false;
-    sw.worker_probe = sw.allocator->probe()->for_worker_thread();
+    const allocator::UsernsProbe& probe = *sw.allocator->probe();
+    sw.worker_probe = for_timer ? probe.for_timer_thread() : probe.for_worker_thread();
     if (!sw.worker_probe)
         return false;
     sw.before = sw.allocator->bound_ranges();
     if (sw.before.empty())
         return false;  // nothing to judge: the loop's sweep returns at once
+    sw.answers.by_start.clear();
     sw.worker = std::thread([&sw] {
+        // Below the loop: nice 10 for this thread only (Linux: a TID names one thread).
+        (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
         sw.worker_usable = sw.worker_probe->begin_sweep();
+        if (sw.worker_usable)
+            for (const shm::RangeEntry& r : sw.before)
+                sw.answers.by_start.emplace(r.start, sw.worker_probe->check(r));
         const std::uint64_t one = 1;
         (void)!::write(sw.done_fd.get(), &one, sizeof one);
     });
     return true;
+}
+
+// One step of the sweep on the loop; the next one, or the next tick once the sweep is done.
+// Allocations short of room take steps too, and may finish the sweep between two of these.
+int on_sweep_step(sd_event_source* source, void* userdata) noexcept {
+    auto* sw = static_cast<Sweeper*>(userdata);
+    try {
+        if (sw->allocator->sweep_under_way())
+            if (auto r = sw->allocator->sweep_step(); !r)
+                base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
+        if (sw->allocator->sweep_under_way())
+            return sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+        report_probe_problem(*sw, *sw->allocator->probe());
+    } catch (const std::exception& e) {
+        base::log_printf(LOG_ERR, "Failed to check user namespace bindings: %s", e.what());
+    }
+    return arm_next_sweep(*sw);
 }
 
 int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexcept {
@@ -124,10 +170,21 @@ int on_sweep_timer(sd_event_source* source, uint64_t now, void* userdata) noexce
     auto* sw = static_cast<Sweeper*>(userdata);
     sw->timer = source;
     try {
-        if (start_worker_sweep(*sw))
+        if (start_worker_sweep(*sw, true))
             return sd_event_source_set_enabled(source, SD_EVENT_OFF);  // until it is done
-        if (auto r = sw->allocator->reap_dead_bindings(); !r)
+        if (auto r = sw->allocator->sweep_step(); !r)
             base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
+        if (sw->allocator->sweep_under_way() && sw->step != nullptr) {
+            (void)sd_event_source_set_enabled(source, SD_EVENT_OFF);  // until it is done
+            return sd_event_source_set_enabled(sw->step, SD_EVENT_ONESHOT);
+        }
+        // Without a step source (it could not be added) the sweep is finished here, whole.
+        if (sw->allocator->sweep_under_way())
+            while (sw->allocator->sweep_under_way())
+                if (auto r = sw->allocator->sweep_step(); !r) {
+                    base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
+                    break;
+                }
         report_probe_problem(*sw, *sw->allocator->probe());
     } catch (const std::exception& e) {
         base::log_printf(LOG_ERR, "Failed to check user namespace bindings: %s", e.what());
@@ -143,7 +200,7 @@ int on_worker_sweep_done(sd_event_source*, int fd, uint32_t, void* userdata) noe
         return 0;
     sw->worker.join();
     try {
-        if (auto r = sw->allocator->reap_swept(*sw->worker_probe, sw->worker_usable, sw->before);
+        if (auto r = sw->allocator->reap_swept(sw->answers, sw->worker_usable, sw->before);
             !r)
             base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
         report_probe_problem(*sw, *sw->worker_probe);
@@ -152,6 +209,7 @@ int on_worker_sweep_done(sd_event_source*, int fd, uint32_t, void* userdata) noe
     }
     sw->worker_probe.reset();
     sw->before.clear();
+    sw->answers.by_start.clear();
     return arm_next_sweep(*sw);
 }
 
@@ -207,7 +265,7 @@ std::optional<shm::TableWriter> open_table(const std::string& dir) {
 
 // The user namespace sweep runs on a timer; a worker thread's sweep reports on an eventfd.
 bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
-    if (sweeper.allocator->probe()->for_worker_thread() != nullptr) {
+    if (sweeper.allocator->probe()->for_timer_thread() != nullptr) {
         sweeper.done_fd = shm::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!sweeper.done_fd ||
             sd_event_add_io(event, nullptr, sweeper.done_fd.get(), EPOLLIN, on_worker_sweep_done,
@@ -216,6 +274,16 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
             return false;
         }
     }
+    // Below the sockets and the Varlink server's own turns (SD_EVENT_PRIORITY_NORMAL + 1): a
+    // step runs when the calls that were waiting have been served.
+    if (int r = sd_event_add_defer(event, &sweeper.step, on_sweep_step, &sweeper); r < 0) {
+        base::log_printf(LOG_ERR, "Failed to add the user namespace sweep's steps: %s",
+                         std::strerror(-r));
+        return false;
+    }
+    (void)sd_event_source_set_priority(sweeper.step, SD_EVENT_PRIORITY_NORMAL + 2);
+    (void)sd_event_source_set_enabled(sweeper.step, SD_EVENT_OFF);
+    (void)sd_event_source_set_floating(sweeper.step, 1);
     uint64_t now = 0;
     sd_event_now(event, CLOCK_MONOTONIC, &now);
     if (int r = sd_event_add_time(event, &sweeper.timer, CLOCK_MONOTONIC,
@@ -226,11 +294,12 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
         return false;
     }
     (void)sd_event_source_set_floating(sweeper.timer, 1);  // the loop owns it
-    if (sweeper.done_fd)
+    if (sweeper.done_fd && sweeper.allocator->probe()->for_worker_thread() != nullptr)
         // Allocations short of quota or room start the worker's sweep now instead of walking
-        // /proc on the loop; the timer waits for it.
+        // /proc on the loop; the timer waits for it. (File handles answer such a request on
+        // the loop: the owner's few bindings, or one step of the sweep.)
         sweeper.allocator->set_sweep_runner([&sweeper] {
-            if (!sweeper.worker.joinable() && start_worker_sweep(sweeper))
+            if (!sweeper.worker.joinable() && start_worker_sweep(sweeper, false))
                 (void)sd_event_source_set_enabled(sweeper.timer, SD_EVENT_OFF);
         });
     return true;

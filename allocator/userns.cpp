@@ -168,6 +168,13 @@ bool FileHandleProbe::watchable(int fd) const {
     return static_cast<bool>(again);
 }
 
+std::unique_ptr<UsernsProbe> FileHandleProbe::for_timer_thread() const {
+    shm::UniqueFd fd(::fcntl(mount_fd_.get(), F_DUPFD_CLOEXEC, 3));
+    if (!fd)
+        return nullptr;  // the loop's sweep then checks them (in steps)
+    return std::unique_ptr<UsernsProbe>(new FileHandleProbe(std::move(fd)));
+}
+
 Liveness FileHandleProbe::check(const shm::RangeEntry& e) {
     // A fingerprint entry cannot be turned into a handle; it was made on a kernel without ids,
     // which this one is not. Keep it rather than guess.

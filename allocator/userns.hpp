@@ -102,6 +102,10 @@ public:
     // A new probe of the same kind, for a sweep on another thread (begin_sweep() there, then
     // check() on the event loop), when a sweep takes too long for the loop; else null.
     virtual std::unique_ptr<UsernsProbe> for_worker_thread() const { return nullptr; }
+    // A new probe of the same kind for the timer's sweep on another thread (begin_sweep() and
+    // every check() there), where a sweep of every binding is too long for the event loop,
+    // though one check is not; else null.
+    virtual std::unique_ptr<UsernsProbe> for_timer_thread() const { return for_worker_thread(); }
 };
 
 class FileHandleProbe : public UsernsProbe {
@@ -114,6 +118,8 @@ public:
     const char* name() const override { return "file-handle"; }
     Liveness check(const shm::RangeEntry& e) override;
     bool watchable(int fd) const override;
+    // One open_by_handle_at() per binding: 16,000 bindings keep a thread busy for tens of ms.
+    std::unique_ptr<UsernsProbe> for_timer_thread() const override;
 
 private:
     explicit FileHandleProbe(shm::UniqueFd mount_fd) : mount_fd_(std::move(mount_fd)) {}
