@@ -76,7 +76,10 @@ bool recall_range(const shm::TableView* view, std::uint32_t id, Resolved* ret,
     const auto start = static_cast<std::uint32_t>(ss);
     if (id < start || std::uint64_t{id} >= std::uint64_t{start} + (ss >> 32))
         return false;
+    // Straight into *ret, which a miss leaves to find_by_id() to overwrite. Unrolled: the loop
+    // cost more than the copy.
     std::uint64_t words[RangeMemo::kWords];
+#pragma GCC unroll 8
     for (std::size_t i = 0; i < RangeMemo::kWords; i++)
         words[i] = range_memo.record[i].load(std::memory_order_relaxed);
     const std::size_t n = range_memo.name_length.load(std::memory_order_relaxed);
@@ -84,11 +87,10 @@ bool recall_range(const shm::TableView* view, std::uint32_t id, Resolved* ret,
     std::atomic_thread_fence(std::memory_order_acquire);
     if (range_memo.version.load(std::memory_order_relaxed) != version)
         return false;
-    shm::RangeRecord r;
-    std::memcpy(&r, words, sizeof r);
+    std::memcpy(&ret->range, words, sizeof ret->range);
+    const shm::RangeRecord& r = ret->range;
     if (id < r.start || std::uint64_t{id} >= std::uint64_t{r.start} + r.size)
         return false;
-    ret->range = r;
     ret->seq = seq;
     *name_length = n;
     return true;
