@@ -81,13 +81,16 @@ void fill_answer(AnswerEntry& e, std::uint64_t key, const shm::TableView* view,
                  std::uint64_t seq, const PackedRecord& answer) noexcept;
 
 // Copies a current answer for `key` to `dst` (kAnswerBytes writable bytes). Returns its sizes
-// word, or 0 for a miss.
-[[gnu::always_inline]] inline std::uint64_t load_answer(std::uint64_t key, char* dst) noexcept {
+// word, or 0 for a miss. On a miss *ret_view is the table peek_table() gave, with the module not
+// bypassed: the full lookup that follows starts from it instead of checking both again.
+[[gnu::always_inline]] inline std::uint64_t load_answer(std::uint64_t key, char* dst,
+                                                        const shm::TableView** ret_view) noexcept {
     if (nss_bypassed())
         return 0;
     const shm::TableView* view = peek_table();
     if (view == nullptr)
         return 0;
+    *ret_view = view;
     const std::uint64_t seq = shm::table_seq(*view);
     const AnswerEntry& e = answer_entry(key);
     // Acquire: pairs with the release store that completed the fill (STYLE.md §2, rule 2).
@@ -128,27 +131,30 @@ inline void remember_answer(AnswerKind kind, std::uint32_t id, const shm::TableV
 }
 
 // The cached answer for `uid`/`gid` packed into the caller's buffer, if there is one that is
-// still current and the buffer has room; false otherwise (then do the full lookup). Touches
-// neither errno nor the caller's struct when it returns false (it may have written to `buffer`).
+// still current and the buffer has room; false otherwise (then do the full lookup, passing it
+// *ret_view: the table the probe found usable, or null). Touches neither errno nor the caller's
+// struct when it returns false (it may have written to `buffer`).
 // Inline: this is the whole of a repeated lookup.
 [[gnu::always_inline]] inline bool cached_passwd(uid_t uid, passwd* ret, char* buffer,
-                                                 std::size_t buflen) noexcept {
+                                                 std::size_t buflen,
+                                                 const shm::TableView** ret_view) noexcept {
     if (ret == nullptr || buffer == nullptr || buflen < detail::kAnswerBytes)
         return false;
     const std::uint64_t sizes =
-            detail::load_answer(detail::answer_key(AnswerKind::kPasswd, uid), buffer);
+            detail::load_answer(detail::answer_key(AnswerKind::kPasswd, uid), buffer, ret_view);
     return sizes != 0 && unpack_passwd(buffer, sizes & 0xFFFFFFFF, sizes >> 32, uid, ret);
 }
 
 [[gnu::always_inline]] inline bool cached_group(gid_t gid, group* ret, char* buffer,
-                                                std::size_t buflen) noexcept {
+                                                std::size_t buflen,
+                                                const shm::TableView** ret_view) noexcept {
     if (ret == nullptr || buffer == nullptr)
         return false;
     const std::size_t text = group_text_offset(buffer);
     if (buflen < text + detail::kAnswerBytes)
         return false;
-    const std::uint64_t sizes =
-            detail::load_answer(detail::answer_key(AnswerKind::kGroup, gid), buffer + text);
+    const std::uint64_t sizes = detail::load_answer(detail::answer_key(AnswerKind::kGroup, gid),
+                                                    buffer + text, ret_view);
     return sizes != 0 && unpack_group(buffer, sizes & 0xFFFFFFFF, sizes >> 32, gid, ret);
 }
 

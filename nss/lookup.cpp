@@ -76,7 +76,10 @@ bool recall_range(const shm::TableView* view, std::uint32_t id, Resolved* ret,
     const auto start = static_cast<std::uint32_t>(ss);
     if (id < start || std::uint64_t{id} >= std::uint64_t{start} + (ss >> 32))
         return false;
+    // Straight into *ret, which a miss leaves to find_by_id() to overwrite. Unrolled: the loop
+    // cost more than the copy.
     std::uint64_t words[RangeMemo::kWords];
+#pragma GCC unroll 8
     for (std::size_t i = 0; i < RangeMemo::kWords; i++)
         words[i] = range_memo.record[i].load(std::memory_order_relaxed);
     const std::size_t n = range_memo.name_length.load(std::memory_order_relaxed);
@@ -84,11 +87,10 @@ bool recall_range(const shm::TableView* view, std::uint32_t id, Resolved* ret,
     std::atomic_thread_fence(std::memory_order_acquire);
     if (range_memo.version.load(std::memory_order_relaxed) != version)
         return false;
-    shm::RangeRecord r;
-    std::memcpy(&r, words, sizeof r);
+    std::memcpy(&ret->range, words, sizeof ret->range);
+    const shm::RangeRecord& r = ret->range;
     if (id < r.start || std::uint64_t{id} >= std::uint64_t{r.start} + r.size)
         return false;
-    ret->range = r;
     ret->seq = seq;
     *name_length = n;
     return true;
@@ -118,8 +120,9 @@ void memo_range(const shm::TableView* view, const Resolved& found,
     range_memo.version.store(version + 2, std::memory_order_release);
 }
 
-int resolve_id(std::uint32_t id, shm::IdKind kind, Resolved* ret) noexcept {
-    if (nss_bypassed())
+int resolve_id(std::uint32_t id, shm::IdKind kind, const shm::TableView* peeked,
+               Resolved* ret) noexcept {
+    if (peeked == nullptr && nss_bypassed())
         return -ESRCH;
     // The foreign range needs no table.
     if (shm::is_foreign_id(id)) {
@@ -127,9 +130,10 @@ int resolve_id(std::uint32_t id, shm::IdKind kind, Resolved* ret) noexcept {
         return 0;
     }
     TableLease lease;
-    // No usable table: NOTFOUND if missing (-ENOENT), UNAVAIL if corrupt.
-    if (int r = acquire_table(&lease); r < 0)
-        return r;
+    if (peeked != nullptr)
+        lease.borrow(peeked);  // a view of the process-wide cache, checked just now
+    else if (int r = acquire_table(&lease); r < 0)
+        return r;  // no usable table: NOTFOUND if missing (-ENOENT), UNAVAIL if corrupt
     std::size_t name_length;
     if (!lease.cached() || !recall_range(lease.view(), id, ret, &name_length)) {
         if (int r = shm::find_by_id(*lease.view(), id, &ret->range, &ret->seq, &name_length);
@@ -158,11 +162,12 @@ int resolve_name(const char* name, shm::IdKind kind, shm::Identity* ret) noexcep
 
 }  // namespace
 
-int get_passwd_by_uid(uid_t uid, passwd* ret, char* buffer, std::size_t buflen) noexcept {
+int get_passwd_by_uid(uid_t uid, passwd* ret, char* buffer, std::size_t buflen,
+                      const shm::TableView* peeked) noexcept {
     if (ret == nullptr)
         return -ESRCH;  // invalid input is "not found", not an error (nss-systemd)
     Resolved id;
-    if (int r = resolve_id(uid, shm::IdKind::kUser, &id); r < 0)
+    if (int r = resolve_id(uid, shm::IdKind::kUser, peeked, &id); r < 0)
         return r;
     if (int r = pack_passwd(id.name, uid, ret, buffer, buflen); r < 0)
         return r;
@@ -180,11 +185,12 @@ int get_passwd_by_name(const char* name, passwd* ret, char* buffer, std::size_t 
     return pack_passwd(id_name_of(id, shm::IdKind::kUser), id.id, ret, buffer, buflen);
 }
 
-int get_group_by_gid(gid_t gid, group* ret, char* buffer, std::size_t buflen) noexcept {
+int get_group_by_gid(gid_t gid, group* ret, char* buffer, std::size_t buflen,
+                     const shm::TableView* peeked) noexcept {
     if (ret == nullptr)
         return -ESRCH;
     Resolved id;
-    if (int r = resolve_id(gid, shm::IdKind::kGroup, &id); r < 0)
+    if (int r = resolve_id(gid, shm::IdKind::kGroup, peeked, &id); r < 0)
         return r;
     if (int r = pack_group(id.name, gid, ret, buffer, buflen); r < 0)
         return r;

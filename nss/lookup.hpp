@@ -17,11 +17,19 @@
 
 #include <cstddef>
 
+#include "shm/reader.hpp"
+
 namespace transient::nss {
 
-int get_passwd_by_uid(uid_t uid, passwd* ret, char* buffer, std::size_t buflen) noexcept;
+// `peeked`: null, or the view the answer cache's probe got from peek_table() with the module not
+// bypassed (answer_cache.hpp), which the lookup then uses as it is. The lookups by ID never
+// change errno (the one part that makes system calls keeps it itself), so that the entry points
+// need no ErrnoGuard for them.
+int get_passwd_by_uid(uid_t uid, passwd* ret, char* buffer, std::size_t buflen,
+                      const shm::TableView* peeked = nullptr) noexcept;
 int get_passwd_by_name(const char* name, passwd* ret, char* buffer, std::size_t buflen) noexcept;
-int get_group_by_gid(gid_t gid, group* ret, char* buffer, std::size_t buflen) noexcept;
+int get_group_by_gid(gid_t gid, group* ret, char* buffer, std::size_t buflen,
+                     const shm::TableView* peeked = nullptr) noexcept;
 int get_group_by_name(const char* name, group* ret, char* buffer, std::size_t buflen) noexcept;
 
 // Enumeration: one record per live range (its offset 0), in UID order; the foreign range is

@@ -25,8 +25,8 @@ namespace {
 // glibc manual (nss.texi, "NSS Modules Interface"): TRYAGAIN with ERANGE *must* mean the buffer
 // is too small, and a module must never set *errnop to zero. errno is restored before a failure
 // code is stored (errnop may be &errno) and after a NOTFOUND one (callers must see errno
-// unchanged when nothing was found).
-nss_status to_nss_status(int r, int* errnop, ErrnoGuard& keep_errno) noexcept {
+// unchanged when nothing was found). `keep_errno` is null where nothing changed errno.
+nss_status to_nss_status(int r, int* errnop, ErrnoGuard* keep_errno) noexcept {
     switch (r) {
     case 0:
         return NSS_STATUS_SUCCESS;
@@ -36,11 +36,13 @@ nss_status to_nss_status(int r, int* errnop, ErrnoGuard& keep_errno) noexcept {
         return NSS_STATUS_NOTFOUND;
     case -ERANGE:  // buffer too small: glibc retries with a larger one
     case -EAGAIN:  // the table kept changing under us, or is being replaced
-        keep_errno.restore_now();
+        if (keep_errno != nullptr)
+            keep_errno->restore_now();
         *errnop = -r;
         return NSS_STATUS_TRYAGAIN;
     default:  // corrupt table, other version, open()/mmap() failure
-        keep_errno.restore_now();
+        if (keep_errno != nullptr)
+            keep_errno->restore_now();
         *errnop = r < 0 ? -r : EIO;
         return NSS_STATUS_UNAVAIL;
     }
@@ -55,19 +57,20 @@ using transient::nss::to_nss_status;
 namespace {
 
 // The full lookups behind the cached ones, out of line so that a cache hit runs without their
-// stack frame.
+// stack frame. No ErrnoGuard: the lookups by ID leave errno alone (lookup.hpp), so what the
+// guard would restore is what errno already holds.
 [[gnu::noinline]] nss_status getpwuid_full(uid_t uid, passwd* pwd, char* buffer, size_t buflen,
-                                           int* errnop) noexcept {
-    ErrnoGuard keep_errno;
-    return to_nss_status(transient::nss::get_passwd_by_uid(uid, pwd, buffer, buflen), errnop,
-                         keep_errno);
+                                           int* errnop,
+                                           const transient::shm::TableView* peeked) noexcept {
+    return to_nss_status(transient::nss::get_passwd_by_uid(uid, pwd, buffer, buflen, peeked),
+                         errnop, nullptr);
 }
 
 [[gnu::noinline]] nss_status getgrgid_full(gid_t gid, group* grp, char* buffer, size_t buflen,
-                                           int* errnop) noexcept {
-    ErrnoGuard keep_errno;
-    return to_nss_status(transient::nss::get_group_by_gid(gid, grp, buffer, buflen), errnop,
-                         keep_errno);
+                                           int* errnop,
+                                           const transient::shm::TableView* peeked) noexcept {
+    return to_nss_status(transient::nss::get_group_by_gid(gid, grp, buffer, buflen, peeked),
+                         errnop, nullptr);
 }
 
 }  // namespace
@@ -75,69 +78,71 @@ namespace {
 TRANSIENT_EXPORT nss_status _nss_transient_getpwuid_r(uid_t uid, passwd* pwd, char* buffer,
                                                       size_t buflen, int* errnop) noexcept {
     // A cached answer is a copy out of process memory: no errno to protect (answer_cache.hpp).
-    if (transient::nss::cached_passwd(uid, pwd, buffer, buflen))
+    const transient::shm::TableView* peeked = nullptr;
+    if (transient::nss::cached_passwd(uid, pwd, buffer, buflen, &peeked))
         return NSS_STATUS_SUCCESS;
-    return getpwuid_full(uid, pwd, buffer, buflen, errnop);
+    return getpwuid_full(uid, pwd, buffer, buflen, errnop, peeked);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_getpwnam_r(const char* name, passwd* pwd, char* buffer,
                                                       size_t buflen, int* errnop) noexcept {
     ErrnoGuard keep_errno;
     return to_nss_status(transient::nss::get_passwd_by_name(name, pwd, buffer, buflen), errnop,
-                         keep_errno);
+                         &keep_errno);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_getgrgid_r(gid_t gid, group* grp, char* buffer,
                                                       size_t buflen, int* errnop) noexcept {
-    if (transient::nss::cached_group(gid, grp, buffer, buflen))
+    const transient::shm::TableView* peeked = nullptr;
+    if (transient::nss::cached_group(gid, grp, buffer, buflen, &peeked))
         return NSS_STATUS_SUCCESS;
-    return getgrgid_full(gid, grp, buffer, buflen, errnop);
+    return getgrgid_full(gid, grp, buffer, buflen, errnop, peeked);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_getgrnam_r(const char* name, group* grp, char* buffer,
                                                       size_t buflen, int* errnop) noexcept {
     ErrnoGuard keep_errno;
     return to_nss_status(transient::nss::get_group_by_name(name, grp, buffer, buflen), errnop,
-                         keep_errno);
+                         &keep_errno);
 }
 
 // `stayopen` has no meaning here: the table stays mapped anyway.
 TRANSIENT_EXPORT nss_status _nss_transient_setpwent(int /*stayopen*/) noexcept {
     ErrnoGuard keep_errno;
     int ignored;
-    return to_nss_status(transient::nss::passwd_enum_reset(), &ignored, keep_errno);
+    return to_nss_status(transient::nss::passwd_enum_reset(), &ignored, &keep_errno);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_getpwent_r(passwd* pwd, char* buffer, size_t buflen,
                                                       int* errnop) noexcept {
     ErrnoGuard keep_errno;
     return to_nss_status(transient::nss::passwd_enum_next(pwd, buffer, buflen), errnop,
-                         keep_errno);
+                         &keep_errno);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_endpwent() noexcept {
     ErrnoGuard keep_errno;
     int ignored;
-    return to_nss_status(transient::nss::passwd_enum_reset(), &ignored, keep_errno);
+    return to_nss_status(transient::nss::passwd_enum_reset(), &ignored, &keep_errno);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_setgrent(int /*stayopen*/) noexcept {
     ErrnoGuard keep_errno;
     int ignored;
-    return to_nss_status(transient::nss::group_enum_reset(), &ignored, keep_errno);
+    return to_nss_status(transient::nss::group_enum_reset(), &ignored, &keep_errno);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_getgrent_r(group* grp, char* buffer, size_t buflen,
                                                       int* errnop) noexcept {
     ErrnoGuard keep_errno;
     return to_nss_status(transient::nss::group_enum_next(grp, buffer, buflen), errnop,
-                         keep_errno);
+                         &keep_errno);
 }
 
 TRANSIENT_EXPORT nss_status _nss_transient_endgrent() noexcept {
     ErrnoGuard keep_errno;
     int ignored;
-    return to_nss_status(transient::nss::group_enum_reset(), &ignored, keep_errno);
+    return to_nss_status(transient::nss::group_enum_reset(), &ignored, &keep_errno);
 }
 
 // See add_supplementary_groups() for what "the groups of a transient user" are.
@@ -148,5 +153,5 @@ TRANSIENT_EXPORT nss_status _nss_transient_initgroups_dyn(const char* user, gid_
     ErrnoGuard keep_errno;
     return to_nss_status(
             transient::nss::add_supplementary_groups(user, group, start, size, groupsp, limit),
-            errnop, keep_errno);
+            errnop, &keep_errno);
 }

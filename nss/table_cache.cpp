@@ -219,9 +219,9 @@ int refresh(const char* path, TableLease* ret) noexcept {
 
 }  // namespace
 
-TableLease::~TableLease() {
-    if (owned_ != nullptr)
-        ::munmap(owned_, owned_size_);
+void TableLease::release() noexcept {
+    ErrnoGuard keep_errno;  // the lookups by ID leave errno alone (lookup.hpp)
+    ::munmap(owned_, owned_size_);
 }
 
 void TableLease::adopt(void* p, std::size_t size, const shm::TableView& v) noexcept {

@@ -22,7 +22,11 @@ public:
     TableLease() noexcept = default;
     TableLease(const TableLease&) = delete;
     TableLease& operator=(const TableLease&) = delete;
-    ~TableLease();
+    // Inline: the common lease borrows the cache's view and has nothing to release.
+    ~TableLease() {
+        if (owned_ != nullptr)
+            release();
+    }
 
     // Valid while the lease lives. REQUIRES: acquire_table() returned 0.
     const shm::TableView* view() const noexcept { return view_; }
@@ -35,6 +39,8 @@ public:
     void adopt(void* p, std::size_t size, const shm::TableView& v) noexcept;
 
 private:
+    void release() noexcept;  // unmaps the private mapping
+
     const shm::TableView* view_ = nullptr;
     shm::TableView private_view_;
     void* owned_ = nullptr;

@@ -9,7 +9,11 @@
 //   same UID     one UID of a live range, again and again: what the trivial module gets, and
 //                what a process that keeps resolving one owner does (`ps` redrawing, a daemon);
 //   random UIDs  a random UID of a random live range each call: the worst case for caches.
-// Target (the issue): transient <= 1.15 x trivial at every size; judged for both patterns.
+// Targets: same UID <= 1.15 x trivial (issue 2), random UIDs <= 2 x trivial (issue 11 §4), at
+// every size. A fourth batch, the memory floor, is the trivial module plus, before each call,
+// the two dependent loads from the table that any lookup of that random UID must make (its
+// block-index word, then its 64-byte entry): what the random row would cost if the module did
+// nothing but touch the table, so the part of the gap that is memory traffic shows.
 //
 //   transient-bench-nss [--rounds N] [--batch N] [--sizes 1,20000] [--seed N] [--check]
 //
@@ -19,10 +23,14 @@
 // before its batches. glibc must find both modules by SONAME: the program re-executes itself
 // with the build directory of the modules prepended to LD_LIBRARY_PATH.
 
+#include <fcntl.h>
 #include <gnu/libc-version.h>
 #include <nss.h>
 #include <pwd.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,12 +46,25 @@
 #include <vector>
 
 #include "shm/layout.hpp"
+#include "shm/reader.hpp"
 #include "shm/writer.hpp"
 #include "tests/bench/nss_benchtrivial.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// The thread's CPU time, not the wall clock: on a machine shared with other builds a batch is
+// preempted for whole time slices, which the wall clock would charge to whichever batch was
+// running (at load 10 the medians of wall-clock batches varied 20-fold). What other processes
+// do to the caches still shows; that is part of what a lookup costs.
+struct Clock {
+    using duration = std::chrono::nanoseconds;
+    using time_point = std::chrono::time_point<Clock, duration>;
+    static time_point now() noexcept {
+        struct timespec ts;
+        ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return time_point(duration(std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec));
+    }
+};
 namespace shm = transient::shm;
 
 struct Options {
@@ -54,7 +75,8 @@ struct Options {
     bool check = false;
 };
 
-constexpr double kTarget = 1.15;
+constexpr double kTarget = 1.15;        // same UID (issue 2)
+constexpr double kRandomTarget = 2.0;   // random UIDs (issue 11 §4)
 constexpr int kWarmup = 256;
 
 [[noreturn]] void die(const std::string& what) {
@@ -239,6 +261,51 @@ double timed_batch(const std::vector<uid_t>& uids, int count) {
     return std::chrono::duration<double, std::nano>(t1 - t0).count() / count;
 }
 
+// The table as the module maps it (read-only, shared), for the memory floor.
+shm::TableView map_table_view(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || ::fstat(fd, &st) < 0)
+        die("cannot open " + path);
+    void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    shm::TableView v;
+    if (p == MAP_FAILED || shm::view_table(p, static_cast<std::size_t>(st.st_size), &v) < 0)
+        die("cannot map " + path);
+    return v;
+}
+
+// The memory floor: ns per trivial getpwuid_r() preceded by the loads a lookup of uids[i] makes
+// in the copy readers use now, dependent as in shm::find_by_id(): the block-index word of the
+// UID's 64K block, then the entry it names. REQUIRES: the table is published, 64K ranges only.
+double floor_batch(const shm::TableView& v, const std::vector<uid_t>& uids, int count) {
+    namespace d = shm::detail;
+    const std::byte* copy = v.base + v.copy_offset[shm::table_seq(v) & 1];
+    passwd pw{}, *res = nullptr;
+    char buf[1024];
+    std::uint64_t sink = 0;
+    auto touch = [&](uid_t uid) {
+        const std::uint32_t i = d::block_index(copy, v.capacity, uid >> 16);
+        sink += d::entry(copy, std::min(i, v.capacity - 1)).start_size.load(
+                std::memory_order_relaxed);
+    };
+    for (int i = 0; i < kWarmup; i++) {
+        touch(uids[i % uids.size()]);
+        ::getpwuid_r(BENCHTRIVIAL_UID, &pw, buf, sizeof buf, &res);
+    }
+    long hits = 0;
+    const auto t0 = Clock::now();
+    for (int i = 0; i < count; i++) {
+        touch(uids[static_cast<std::size_t>(i) % uids.size()]);
+        ::getpwuid_r(BENCHTRIVIAL_UID, &pw, buf, sizeof buf, &res);
+        hits += res != nullptr;
+    }
+    const auto t1 = Clock::now();
+    if (hits != count || sink == 0)
+        die("a timed trivial lookup was not found");
+    return std::chrono::duration<double, std::nano>(t1 - t0).count() / count;
+}
+
 double quantile(std::vector<double> v, double q) {
     std::sort(v.begin(), v.end());
     const double at = q * static_cast<double>(v.size() - 1);
@@ -268,7 +335,7 @@ std::string load_average() {
 
 // The timings of one table size, one entry per round.
 struct Samples {
-    std::vector<double> trivial, same, random;
+    std::vector<double> trivial, same, random, floor;
 };
 
 }  // namespace
@@ -295,6 +362,7 @@ int main(int argc, char** argv) {
         publish(*writer, t);
         verify_switching(t);
     }
+    const shm::TableView view = map_table_view(root + "/" + shm::kTableFileName);
     const std::string load_before = load_average();
 
     const std::vector<uid_t> trivial_uids{BENCHTRIVIAL_UID};
@@ -305,8 +373,8 @@ int main(int argc, char** argv) {
             const std::size_t i = round % 2 ? tables.size() - 1 - k : k;
             publish(*writer, tables[i]);
             const std::vector<uid_t> same{tables[i].same_uid};
-            for (int m = 0; m < 3; m++) {
-                switch ((m + round) % 3) {
+            for (int m = 0; m < 4; m++) {
+                switch ((m + round) % 4) {
                 case 0:
                     use_module("benchtrivial");
                     samples[i].trivial.push_back(timed_batch(trivial_uids, o.batch));
@@ -315,9 +383,13 @@ int main(int argc, char** argv) {
                     use_module("transient");
                     samples[i].same.push_back(timed_batch(same, o.batch));
                     break;
-                default:
+                case 2:
                     use_module("transient");
                     samples[i].random.push_back(timed_batch(tables[i].random_uids, o.batch));
+                    break;
+                default:
+                    use_module("benchtrivial");
+                    samples[i].floor.push_back(floor_batch(view, tables[i].random_uids, o.batch));
                     break;
                 }
             }
@@ -329,32 +401,36 @@ int main(int argc, char** argv) {
                 ::gnu_get_libc_version(), o.rounds, o.batch, cpu_model().c_str(),
                 ::sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str(), load_average().c_str());
     std::printf("| ranges | trivial ns/call | transient, same UID | ratio | %.2fx? "
-                "| transient, random UIDs | ratio | %.2fx? |\n",
-                kTarget, kTarget);
+                "| transient, random UIDs | ratio | %.0fx? | memory floor | ratio |\n",
+                kTarget, kRandomTarget);
     std::printf("|-------:|----------------:|--------------------:|------:|:-----:"
-                "|-----------------------:|------:|:-----:|\n");
+                "|-----------------------:|------:|:-----:|-------------:|------:|\n");
     bool pass = true;
-    auto verdict = [&](double ratio) {
-        pass = pass && ratio <= kTarget;
-        return ratio <= kTarget ? "PASS" : "FAIL";
+    auto verdict = [&](double ratio, double target) {
+        pass = pass && ratio <= target;
+        return ratio <= target ? "PASS" : "FAIL";
     };
     for (std::size_t i = 0; i < tables.size(); i++) {
         const Samples& s = samples[i];
-        const double triv = median(s.trivial), same = median(s.same), rnd = median(s.random);
-        std::printf("| %6u | %15.1f | %19.1f | %5.2f | %s | %22.1f | %5.2f | %s |\n",
-                    tables[i].size, triv, same, same / triv, verdict(same / triv), rnd,
-                    rnd / triv, verdict(rnd / triv));
+        const double triv = median(s.trivial), same = median(s.same), rnd = median(s.random),
+                     flr = median(s.floor);
+        std::printf("| %6u | %15.1f | %19.1f | %5.2f | %s | %22.1f | %5.2f | %s | %12.1f | %5.2f "
+                    "|\n",
+                    tables[i].size, triv, same, same / triv, verdict(same / triv, kTarget), rnd,
+                    rnd / triv, verdict(rnd / triv, kRandomTarget), flr, flr / triv);
     }
     // The spread between rounds: how much one batch's ns/call varies in this run.
     std::printf("\nround-to-round spread (10th-90th percentile, ns/call):\n");
     for (std::size_t i = 0; i < tables.size(); i++) {
         const Samples& s = samples[i];
-        std::printf("  %6u ranges: trivial %.1f-%.1f, same UID %.1f-%.1f, random UIDs %.1f-%.1f\n",
+        std::printf("  %6u ranges: trivial %.1f-%.1f, same UID %.1f-%.1f, random UIDs %.1f-%.1f, "
+                    "floor %.1f-%.1f\n",
                     tables[i].size, quantile(s.trivial, 0.1), quantile(s.trivial, 0.9),
                     quantile(s.same, 0.1), quantile(s.same, 0.9), quantile(s.random, 0.1),
-                    quantile(s.random, 0.9));
+                    quantile(s.random, 0.9), quantile(s.floor, 0.1), quantile(s.floor, 0.9));
     }
-    std::printf("\ntarget: transient <= %.2f x trivial at every size, both patterns: %s\n",
-                kTarget, pass ? "PASS" : "FAIL");
+    std::printf("\ntargets: same UID <= %.2f x trivial, random UIDs <= %.0f x, at every size: "
+                "%s\n",
+                kTarget, kRandomTarget, pass ? "PASS" : "FAIL");
     return o.check && !pass ? 1 : 0;
 }
