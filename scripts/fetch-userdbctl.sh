@@ -8,6 +8,12 @@
 set -euo pipefail
 
 dest=${1:?usage: fetch-userdbctl.sh DIR}
+# DIR is replaced whole, so it must be ours: missing, empty, or an earlier unpack (.version).
+if [ -d "$dest" ] && [ ! -e "$dest/.version" ] && [ -n "$(ls -A "$dest")" ]; then
+    echo "fetch-userdbctl.sh: $dest is not empty and holds no earlier unpack; refusing to replace it" >&2
+    echo "  (give a directory of its own, e.g. build/userdbd-root)" >&2
+    exit 2
+fi
 version=$(dpkg-query -W -f='${Version}' systemd)
 bin=$dest/usr/bin/userdbctl
 if [ -x "$bin" ] && [ "$(cat "$dest/.version" 2>/dev/null)" = "$version" ]; then
