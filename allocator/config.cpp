@@ -221,8 +221,15 @@ Outcome<Config> parse_config(std::string_view text, std::string_view filename) {
             continue;
         if (line.find('\0') != std::string_view::npos)
             return error_at({filename, n}, "NUL byte in line");
-        if (auto r = parse_line(c, line, in_section, {filename, n}); !r)
-            return std::unexpected(r.error());
+        if (auto r = parse_line(c, line, in_section, {filename, n}); !r) {
+            // As in systemd's files (systemd.syntax(7)), a '#' or ';' after a value is part of
+            // it; whoever wrote one meant a comment, so the error says why it was not one.
+            Failure f = r.error();
+            if (line.find_first_of("#;") != std::string_view::npos)
+                f.message += " ('#' and ';' start a comment only at the beginning of a line, "
+                             "as in systemd's)";
+            return std::unexpected(std::move(f));
+        }
     }
     return c;
 }

@@ -685,6 +685,30 @@ std::optional<bool> nsswitch_has(const std::string& text, std::string_view datab
     return found;
 }
 
+// Why the range table could not be read, and what that means for the admin reading `status`.
+std::string describe_table_error(int e) {
+    const std::string why = " (" + errno_string(e) + ")";
+    switch (e) {
+        case ENOENT:
+            return "no table" + why +
+                   ": the allocator has not run since boot, or TRANSIENT_RUNTIME_DIR names "
+                   "another directory";
+        case EACCES:
+        case EPERM:
+            return "cannot read it" + why +
+                   ": whoever cannot read it sees no names for the ranges; the table must "
+                   "be readable by all (mode 0644)";
+        case EPROTONOSUPPORT:
+            return "a table version this transientctl cannot read" + why +
+                   ": written by another version of transient-allocd, which the installed one "
+                   "replaces when it starts";
+        case EBADMSG:
+            return "not a range table, or a damaged one" + why;
+        default:
+            return errno_string(e);
+    }
+}
+
 // Fill of the pools, from the table's records.
 struct PoolFill {
     uint64_t container_blocks = 0, container_used = 0;
@@ -726,7 +750,7 @@ std::string yes_no(const std::optional<bool>& v, const char* missing) {
 // The first screen to read when something is off: the daemon, the table, the pools, the probe,
 // the quotas and the nsswitch.conf lines. What the daemon cannot tell (it is down) comes from the
 // table and the files. Exit status 0: the daemon answered; 3: it is unreachable (the rest is
-// printed anyway); 1: it answered GetStatus with an error.
+// printed anyway); 1: it answered GetStatus with an error, or the table cannot be read.
 int do_status(const Context& ctx, std::span<const std::string>) {
     const DaemonStatus daemon = query_daemon(ctx);
     const json& d = daemon.reply;
@@ -748,7 +772,7 @@ int do_status(const Context& ctx, std::span<const std::string>) {
     std::vector<shm::RangeRecord> records;
     uint64_t generation = 0, table_size = 0, capacity = 0;
     if (auto view = reader.view(); !view) {
-        table_error = errno_string(view.error().value());
+        table_error = describe_table_error(view.error().value());
     } else {
         const shm::TableView& v = **view;
         generation = shm::table_seq(v);
@@ -783,7 +807,10 @@ int do_status(const Context& ctx, std::span<const std::string>) {
     const auto nss_group = nsswitch_has(nss_text, "group", "transient");
     const auto nss_subid = nsswitch_has(nss_text, "subid", "transient");
 
-    const int rc = !daemon.reachable ? kExitUnreachable : known ? EXIT_SUCCESS : kExitFailure;
+    // A table nobody can read is a failure even while the daemon answers: names do not resolve.
+    const int rc = !daemon.reachable                  ? kExitUnreachable
+                   : known && table_error.empty() ? EXIT_SUCCESS
+                                                  : kExitFailure;
     if (ctx.json_output) {
         json out;
         out["daemon"] = {{"socket", ctx.socket}, {"reachable", daemon.reachable}};
@@ -887,7 +914,8 @@ void help() {
         "  show NAME|UID                   Show a range, by name or by one of its UIDs\n"
         "  status                          Show the daemon, the range table, pools, probe,\n"
         "                                  quotas and nsswitch.conf lines (exit status 3:\n"
-        "                                  the daemon is unreachable)\n"
+        "                                  the daemon is unreachable; 1: it failed, or the\n"
+        "                                  table cannot be read)\n"
         "\n"
         "Options:\n"
         "  -h --help            Show this help\n"

@@ -87,6 +87,33 @@ TEST(ConfigTest, NamesTheFileAndLineOfEveryError) {
               "allocd.conf:2: ImportSubordinateIDs= takes yes or no, got '1'");
 }
 
+// As in systemd's own files (systemd.syntax(7)), '#' and ';' start a comment only at the
+// beginning of a line; after a value they are part of it. Such a line stays refused, with an
+// error that says why.
+TEST(ConfigTest, RefusesInlineCommentsSayingWhereACommentMayStart) {
+    const std::string hint =
+            " ('#' and ';' start a comment only at the beginning of a line, as in systemd's)";
+    EXPECT_EQ(error_of("[Allocator]\n\nMaxRangesPerUser=4   # per user\n"),
+              "allocd.conf:3: MaxRangesPerUser= wants a number from 0 to 1048576, got '4   # "
+              "per user'" + hint);
+    EXPECT_EQ(error_of("[Allocator]\nUserNamespaceProbe=scan ; slow but sure\n"),
+              "allocd.conf:2: UserNamespaceProbe= takes auto, file-handle or scan, got 'scan ; "
+              "slow but sure'" + hint);
+    EXPECT_EQ(error_of("[Allocator]  # the only section\n"),
+              "allocd.conf:1: unknown section [Allocator]  # the only section (the only section "
+              "is [Allocator])" + hint);
+    EXPECT_EQ(error_of("[Allocator]\nMaxRangesPerUsr=4 # typo\n"),
+              "allocd.conf:2: unknown key 'MaxRangesPerUsr'" + hint);
+    // Without either character, no hint.
+    EXPECT_EQ(error_of("[Allocator]\nMaxRangesPerUser=4 per user\n"),
+              "allocd.conf:2: MaxRangesPerUser= wants a number from 0 to 1048576, got '4 per "
+              "user'");
+    // A comment line is a comment wherever its indentation puts the '#'.
+    auto c = parse_config("[Allocator]\n   # MaxRangesPerUser=4\nMaxRangesPerUser=5\n", "f");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->policy.max_ranges_per_user, 5U);
+}
+
 TEST(ConfigTest, RefusesPoolsOutsideSystemdsRanges) {
     // Widening would hand out regular users' UIDs (1000…60000) or the foreign range.
     EXPECT_EQ(error_of("[Allocator]\nContainerRange=65536-1879048191\n"),

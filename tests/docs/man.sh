@@ -10,7 +10,8 @@
 #     --help lists; allocd.conf(5) exactly the keys of allocator/config.cpp (and of
 #     allocd.conf.example); nss-transient(8) every variable the module reads;
 #   - transient-allocd(8) names every error of io.transient.Allocator (allocator/interface.hpp);
-#   - every page of ours named in SEE ALSO exists.
+#   - every page of ours named in SEE ALSO exists;
+#   - every systemd unit's Documentation= names installed pages of ours.
 # Usage: man.sh SOURCE_DIR BUILD_DIR MANDIR COMPLETIONSDIR ALLOCD USERDBD CTL
 #   MANDIR and COMPLETIONSDIR as configured (CMAKE_INSTALL_MANDIR, TRANSIENT_BASH_COMPLETION_DIR)
 set -euo pipefail
@@ -121,6 +122,21 @@ for row in "${PAGES[@]}"; do
             transient*|nss-transient*|libsubid_transient*|allocd.conf*)
                 expect_match "$page: SEE ALSO $ref is one of our pages" " ${ref//[().]/\\&} " "$ours" ;;
         esac
+    done
+done
+
+printf '\n== the units'"'"' Documentation= and the pages installed\n'
+# As systemd's own units do, each unit points at the installed pages (systemctl help UNIT), and
+# each it names is one of ours, installed above.
+for unit in "$SRC"/packaging/*.service.in "$SRC"/packaging/*.socket.in "$SRC"/packaging/*.path.in; do
+    u=$(basename "$unit" .in)
+    refs=$(sed -n 's/^Documentation=//p' "$unit" | tr ' ' '\n' | sed -n 's/^man://p' | xargs)
+    expect_match "$u: Documentation= names a manual page" '[a-z]' "$refs"
+    for ref in $refs; do
+        name=${ref%(*} section=${ref#*(}
+        section=${section%)}
+        expect_eq "$u: Documentation=man:$ref is installed" yes \
+            "$([ -f "man$section/$name.$section" ] && echo yes)"
     done
 done
 

@@ -4,8 +4,10 @@
 # Hostile local users against the real daemons (issue 8): several unprivileged UIDs open as many
 # connections as they can and pipeline requests without ever reading the replies, or just hold
 # connections idle. During each attack (a few seconds) the daemon's RSS must stay bounded and
-# bystanders (root's `transientctl list`, another user's raw call) must get answers promptly;
-# afterwards the memory must be given back. Prints the figures.
+# bystanders (root's `transientctl list`, another user's raw calls) must get every answer, in a
+# time relative to what a small client costs on the machine at that moment (the load of other
+# builds is in the figures, a daemon that stalls is not); afterwards the memory must be given
+# back. Prints the figures.
 . "$(dirname "$0")/lib.sh"
 
 # The attackers are other users: the system's python and a copy of the scripts they can read.
@@ -17,61 +19,121 @@ DOS=("$PY" -B "$TOOLS/varlink_dos.py")
 RAW=("$PY" -B "$TOOLS/varlink_raw.py")
 USERDB_DIR=/run/systemd/userdb
 USERDB_SOCKET=$USERDB_DIR/io.transient.Ranges
-ATTACK_S=4
+# Each attack floods for ATTACK_S seconds while bystanders call; the attackers then keep their
+# connections (never reading) until the bystanders are done, so that a daemon stalled by one of
+# them (blocked writing to a client that never reads, say) cannot be set free by their leaving:
+# a bystander call not answered within BYSTANDER_TIMEOUT_S fails, at any load.
+ATTACK_S=8
+BYSTANDER_TIMEOUT_S=30  # transientctl's own
 # What the limits allow four attacking UIDs (varlink/varlink.hpp): per UID, 64 connections with at
 # most a read (64 KiB) and a partial message (128 KiB) of input each, 12 MiB, and 4 MiB of unread
 # output, about 66 MiB for four; the rest is the heap's slack under churn (measured peaks 68-90
 # MiB on a loaded machine). Before the limits: 5.4 GB. The bound catches growth per request or
 # per connection, which is what an attacker could scale.
 MAX_RSS_KB=$((128 * 1024))
-MAX_LATENCY_MS=2000
+# Latency, as a ratio to what a small client costs on this machine right now: the median of
+# root's `transientctl list` (a whole process, as an admin runs it) timed just before each attack.
+# At load 20-25 here that alone takes 0.2-7 s, and a flooded daemon gets a small share of the
+# CPU, so bystander calls then take seconds (measured: up to 11 s, 35x that median). The worst of
+# root's calls, and of UID 60100's raw calls timed inside one process from connect() to the reply
+# (varlink_raw.py probe, one every 0.1 s), must stay under LATENCY_RATIO times that median, and
+# under LATENCY_FLOOR_MS when the machine is quiet (a median of 10-20 ms): a daemon that stops
+# serving others for 2 s (SIGSTOP) fails that on a quiet machine; one that stops for good fails
+# the timeout above at any load.
+LATENCY_RATIO=100
+LATENCY_FLOOR_MS=2000
+BASELINE_CALLS=5
 
 as_uid() { local u=$1; shift; setpriv --reuid="$u" --regid="$u" --clear-groups "$@"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+# median_ms CMD...: the median wall time of BASELINE_CALLS runs of CMD (0 if any failed).
+median_ms() {
+    local i rc t times=()
+    for i in $(seq "$BASELINE_CALLS"); do
+        read -r rc t < <(it_ms "$@")
+        [ "$rc" -ne 0 ] && { echo 0; return; }
+        times+=("$t")
+    done
+    printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((BASELINE_CALLS + 1) / 2))p"
+}
+
+# latency_limit BASELINE_MS: what the worst bystander call during an attack may take.
+latency_limit() {
+    local l=$((LATENCY_RATIO * $1))
+    [ "$l" -lt "$LATENCY_FLOOR_MS" ] && l=$LATENCY_FLOOR_MS
+    echo "$l"
+}
+
+# probe SECONDS SOCKET METHOD: UID 60100's raw calls (varlink_raw.py probe), its output line.
+probe() {
+    as_uid 60100 "${RAW[@]}" probe "$2" "$3" --seconds "$1" --timeout "$BYSTANDER_TIMEOUT_S"
+}
+
+# field NAME LINE: the value of NAME=VALUE in LINE.
+field() { sed -n "s/.*\b$1=\([0-9]*\).*/\1/p" <<<"$2"; }
+
 # attack NAME PID BYSTANDER_SOCKET BYSTANDER_METHOD ATTACKER_ARGS...: runs the attacker as UIDs
-# 60001-60004 in parallel, samples PID's RSS, times the bystanders, checks and prints figures.
+# ATTACKERS+1 to ATTACKERS+4 in parallel, samples PID's RSS, times the bystanders, checks and prints figures.
 attack() {
     local name=$1 pid=$2 bsock=$3 bmethod=$4
     shift 4
-    local before peak=0 r after i pids=() worst_root=0 worst_user=0 fails=0 out
+    local before peak=0 r rc t after i pids=() worst_root=0 fails=0 out
+    local base_root base_probe during limit probe_pid worst_user
+    base_root=$(median_ms "$CTL" list)
+    base_probe=$(probe 2 "$bsock" "$bmethod")
+    limit=$(latency_limit "$base_root")
     before=$(rss_kb "$pid")
     out=$TRANSIENT_SANDBOX/dos.$name
     for i in 1 2 3 4; do
-        as_uid $((60000 + i)) "${DOS[@]}" "$@" --seconds "$ATTACK_S" >"$out.$i" 2>&1 &
+        # Flooding until killed below, once the bystanders are done.
+        as_uid $((ATTACKERS + i)) "${DOS[@]}" "$@" --seconds $((ATTACK_S + 3 * BYSTANDER_TIMEOUT_S)) \
+            >"$out.$i" 2>&1 &
         pids+=($!)
     done
     local end=$((SECONDS + ATTACK_S))
-    sleep 0.7  # the attackers are connected and sending
+    sleep 1.5  # the attackers are connected, and sending or about to
+    probe $((ATTACK_S - 2)) "$bsock" "$bmethod" >"$out.probe" 2>&1 &
+    probe_pid=$!
     while [ $SECONDS -lt "$end" ]; do
         r=$(rss_kb "$pid")
         [ "$r" -gt "$peak" ] && peak=$r
-        read -r rc t < <(it_ms "$CTL" list)
+        read -r rc t < <(it_ms timeout "$BYSTANDER_TIMEOUT_S" "$CTL" list)
         [ "$rc" -ne 0 ] && fails=$((fails + 1))
         [ "$t" -gt "$worst_root" ] && worst_root=$t
-        read -r rc t < <(it_ms as_uid 60100 "${RAW[@]}" call "$bsock" "$bmethod" --timeout 5)
-        [ "$rc" -ne 0 ] && fails=$((fails + 1))
-        [ "$t" -gt "$worst_user" ] && worst_user=$t
         sleep 0.1
     done
+    wait "$probe_pid" || true
+    kill "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" || true
+    during=$(cat "$out.probe")
+    worst_user=$(field worst_ms "$during")
     sleep 1
     after=$(rss_kb "$pid")
     printf 'FIGURES %s: RSS before %d KiB, peak during %d KiB, after %d KiB; ' \
         "$name" "$before" "$peak" "$after"
-    printf 'worst latency: root transientctl list %d ms, UID 60100 %s %d ms; attackers: %s\n' \
-        "$worst_root" "$bmethod" "$worst_user" "$(cat "$out".* | tr '\n' ' ')"
-    it_expect_eq "$name: every bystander call answered" 0 "$fails"
+    printf 'root transientctl list: median before %d ms, worst during %d ms; ' \
+        "$base_root" "$worst_root"
+    printf 'UID 60100 %s in-process: before %s, during %s; load %s; attackers: %s\n' "$bmethod" \
+        "$base_probe" "$during" "$(cut -d' ' -f1 /proc/loadavg)" "$(cat "$out".[1-4] | tr '\n' ' ')"
+    [ "$base_root" -gt 0 ] && [ "$(field failed "$base_probe")" = 0 ] &&
+        it_pass "$name: bystanders answered before the attack" ||
+        it_fail "$name: a bystander call failed before the attack" "$base_probe"
+    it_expect_eq "$name: every root call answered within ${BYSTANDER_TIMEOUT_S} s" 0 "$fails"
+    it_expect_match "$name: UID 60100 made calls, each answered within ${BYSTANDER_TIMEOUT_S} s" \
+        '^calls=[1-9][0-9]* failed=0 ' "$during"
     [ "$peak" -lt "$MAX_RSS_KB" ] && it_pass "$name: RSS peak ${peak} KiB < $MAX_RSS_KB KiB" ||
         it_fail "$name: RSS peak ${peak} KiB >= $MAX_RSS_KB KiB"
     [ "$after" -lt "$MAX_RSS_KB" ] && it_pass "$name: RSS after ${after} KiB" ||
         it_fail "$name: RSS after ${after} KiB >= $MAX_RSS_KB KiB"
-    [ "$worst_root" -lt "$MAX_LATENCY_MS" ] && it_pass "$name: root answered in ${worst_root} ms" ||
-        it_fail "$name: root waited ${worst_root} ms"
-    [ "$worst_user" -lt "$MAX_LATENCY_MS" ] && it_pass "$name: UID 60100 answered in ${worst_user} ms" ||
-        it_fail "$name: UID 60100 waited ${worst_user} ms"
+    [ "$worst_root" -lt "$limit" ] &&
+        it_pass "$name: root answered in ${worst_root} ms (< $limit; ${base_root} before)" ||
+        it_fail "$name: root waited ${worst_root} ms (>= $limit; ${base_root} before)"
+    [ -n "$worst_user" ] && [ "$worst_user" -lt "$limit" ] &&
+        it_pass "$name: UID 60100 answered in ${worst_user} ms (< $limit)" ||
+        it_fail "$name: UID 60100 waited ${worst_user:-?} ms (>= $limit; ${base_root} before)"
     local k
-    for k in "$out".*; do
+    for k in "$out".[1-4]; do
         local open
         open=$(sed -n 's/^open=\([0-9]*\) of.*/\1/p' "$k")
         if [ -n "$open" ] && [ "$open" -le 64 ]; then
@@ -99,6 +161,7 @@ it_expect_ok "transient-userdbd serves" "${RAW[@]}" call "$USERDB_SOCKET" \
     org.varlink.service.GetInfo
 kill -0 "$USERDBD_PID" 2>/dev/null || it_finish
 
+ATTACKERS=60000
 it_section "memory: 4 UIDs x 1024 connections pipelining GetInterfaceDescription, never reading"
 attack allocd-describe "$IT_DAEMON_PID" "$IT_SOCKET" org.varlink.service.GetInfo \
     flood "$IT_SOCKET" --connections 1024 \
@@ -109,6 +172,9 @@ attack userdbd-enumerate "$USERDBD_PID" "$USERDB_SOCKET" org.varlink.service.Get
     flood "$USERDB_SOCKET" --connections 200 \
     --message '{"method":"io.systemd.UserDatabase.GetUserRecord","parameters":{"service":"io.transient.Ranges"},"more":true}'
 
+# Other UIDs than the flood's: transient-allocd may still hold connections of the flooding UIDs,
+# whose clients are gone, and would refuse all of theirs.
+ATTACKERS=60010
 it_section "lock-out: 4 UIDs x 1025 idle connections"
 attack allocd-idle "$IT_DAEMON_PID" "$IT_SOCKET" org.varlink.service.GetInfo \
     idle "$IT_SOCKET" --connections 1025

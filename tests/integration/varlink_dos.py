@@ -9,7 +9,8 @@ UID to attack from (setpriv). Every mode stops by itself after --seconds.
   varlink_dos.py idle SOCKET --connections N --seconds S
       Opens up to N connections and sends nothing.
 
-Prints one line: "open=K of N" (connections the server kept after half a second).
+Prints one line: "open=K of N" (connections the server kept once their number stopped
+changing: on a loaded machine the server takes a while to close the ones over its limit).
 """
 
 import argparse
@@ -35,9 +36,18 @@ def open_connections(path, n):
     return conns
 
 
-def still_open(conns):
-    """The connections the server did not close (refused ones see EOF at once)."""
-    time.sleep(0.5)
+def still_open(conns, deadline):
+    """The connections the server did not close (refused ones see EOF), once two looks half a
+    second apart agree, or at the deadline."""
+    while True:
+        time.sleep(0.5)
+        before = len(conns)
+        conns = closed_dropped(conns)
+        if len(conns) == before or time.monotonic() >= deadline:
+            return conns
+
+
+def closed_dropped(conns):
     kept = []
     for s in conns:
         try:
@@ -64,23 +74,28 @@ def main():
     a = p.parse_args()
 
     deadline = time.monotonic() + a.seconds
-    conns = still_open(open_connections(a.socket, a.connections))
+    conns = open_connections(a.socket, a.connections)
+    conns = still_open(conns, time.monotonic() + min(a.seconds / 2, 3))
     print(f"open={len(conns)} of {a.connections}", flush=True)
     if a.mode == "idle":
         time.sleep(max(0, deadline - time.monotonic()))
         return
     burst = (a.message.encode() + b"\0") * 64
-    pending = {s: 0 for s in conns}
+    pending = {s.fileno(): (s, 0) for s in conns}
+    poller = select.poll()  # not select(): there may be more than FD_SETSIZE descriptors
+    for fd in pending:
+        poller.register(fd, select.POLLOUT)
     while time.monotonic() < deadline and pending:
-        _, writable, _ = select.select([], list(pending), [], 0.1)
-        for s in writable:
+        for fd, _ in poller.poll(100):
+            s, pos = pending[fd]
             try:
-                sent = s.send(burst[pending[s]:])
-                pending[s] = (pending[s] + sent) % len(burst)
+                sent = s.send(burst[pos:])
+                pending[fd] = (s, (pos + sent) % len(burst))
             except BlockingIOError:
                 pass
             except OSError:
-                del pending[s]  # dropped by the server: fine, that is a limit at work
+                poller.unregister(fd)
+                del pending[fd]  # dropped by the server: fine, that is a limit at work
     # Hold what is left open until the end, still never reading.
     time.sleep(max(0, deadline - time.monotonic()))
 

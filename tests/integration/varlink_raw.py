@@ -8,6 +8,13 @@
       "continues" (or, for --oneway, nothing). Exit 0 when replies were printed, 3 on timeout,
       4 when the server closed the connection without a reply.
 
+  varlink_raw.py probe SOCKET METHOD --seconds S [--interval I] [--timeout T]
+      A bystander: calls METHOD on a new connection every I seconds for S seconds and times
+      each call from connect() to its reply in this process (so without the interpreter's
+      start, which alone takes seconds on a loaded machine). Prints one line
+      "calls=N failed=F median_ms=M worst_ms=W"; a call that fails or gets no reply within T
+      counts as failed, and as T in worst_ms.
+
   varlink_raw.py pipeline SOCKET MSG_JSON...
       Sends all messages in one write and prints the first reply to each.
 
@@ -91,6 +98,32 @@ def cmd_call(a):
         print(json.dumps(msgs[0], sort_keys=True))
         if not msgs[0].get("continues"):
             return 0
+
+
+def cmd_probe(a):
+    times, failed = [], 0
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            s = connect(a.socket)
+            s.settimeout(a.timeout)
+            s.sendall(json.dumps({"method": a.method}).encode() + b"\0")
+            msgs, _ = read_messages(s, 1, max(0, a.timeout - (time.monotonic() - t0)))
+            s.close()
+        except OSError:
+            msgs = []
+        ms = (time.monotonic() - t0) * 1000
+        if not msgs or "error" in msgs[0]:
+            failed += 1
+            ms = max(ms, a.timeout * 1000)
+        times.append(ms)
+        time.sleep(a.interval)
+    times.sort()
+    median = times[(len(times) - 1) // 2] if times else 0
+    worst = times[-1] if times else 0
+    print(f"calls={len(times)} failed={failed} median_ms={median:.0f} worst_ms={worst:.0f}")
+    return 0
 
 
 def cmd_pipeline(a):
@@ -177,6 +210,12 @@ def main():
     c.add_argument("--more", action="store_true")
     c.add_argument("--oneway", action="store_true")
     c.add_argument("--timeout", type=float, default=5)
+    c = sub.add_parser("probe")
+    c.add_argument("socket")
+    c.add_argument("method")
+    c.add_argument("--seconds", type=float, required=True)
+    c.add_argument("--interval", type=float, default=0.1)
+    c.add_argument("--timeout", type=float, default=5)
     c = sub.add_parser("pipeline")
     c.add_argument("socket")
     c.add_argument("messages", nargs="+")
@@ -187,7 +226,9 @@ def main():
     c.add_argument("--ready", required=True)
     c.add_argument("--report", required=True)
     a = p.parse_args()
-    return {"call": cmd_call, "pipeline": cmd_pipeline, "abuse": cmd_abuse}[a.cmd](a)
+    commands = {"call": cmd_call, "probe": cmd_probe, "pipeline": cmd_pipeline,
+                "abuse": cmd_abuse}
+    return commands[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -364,8 +364,57 @@ protected:
         return dead;
     }
 
+    // A writer on a new table of kCapacity whose mapping freezer_ watches, and the table mapped
+    // as a reader maps it: where the tests that stop a change at every page start.
+    void open_frozen_writer() {
+        ASSERT_TRUE(TableWriter::open(dir_.table(), kCapacity));  // create it, so open() maps once
+        freezer_.emplace();
+        freezer_->arm_mapping(file_size_for(kCapacity));
+        auto w = TableWriter::open(dir_.table(), kCapacity);
+        ASSERT_TRUE(w) << w.error().message();
+        ASSERT_TRUE(freezer_->captured());
+        writer_.emplace(std::move(*w));
+        reader_ = map_table(dir_.table());
+        ASSERT_TRUE(reader_);
+    }
+
+    // Stops `change` of the table from `from` into `to` at its first store into `page` (if it
+    // makes one); there, the live file's readers and a writer restarted on a copy of the file
+    // must see one of the two states completely.
+    void stop_at(std::size_t page, const std::function<void()>& change,
+                 const std::vector<RangeEntry>& from, const std::vector<RangeEntry>& to) {
+        freezer_->protect(page);
+        if (!freezer_->run_until_frozen(change))
+            return;
+        frozen_++;
+        const std::vector<RangeEntry> seen = testing::read_entries(reader_->view);
+        const bool is_new = seen == to;
+        saw_new_ += is_new;
+        EXPECT_TRUE(is_new || seen == from) << describe(seen, from, to);
+        expect_readers_and_recovery_see(copy_of_table_as_if_killed_now(), is_new ? to : from,
+                                        is_new ? from : to);
+        freezer_->release();
+    }
+
+    // After stop_at() at every page: the writer stopped in most pages of `entries` entries'
+    // two copies, and readers saw both states.
+    void expect_stops_on_both_sides(const char* what, std::size_t entries) {
+        std::cout << "[ stats    ] stopped " << what << " at " << frozen_ << " of "
+                  << freezer_->pages() << " pages, " << saw_new_
+                  << " times after the switch to the new state\n";
+        EXPECT_GT(frozen_ * kPageStride, 2 * (entries * sizeof(EntryWords) / testing::page_size()));
+        EXPECT_GT(saw_new_, 0U);
+        EXPECT_LT(saw_new_, frozen_);
+    }
+
     TempDir dir_, dead_;
     std::vector<RangeEntry> a_, b_;
+    // Set by open_frozen_writer(); declared in this order so that the reader's mapping and the
+    // writer go before the freezer, which watches the writer's mapping.
+    std::optional<testing::WriterFreezer> freezer_;
+    std::optional<TableWriter> writer_;
+    std::optional<Mapped> reader_;
+    std::size_t frozen_ = 0, saw_new_ = 0;
 };
 
 TEST_F(TableCrashStateTest, WriterDeadInCopyZeroLeavesTheAcknowledgedState) {
@@ -384,86 +433,37 @@ TEST_F(TableCrashStateTest, WriterDeadInCopyOneLeavesTheNewState) {
 // instant the live file's readers, and a writer restarted on a copy of the file (as if the writer
 // had been killed there), see A or B, one of them completely.
 TEST_F(TableCrashStateTest, PublishStoppedAtEveryPageLeavesTheOldOrTheNewState) {
-    ASSERT_TRUE(TableWriter::open(dir_.table(), kCapacity));  // create it, so open() maps once
-    testing::WriterFreezer freezer;
-    freezer.arm_mapping(file_size_for(kCapacity));
-    auto w = TableWriter::open(dir_.table(), kCapacity);
-    ASSERT_TRUE(w) << w.error().message();
-    ASSERT_TRUE(freezer.captured());
-    auto m = map_table(dir_.table());
-    ASSERT_TRUE(m);
-    std::size_t frozen = 0, saw_new = 0;
-    for (std::size_t page = 0; page < freezer.pages(); page += kPageStride) {
+    ASSERT_NO_FATAL_FAILURE(open_frozen_writer());
+    for (std::size_t page = 0; page < freezer_->pages(); page += kPageStride) {
         SCOPED_TRACE(::testing::Message() << "page " << page);
-        ASSERT_TRUE(w->publish(a_));
-        freezer.protect(page);
-        if (!freezer.run_until_frozen([&] { EXPECT_TRUE(w->publish(b_)); }))
-            continue;
-        frozen++;
-        const std::vector<RangeEntry> seen = testing::read_entries(m->view);
-        const bool is_new = seen == b_;
-        saw_new += is_new;
-        EXPECT_TRUE(is_new || seen == a_) << describe(seen, a_, b_);
-        expect_readers_and_recovery_see(copy_of_table_as_if_killed_now(), is_new ? b_ : a_,
-                                        is_new ? a_ : b_);
-        freezer.release();
-        ASSERT_TRUE(testing::read_entries(m->view) == b_);
+        ASSERT_TRUE(writer_->publish(a_));
+        stop_at(page, [&] { EXPECT_TRUE(writer_->publish(b_)); }, a_, b_);
+        ASSERT_TRUE(testing::read_entries(reader_->view) == b_);
         if (HasFailure())
             return;
     }
-    std::cout << "[ stats    ] stopped the writer at " << frozen << " of " << freezer.pages()
-              << " pages, " << saw_new << " times after the switch to the new state\n";
-    EXPECT_GT(frozen * kPageStride, 2 * (b_.size() * sizeof(EntryWords) / testing::page_size()));
-    EXPECT_GT(saw_new, 0U);
-    EXPECT_LT(saw_new, frozen);
+    expect_stops_on_both_sides("the writer", b_.size());
 }
 
 // The same for the allocator's path: one range inserted near the front of A (every entry after
 // it moves by one, in both copies) and erased again, each stopped at its first store into each
 // page in turn. Readers and a restarted writer see the table before or after the change.
 TEST_F(TableCrashStateTest, SingleChangesStoppedAtEveryPageLeaveTheOldOrTheNewState) {
-    ASSERT_TRUE(TableWriter::open(dir_.table(), kCapacity));  // create it, so open() maps once
-    testing::WriterFreezer freezer;
-    freezer.arm_mapping(file_size_for(kCapacity));
-    auto w = TableWriter::open(dir_.table(), kCapacity);
-    ASSERT_TRUE(w) << w.error().message();
-    ASSERT_TRUE(freezer.captured());
-    auto m = map_table(dir_.table());
-    ASSERT_TRUE(m);
+    ASSERT_NO_FATAL_FAILURE(open_frozen_writer());
     const RangeEntry added = all_slots()[1];  // right after A's first entry
     std::vector<RangeEntry> with = a_;
     with.insert(with.begin() + 1, added);
-    std::size_t frozen = 0, saw_new = 0;
-    // Stops `change` of `from` into `to` at `page`; checks what readers and a restart see.
-    auto stop_at = [&](std::size_t page, const std::function<void()>& change,
-                       const std::vector<RangeEntry>& from, const std::vector<RangeEntry>& to) {
-        freezer.protect(page);
-        if (!freezer.run_until_frozen(change))
-            return;
-        frozen++;
-        const std::vector<RangeEntry> seen = testing::read_entries(m->view);
-        const bool is_new = seen == to;
-        saw_new += is_new;
-        EXPECT_TRUE(is_new || seen == from) << describe(seen, from, to);
-        expect_readers_and_recovery_see(copy_of_table_as_if_killed_now(), is_new ? to : from,
-                                        is_new ? from : to);
-        freezer.release();
-    };
-    for (std::size_t page = 0; page < freezer.pages(); page += kPageStride) {
+    for (std::size_t page = 0; page < freezer_->pages(); page += kPageStride) {
         SCOPED_TRACE(::testing::Message() << "page " << page);
-        ASSERT_TRUE(w->publish(a_));
-        stop_at(page, [&] { EXPECT_TRUE(w->insert(added)); }, a_, with);
-        ASSERT_TRUE(testing::read_entries(m->view) == with);
-        stop_at(page, [&] { EXPECT_TRUE(w->erase(added.start)); }, with, a_);
-        ASSERT_TRUE(testing::read_entries(m->view) == a_);
+        ASSERT_TRUE(writer_->publish(a_));
+        stop_at(page, [&] { EXPECT_TRUE(writer_->insert(added)); }, a_, with);
+        ASSERT_TRUE(testing::read_entries(reader_->view) == with);
+        stop_at(page, [&] { EXPECT_TRUE(writer_->erase(added.start)); }, with, a_);
+        ASSERT_TRUE(testing::read_entries(reader_->view) == a_);
         if (HasFailure())
             return;
     }
-    std::cout << "[ stats    ] stopped single changes at " << frozen << " pages, " << saw_new
-              << " times after the switch to the new state\n";
-    EXPECT_GT(frozen * kPageStride, 2 * (a_.size() * sizeof(EntryWords) / testing::page_size()));
-    EXPECT_GT(saw_new, 0U);
-    EXPECT_LT(saw_new, frozen);
+    expect_stops_on_both_sides("single changes", a_.size());
 }
 
 // The restarted writer of a file left by a writer that died in copy 1 recovers B from copy 0 and
