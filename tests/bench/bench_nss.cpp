@@ -49,22 +49,11 @@
 #include "shm/reader.hpp"
 #include "shm/writer.hpp"
 #include "tests/bench/nss_benchtrivial.h"
+#include "tests/lib/thread_cpu_clock.hpp"
 
 namespace {
 
-// The thread's CPU time, not the wall clock: on a machine shared with other builds a batch is
-// preempted for whole time slices, which the wall clock would charge to whichever batch was
-// running (at load 10 the medians of wall-clock batches varied 20-fold). What other processes
-// do to the caches still shows; that is part of what a lookup costs.
-struct Clock {
-    using duration = std::chrono::nanoseconds;
-    using time_point = std::chrono::time_point<Clock, duration>;
-    static time_point now() noexcept {
-        struct timespec ts;
-        ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-        return time_point(duration(std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec));
-    }
-};
+using Clock = transient::testing::ThreadCpuClock;
 namespace shm = transient::shm;
 
 struct Options {

@@ -17,12 +17,15 @@
 #include "shm/reader.hpp"
 #include "shm/table_reader.hpp"
 #include "shm/writer.hpp"
+#include "tests/lib/thread_cpu_clock.hpp"
 #include "tests/shm/shm_test_util.hpp"
 
 namespace transient::shm {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// CPU time of the thread: the ratios below must not depend on how often a loaded machine
+// preempts the test.
+using Clock = transient::testing::ThreadCpuClock;
 
 class TableCapacityTest : public ::testing::Test {
 protected:
