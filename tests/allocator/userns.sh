@@ -163,7 +163,8 @@ reuse_test() {
     done
     if [ -z "$new" ]; then
         it_pass "[$probe] inode $ino was not reused within 200 namespaces; reuse not tested"
-        it_expect_ok "release old" "$CTL" release old
+        # Under load the 200 attempts outlast a sweep, which may have released old already.
+        expect_released_in_time "[$probe] old is released once its namespace died" old
         return
     fi
     it_pass "namespace $new got inode $ino after $i attempts"
