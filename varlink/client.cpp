@@ -268,7 +268,8 @@ Result<void> Client::call_more(std::string_view method, const json& parameters,
         // `read` sees the text between the prefix and the last brace, and takes it only if it
         // is one object: then the message is that object framed as a reply.
         if ((continues || text->starts_with(kLast)) && text->size() > prefix &&
-            text->back() == '}' && read(text->substr(prefix, text->size() - prefix - 1), continues)) {
+            text->back() == '}' &&
+            read(text->substr(prefix, text->size() - prefix - 1), continues)) {
             if (!continues)
                 return {};
             continue;

@@ -234,7 +234,8 @@ TEST(InterfaceTest, MakeInterfaceServesTheDeclaration) {
 // are), which take nlohmann's path.
 TEST(InterfaceTest, SerializedRangeRepliesAreWhatTheJsonRangesDumpTo) {
     std::vector<RangeEntry> ranges;
-    const char* names[] = {"web", "alice:c0ffee", "q\"uote\\", "bad\xff\x01", "tab\there", "ü", ""};
+    const char* names[] = {"web", "alice:c0ffee", "q\"uote\\", "bad\xff\x01",
+                           "tab\there", "ü", ""};
     const std::uint32_t flag_sets[] = {
             0,
             shm::kEntryFlagImported,
