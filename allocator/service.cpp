@@ -16,6 +16,7 @@
 
 #include "allocator/events.hpp"
 #include "allocator/policy.hpp"
+#include "varlink/json_writer.hpp"
 
 namespace transient::allocator {
 
@@ -292,12 +293,12 @@ void vl_list_ranges(Allocator& a, Call& call) {
     if (ranges.empty())
         return reply_failure(call, Failure{ErrorKind::kNoSuchRange, {}});
     const uid_t caller = call.peer().uid;
-    auto item = [&](const RangeEntry& r) {
-        return json{{"range", range_to_json(r, may_see_details(r, caller))}};
-    };
-    for (std::size_t i = 0; i + 1 < ranges.size(); i++)
-        call.reply_continues(item(ranges[i]));
-    call.reply(item(ranges.back()));
+    // Written into the connection's output as they are made: the replies of the whole table
+    // are queued at once (the server stops reading this client's further requests until it
+    // has read them), so each costs its bytes and nothing more.
+    for (std::size_t i = 0; i < ranges.size(); i++)
+        call.reply_serialized(range_reply(ranges[i], may_see_details(ranges[i], caller)),
+                              i + 1 < ranges.size());
 }
 
 void vl_get_status(Allocator& a, Call& call) {
@@ -450,6 +451,37 @@ json range_to_json(const RangeEntry& r, bool details) {
             j["userNamespaceId"] = r.userns_id;
     }
     return j;
+}
+
+std::string range_reply(const RangeEntry& r, bool details) {
+    // Names are checked on allocation, but imported ones come from /etc/subuid as they are:
+    // text that needs escaping goes through nlohmann, as every other reply does.
+    if (!varlink::plain(r.name))
+        return json{{"range", range_to_json(r, details)}}.dump(-1, ' ', false,
+                                                               json::error_handler_t::replace);
+    std::string out;
+    out.reserve(256);
+    {
+        varlink::ObjectWriter reply(out);
+        reply.literal("range", "");
+        // range_to_json()'s members, in the sorted order nlohmann's objects keep.
+        varlink::ObjectWriter range(out);
+        range.number("created", r.created_usec);
+        range.boolean("groups", (r.flags & shm::kEntryFlagNoGid) == 0);
+        if ((r.flags & shm::kEntryFlagImported) != 0)
+            range.boolean("imported", true);
+        range.string("name", r.name);
+        range.number("owner", r.owner);
+        range.number("size", r.size);
+        range.number("start", r.start);
+        if (details && is_bound(r)) {
+            if ((r.flags & kEntryFlagUsernsNoId) == 0)
+                range.number("userNamespaceId", r.userns_id);
+            range.number("userNamespaceInode", r.userns_ino);
+        }
+        range.boolean("users", (r.flags & shm::kEntryFlagNoUid) == 0);
+    }  // both objects closed
+    return out;
 }
 
 void log_automatic_release(const RangeEntry& r) {

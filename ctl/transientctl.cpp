@@ -37,6 +37,7 @@
 #include "base/paths.hpp"
 #include "shm/identity.hpp"
 #include "shm/table_reader.hpp"
+#include "varlink/json_writer.hpp"
 #include "varlink/varlink.hpp"
 
 #ifndef PROJECT_VERSION
@@ -356,6 +357,203 @@ json describe_range(json raw, const Range& r) {
     return raw;
 }
 
+// A strict reader of the one layout the daemon writes ListRanges replies in: {"range":{…}} as
+// compact JSON, members in sorted order, only the Range fields, with unsigned numbers, booleans
+// and plain strings. It declines anything else (escapes, other keys or order, signs, fractions),
+// which then goes through a JSON tree: what it takes is exactly one JSON object. A full pool
+// lists 28,000 ranges, and a JSON tree per reply cost more than the rest of the listing.
+class RangeText {
+public:
+    explicit RangeText(std::string_view text) : text_(text) {}
+
+    // `ret_imported_sent`: whether the reply had "imported" (`list --json` keeps the member).
+    std::optional<Range> read(bool& ret_imported_sent) {
+        if (!literal(R"({"range":{)"))
+            return std::nullopt;
+        Range r;
+        bool name = false, start = false, size = false, imported_sent = false;
+        std::string_view last;
+        for (bool first = true;; first = false) {
+            if (literal("}"))
+                break;
+            if (!first && !literal(","))
+                return std::nullopt;
+            const auto key = string();
+            // Strictly ascending: no key twice, and the order the members are written back in.
+            if (!key || (!first && *key <= last) || !literal(":"))
+                return std::nullopt;
+            last = *key;
+            bool ok = false;
+            if (*key == "created") {
+                const auto v = number();
+                ok = v && *v <= static_cast<uint64_t>(INT64_MAX);
+                if (ok)
+                    r.created = static_cast<int64_t>(*v);
+            } else if (*key == "name") {
+                const auto v = string();
+                ok = name = v.has_value();
+                if (ok)
+                    r.name = *v;
+            } else if (*key == "start" || *key == "size") {
+                const auto v = number();
+                ok = v.has_value();
+                (*key == "start" ? start : size) = ok;
+                if (ok)
+                    (*key == "start" ? r.start : r.size) = *v;
+            } else if (*key == "owner" || *key == "userNamespaceId" ||
+                       *key == "userNamespaceInode") {
+                const auto v = number();
+                ok = v.has_value();
+                (*key == "owner" ? r.owner
+                                 : *key == "userNamespaceId" ? r.userns_id : r.userns_inode) = v;
+            } else if (*key == "imported" || *key == "users" || *key == "groups") {
+                const auto v = boolean();
+                ok = v.has_value();
+                imported_sent = imported_sent || *key == "imported";
+                if (ok)
+                    (*key == "imported" ? r.imported : *key == "users" ? r.users : r.groups) = *v;
+            }
+            if (!ok)
+                return std::nullopt;
+        }
+        if (!literal("}") || pos_ != text_.size() || !name || !start || !size || r.size == 0)
+            return std::nullopt;
+        ret_imported_sent = imported_sent;
+        return r;
+    }
+
+private:
+    bool literal(std::string_view s) {
+        if (!text_.substr(pos_).starts_with(s))
+            return false;
+        pos_ += s.size();
+        return true;
+    }
+    // A string without escapes: varlink::plain() text between quotes.
+    std::optional<std::string_view> string() {
+        if (!literal("\""))
+            return std::nullopt;
+        const std::size_t end = text_.find('"', pos_);
+        if (end == std::string_view::npos || !varlink::plain(text_.substr(pos_, end - pos_)))
+            return std::nullopt;
+        const std::string_view s = text_.substr(pos_, end - pos_);
+        pos_ = end + 1;
+        return s;
+    }
+    std::optional<uint64_t> number() {
+        std::size_t end = pos_;
+        while (end < text_.size() && text_[end] >= '0' && text_[end] <= '9')
+            end++;
+        if (end - pos_ > 1 && text_[pos_] == '0')  // JSON has no leading zeros
+            return std::nullopt;
+        const auto v = parse_uint(text_.substr(pos_, end - pos_));  // nullopt if it overflows
+        if (v)
+            pos_ = end;
+        return v;
+    }
+    std::optional<bool> boolean() {
+        if (literal("true"))
+            return true;
+        if (literal("false"))
+            return false;
+        return std::nullopt;
+    }
+
+    std::string_view text_;
+    std::size_t pos_ = 0;
+};
+
+// One range of a listing: read by RangeText, or from its JSON tree, whose `list --json` object
+// (describe_range()) is then kept as it is.
+struct Listed {
+    Range range;
+    std::optional<json> described;
+    bool imported_sent = false;  // read by RangeText: whether the reply had "imported"
+};
+
+// `s` as a JSON string, as nlohmann writes it.
+void append_json_string(std::string& out, std::string_view s) {
+    if (!varlink::plain(s)) {
+        out += json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+        return;
+    }
+    out += '"';
+    out += s;
+    out += '"';
+}
+
+// describe_range()'s object for a range RangeText read, byte for byte as nlohmann dumps it
+// (members in sorted order), compact or indented as an element of the top-level array.
+void append_described(std::string& out, const Range& r, bool imported_sent, bool indented) {
+    bool first = true;
+    auto key = [&](std::string_view k) {
+        out += first ? (indented ? "{\n    " : "{") : (indented ? ",\n    " : ",");
+        first = false;
+        out += '"';
+        out += k;
+        out += indented ? "\": " : "\":";
+    };
+    auto number = [&](std::string_view k, uint64_t v) {
+        key(k);
+        out += std::to_string(v);
+    };
+    auto boolean = [&](std::string_view k, bool v) {
+        key(k);
+        out += v ? "true" : "false";
+    };
+    auto string = [&](std::string_view k, std::string_view v) {
+        key(k);
+        append_json_string(out, v);
+    };
+    if (auto blocks = blocks_of(r))
+        number("blocks", *blocks);
+    if (r.created)
+        number("created", static_cast<uint64_t>(*r.created));
+    string("disposition",
+           shm::disposition_name(shm::range_disposition(static_cast<std::uint32_t>(r.size))));
+    boolean("groups", r.groups);
+    if (imported_sent)
+        boolean("imported", r.imported);
+    string("name", r.name);
+    if (r.owner)
+        number("owner", *r.owner);
+    if (auto name = owner_name(r.owner))
+        string("ownerName", *name);
+    number("size", r.size);
+    string("source", source_name(r));
+    number("start", r.start);
+    if (r.userns_id)
+        number("userNamespaceId", *r.userns_id);
+    if (r.userns_inode)
+        number("userNamespaceInode", *r.userns_inode);
+    boolean("users", r.users);
+    out += indented ? "\n  }" : "}";
+}
+
+// `list --json`: what print_json() prints for the array of describe_range() objects.
+void print_listing(const std::vector<Listed>& listed) {
+    const bool indented = ::isatty(STDOUT_FILENO);
+    std::string out = "[";
+    for (std::size_t i = 0; i < listed.size(); i++) {
+        out += i == 0 ? (indented ? "\n  " : "") : (indented ? ",\n  " : ",");
+        const Listed& l = listed[i];
+        if (!l.described) {
+            append_described(out, l.range, l.imported_sent, indented);
+            continue;
+        }
+        const std::string element =
+                l.described->dump(indented ? 2 : -1, ' ', false, json::error_handler_t::replace);
+        // One level deeper inside the array. A newline in JSON text is never inside a string.
+        for (const char c : element) {
+            out += c;
+            if (c == '\n' && indented)
+                out += "  ";
+        }
+    }
+    out += indented && !listed.empty() ? "\n]" : "]";
+    std::puts(out.c_str());
+}
+
 std::string format_created(const std::optional<int64_t>& usec) {
     if (!usec || *usec <= 0)
         return "-";
@@ -464,52 +662,70 @@ int do_list(const Context& ctx, std::span<const std::string>) {
     auto client = connect(ctx);
     if (!client)
         return kExitFailure;
-    auto replies = client->call_more(std::string(kInterfaceName) + "." +
-                                     std::string(kListRanges.name));
-    if (!replies) {
-        log_error("Failed to list ranges: %s.",
-                  describe_transport_error(replies.error().value()).c_str());
-        return kExitFailure;
-    }
-    json raw = json::array();
-    std::vector<Range> ranges;
-    for (const auto& reply : *replies) {
+    std::vector<Listed> listed;
+    std::string problem;  // the first error or malformed range: the listing fails
+    auto read = [&](std::string_view text, bool) {
+        bool imported_sent = false;
+        auto r = RangeText(text).read(imported_sent);
+        if (!r)
+            return false;
+        listed.push_back(Listed{std::move(*r), std::nullopt, imported_sent});
+        return true;
+    };
+    auto each = [&](varlink::Client::Reply&& reply) {
         // An empty table is not an error to the user, however the daemon puts it.
-        if (reply.error == error_name(ErrorKind::kNoSuchRange))
-            break;
+        if (!problem.empty() || reply.error == error_name(ErrorKind::kNoSuchRange))
+            return;
         if (!reply.error.empty()) {
-            log_error("Failed to list ranges: %s.", describe_error(reply).c_str());
-            return kExitFailure;
+            problem = describe_error(reply);
+            return;
         }
         if (!reply.parameters.contains("range"))
-            continue;
+            return;
         auto r = parse_range(reply.parameters["range"]);
         if (!r) {
-            log_error("Failed to list ranges: the daemon sent a malformed range.");
-            return kExitFailure;
+            problem = "the daemon sent a malformed range";
+            return;
         }
-        raw.push_back(describe_range(reply.parameters["range"], *r));
-        ranges.push_back(std::move(*r));
+        json described = describe_range(reply.parameters["range"], *r);
+        listed.push_back(Listed{std::move(*r), std::move(described)});
+    };
+    auto done = client->call_more(
+            std::string(kInterfaceName) + "." + std::string(kListRanges.name), json::object(),
+            read, each);
+    if (!done) {
+        log_error("Failed to list ranges: %s.",
+                  describe_transport_error(done.error().value()).c_str());
+        return kExitFailure;
+    }
+    if (!problem.empty()) {
+        log_error("Failed to list ranges: %s.", problem.c_str());
+        return kExitFailure;
     }
 
     if (ctx.json_output) {
-        print_json(raw);
+        print_listing(listed);
         return EXIT_SUCCESS;
     }
-    if (ranges.empty()) {
+    if (listed.empty()) {
         std::puts("No ranges.");
         return EXIT_SUCCESS;
     }
+    std::vector<const Range*> ranges;
+    ranges.reserve(listed.size());
+    for (const Listed& l : listed)
+        ranges.push_back(&l.range);
     std::sort(ranges.begin(), ranges.end(),
-              [](const Range& a, const Range& b) { return a.start < b.start; });
+              [](const Range* a, const Range* b) { return a->start < b->start; });
     std::vector<std::vector<std::string>> rows{
         {"NAME", "START", "END", "SIZE", "BLOCKS", "OWNER", "SOURCE", "CREATED"}};
-    for (const Range& r : ranges) {
-        const auto blocks = blocks_of(r);
-        rows.push_back({printable(r.name), std::to_string(r.start),
-                        std::to_string(r.start + r.size - 1), std::to_string(r.size),
-                        blocks ? std::to_string(*blocks) : "-", format_owner(r.owner),
-                        source_name(r), format_created(r.created)});
+    rows.reserve(ranges.size() + 1);
+    for (const Range* r : ranges) {
+        const auto blocks = blocks_of(*r);
+        rows.push_back({printable(r->name), std::to_string(r->start),
+                        std::to_string(r->start + r->size - 1), std::to_string(r->size),
+                        blocks ? std::to_string(*blocks) : "-", format_owner(r->owner),
+                        source_name(*r), format_created(r->created)});
     }
     static constexpr bool kRight[] = {false, true, true, true, true, false, false, false};
     print_table(rows, kRight);

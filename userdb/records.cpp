@@ -3,11 +3,15 @@
 #include "userdb/records.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <string_view>
+
+#include "varlink/json_writer.hpp"
 
 namespace transient::userdb {
 namespace {
+
+using varlink::ObjectWriter;
+using varlink::plain;
 
 // A string in lower case, in a fixed buffer: the names and descriptions of records are short.
 class LowerCase {
@@ -27,55 +31,6 @@ private:
 
     char buf_[std::max(shm::kMaxNameBuffer, shm::kMaxDescriptionBuffer)];
     std::size_t n_ = 0;
-};
-
-// Text that JSON carries as it is: printable ASCII without '"' and '\\'. Our names and
-// descriptions always are; anything else goes through nlohmann, which escapes (and replaces
-// invalid UTF-8) the way every other reply is written.
-bool plain(const char* s) {
-    for (; *s != '\0'; s++) {
-        const auto c = static_cast<unsigned char>(*s);
-        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
-            return false;
-    }
-    return true;
-}
-
-// A JSON object built by appending `"key":value` members in the caller's order, which must be
-// the keys' sorted order, as in nlohmann's std::map objects.
-class ObjectWriter {
-public:
-    explicit ObjectWriter(std::string& out) : out_(out) { out_ += '{'; }
-    ~ObjectWriter() { out_ += '}'; }
-    void string(const char* key, const char* value) {
-        member(key);
-        out_ += '"';
-        out_ += value;
-        out_ += '"';
-    }
-    void number(const char* key, std::uint32_t value) {
-        member(key);
-        char buf[16];
-        const auto r = std::to_chars(buf, buf + sizeof buf, value);
-        out_.append(buf, r.ptr);
-    }
-    void literal(const char* key, const char* value) {
-        member(key);
-        out_ += value;
-    }
-
-private:
-    void member(const char* key) {
-        if (!first_)
-            out_ += ',';
-        first_ = false;
-        out_ += '"';
-        out_ += key;
-        out_ += "\":";
-    }
-
-    std::string& out_;
-    bool first_ = true;
 };
 
 std::string reply_of(const shm::Identity& id, bool user) {

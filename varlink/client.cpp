@@ -75,12 +75,19 @@ bool decode_reply(const json& message, Client::Reply& ret) {
     return true;
 }
 
+// Parses and checks one reply's text (without its NUL).
+bool decode_text(std::string_view text, Client::Reply& ret) {
+    return !detail::exceeds_depth(text, kMaxReplyDepth) && decode_reply(detail::parse(text), ret);
+}
+
 }  // namespace
 
 struct Client::Impl {
     Result<void> send(std::string_view method, const json& parameters, bool more,
                       std::span<const int> fds);
     Result<Reply> receive();
+    // The next message's text, without its NUL; valid until the next call.
+    Result<std::string_view> receive_text();
     std::unexpected<std::error_code> fail(int e) {
         broken = std::error_code(e < 0 ? -e : e, std::system_category());
         return std::unexpected(broken);
@@ -163,25 +170,21 @@ Result<void> Client::Impl::send(std::string_view method, const json& parameters,
     return {};
 }
 
-Result<Client::Reply> Client::Impl::receive() {
+Result<std::string_view> Client::Impl::receive_text() {
+    // The previous message was returned whole: its bytes can go now.
+    if (in_pos == in.size()) {
+        in.clear();
+        in_pos = 0;
+    }
     const auto deadline = Clock::now() + timeout;
     std::size_t scanned = in_pos;  // bytes of `in` before this hold no NUL
     for (;;) {
         if (auto nul = in.find('\0', scanned); nul != std::string::npos) {
-            const std::string_view text(in.data() + in_pos, nul - in_pos);
-            Reply reply;
-            const bool ok = !detail::exceeds_depth(text, kMaxReplyDepth) &&
-                            decode_reply(detail::parse(text), reply);
             // Only an offset moves: a read that brought many replies (an enumeration) must not
             // cost a move of everything behind each one.
+            const std::string_view text(in.data() + in_pos, nul - in_pos);
             in_pos = nul + 1;
-            if (in_pos == in.size()) {
-                in.clear();
-                in_pos = 0;
-            }
-            if (!ok)
-                return fail(EBADMSG);
-            return reply;
+            return text;
         }
         if (in.size() - in_pos > kMaxReplySize)
             return fail(EMSGSIZE);
@@ -209,6 +212,16 @@ Result<Client::Reply> Client::Impl::receive() {
     }
 }
 
+Result<Client::Reply> Client::Impl::receive() {
+    auto text = receive_text();
+    if (!text)
+        return std::unexpected(text.error());
+    Reply reply;
+    if (!decode_text(*text, reply))
+        return fail(EBADMSG);
+    return reply;
+}
+
 Result<Client::Reply> Client::call(std::string_view method, const json& parameters,
                                    std::span<const int> fds) {
     if (!impl_)
@@ -233,6 +246,41 @@ Result<std::vector<Client::Reply>> Client::call_more(std::string_view method,
         replies.push_back(std::move(*reply));
         if (last)
             return replies;
+    }
+}
+
+Result<void> Client::call_more(std::string_view method, const json& parameters,
+                               const ReadParameters& read,
+                               const std::function<void(Reply&&)>& each) {
+    // What dump() makes of a reply's keys, in order: what our server (and sd-varlink) write.
+    static constexpr std::string_view kContinues = R"({"continues":true,"parameters":)";
+    static constexpr std::string_view kLast = R"({"parameters":)";
+    if (!impl_)
+        return errno_error(EBADF);
+    if (auto r = impl_->send(method, parameters, /*more=*/true, {}); !r)
+        return std::unexpected(r.error());
+    for (;;) {
+        auto text = impl_->receive_text();
+        if (!text)
+            return std::unexpected(text.error());
+        const bool continues = text->starts_with(kContinues);
+        const std::size_t prefix = continues ? kContinues.size() : kLast.size();
+        // `read` sees the text between the prefix and the last brace, and takes it only if it
+        // is one object: then the message is that object framed as a reply.
+        if ((continues || text->starts_with(kLast)) && text->size() > prefix &&
+            text->back() == '}' &&
+            read(text->substr(prefix, text->size() - prefix - 1), continues)) {
+            if (!continues)
+                return {};
+            continue;
+        }
+        Reply reply;
+        if (!decode_text(*text, reply))
+            return impl_->fail(EBADMSG);
+        const bool last = !reply.continues;
+        each(std::move(reply));
+        if (last)
+            return {};
     }
 }
 

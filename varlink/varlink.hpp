@@ -230,6 +230,16 @@ public:
     Result<std::vector<Reply>> call_more(std::string_view method,
                                          const json& parameters = json::object());
 
+    // Like call_more(), for enumerations of many records, without a JSON tree per reply where
+    // the caller reads the records more cheaply: a reply as servers write it (compact,
+    // {"continues":true,"parameters":P} or {"parameters":P}) goes to `read` as the text P,
+    // which takes it and returns true, but only if P is exactly one JSON object. Any other
+    // reply (an error, another layout, text `read` declined) is parsed as call_more() parses
+    // it and goes to `each`. Returns after the last reply was handed over.
+    using ReadParameters = std::function<bool(std::string_view parameters, bool continues)>;
+    Result<void> call_more(std::string_view method, const json& parameters,
+                           const ReadParameters& read, const std::function<void(Reply&&)>& each);
+
     int fd() const;
 
 private:

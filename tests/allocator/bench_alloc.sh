@@ -29,13 +29,14 @@ if [ "${1:-}" = __at_full ]; then
     t4=$(date +%s.%N)
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$BENCH_ALLOCD_PID/status")
     table=$(stat -c %s "$IT_RUNTIME/ranges.table")
-    list=$(echo "$t1 - $t0" | bc) getent=$(echo "$t2 - $t1" | bc)
-    ratio=$(echo "scale=2; $list / $getent" | bc)
+    calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }  # bc is not among scripts/deps.sh's packages
+    list=$(calc "$t1 - $t0") getent=$(calc "$t2 - $t1")
+    ratio=$(calc "$list / $getent")
     printf 'full table: transientctl list %s lines in %.3f s; getent passwd %s vu- users in %.3f s (list: %s×); list --json %.3f s; ListRanges alone %.3f s; allocd RSS %s KiB; table file %s bytes\n' \
-        "$n" "$list" "$e" "$getent" "$ratio" "$(echo "$t3 - $t2" | bc)" \
-        "$(echo "$t4 - $t3" | bc)" "$rss" "$table"
+        "$n" "$list" "$e" "$getent" "$ratio" "$(calc "$t3 - $t2")" \
+        "$(calc "$t4 - $t3")" "$rss" "$table"
     if [ -n "${BENCH_MAX_LIST_RATIO:-}" ] &&
-        [ "$(echo "$ratio > $BENCH_MAX_LIST_RATIO" | bc)" = 1 ]; then
+        awk -v r="$ratio" -v max="$BENCH_MAX_LIST_RATIO" 'BEGIN { exit !(r > max) }'; then
         echo "FAIL: transientctl list took $ratio× the time of getent passwd, above $BENCH_MAX_LIST_RATIO×" >&2
         exit 1
     fi
@@ -46,6 +47,9 @@ args=()
 if [ "${1:-}" = --smoke ]; then
     shift
     args=(--ranges 6000 --band 1000 --min-ratio 0.5)
+    # transientctl list / getent passwd, loosely: a JSON tree per range on both sides of
+    # ListRanges made it 22× and more, reading and writing the text directly about 4-16×.
+    export BENCH_MAX_LIST_RATIO=${BENCH_MAX_LIST_RATIO:-30}
 fi
 
 it_section "transient-allocd with an empty table"

@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -225,6 +226,39 @@ TEST(InterfaceTest, MakeInterfaceServesTheDeclaration) {
         }
     }
     std::filesystem::remove_all(dir);
+}
+
+// ListRanges' serialized replies are byte for byte what nlohmann makes of {"range":
+// range_to_json()}: for every flag, bound or not, with and without the owner's details, at the
+// largest values, and for names that need escaping (imported ones come from /etc/subuid as they
+// are), which take nlohmann's path.
+TEST(InterfaceTest, SerializedRangeRepliesAreWhatTheJsonRangesDumpTo) {
+    std::vector<RangeEntry> ranges;
+    const char* names[] = {"web", "alice:c0ffee", "q\"uote\\", "bad\xff\x01",
+                           "tab\there", "ü", ""};
+    const std::uint32_t flag_sets[] = {
+            0,
+            shm::kEntryFlagImported,
+            shm::kEntryFlagImported | shm::kEntryFlagNoUid,
+            shm::kEntryFlagImported | shm::kEntryFlagNoGid,
+            shm::kEntryFlagUserns,
+            shm::kEntryFlagUserns | shm::kEntryFlagUsernsNoId,
+    };
+    for (const char* name : names)
+        for (const std::uint32_t flags : flag_sets)
+            ranges.push_back(RangeEntry{name, 524288, 65536, 1000, flags, 1764000000123456,
+                                        4026531837, 4026532000});
+    ranges.push_back(RangeEntry{"max", UINT32_MAX, UINT32_MAX, UINT32_MAX,
+                                shm::kEntryFlagUserns, UINT64_MAX, UINT64_MAX, UINT64_MAX});
+    ranges.push_back(RangeEntry{"zero", 0, 1, 0, 0, 0, 0, 0});
+    for (const RangeEntry& r : ranges)
+        for (const bool details : {false, true}) {
+            SCOPED_TRACE(r.name + " flags " + std::to_string(r.flags) +
+                         (details ? " details" : ""));
+            const varlink::json tree{{"range", range_to_json(r, details)}};
+            EXPECT_EQ(range_reply(r, details),
+                      tree.dump(-1, ' ', false, varlink::json::error_handler_t::replace));
+        }
 }
 
 }  // namespace

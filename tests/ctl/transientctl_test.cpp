@@ -328,6 +328,45 @@ TEST_F(TransientctlTest, ListsRangesAsAJsonArrayOfRangeObjects) {
               json({described(ranges()["solo"]), described(ranges()["web"])}));
 }
 
+// `list --json` reads the daemon's usual replies from their text and writes their objects
+// itself: byte for byte what nlohmann dumps of the JSON trees, in the order the daemon sent
+// them, mixed with replies that need a tree (escapes, a member it does not know, a negative
+// number), for every optional member.
+TEST_F(TransientctlTest, ListsAsJsonByteForByteWhatTheJsonTreesDumpTo) {
+    add("web", 524288, 65536, 0);
+    add("big", 589824, 65536 * 3, 0);
+    add("solo", 61184, 1, 0);
+    add("q\"uote\\", 61185, 1, 0);
+    add("bound", 786432, 65536, 0);
+    add("sub-bob", 851968, 1000, 0);
+    add("extra", 917504, 65536, 0);
+    add("negative", 983040, 65536, 0);
+    add("plain-false", 1048576, 65536, 0);
+    server_.run([&] {
+        auto& r = fake_.ranges;
+        r["bound"]["userNamespaceInode"] = 4026532000;
+        r["bound"]["userNamespaceId"] = 18446744073709551615ULL;
+        r["sub-bob"]["imported"] = true;
+        r["sub-bob"]["groups"] = false;
+        r["sub-bob"].erase("created");
+        r["extra"]["zzz"] = json::array({1});
+        r["negative"]["created"] = -5;
+        r["plain-false"]["imported"] = false;
+        r["plain-false"]["users"] = true;
+    });
+    json expected = json::array();
+    for (const auto& [name, range] : ranges()) {
+        json d = described(range);
+        if (range.contains("imported") && range["imported"] == true)
+            d["source"] = "imported";
+        d["groups"] = range.value("groups", true);
+        expected.push_back(d);
+    }
+    auto r = ctl({"list", "--json"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, expected.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+}
+
 TEST_F(TransientctlTest, ShowsARangeByNameAsKeyValueLines) {
     add("web", 524288, 65536, 0);
     auto r = ctl({"show", "web"});
