@@ -127,6 +127,8 @@ private:
     std::vector<Slot> slots_;               // the published entries, in start order
     std::size_t removed_ = 0;               // slots_ marked removed
     std::vector<std::uint32_t> by_name_;    // the published name index
+    // The block of the last entry: block index words above it hold kPastTheTop (writer.cpp).
+    std::uint32_t top_block_ = 0;
 };
 
 }  // namespace transient::shm
