@@ -530,6 +530,14 @@ Result<void> TableWriter::insert(const RangeEntry& entry) {
             return errno_error(EINVAL);
     if (name_taken && !slots_[by_name_[q]].removed)
         return errno_error(EINVAL);
+    // A block released before and taken again (every allocation, once the pool has been used
+    // up): the removed entry is replaced where it is, so no entry moves and the block index
+    // stays, where a drop and an insert moved every entry after it twice in both copies.
+    if (last == first + 1 && slots_[first].start == entry.start &&
+        (!name_taken || by_name_[q] == first)) {
+        replace(first, entry);
+        return {};
+    }
     // Each drop is a change of its own; a reader between two sees the removed entries gone,
     // which is what they meant anyway.
     for (std::size_t i = last; i > first; i--)
@@ -554,6 +562,28 @@ Result<void> TableWriter::insert(const RangeEntry& entry) {
                     static_cast<std::uint32_t>(pos));
     apply(Delta{Change::kInsert, pos, q, &entry, entry.start});
     return {};
+}
+
+void TableWriter::replace(std::size_t pos, const RangeEntry& entry) {
+    // Its name leaves its place in the name index for the new one's: only the words between
+    // the two places move (none when the name is the same); the entries keep their positions.
+    const auto at = by_name_.begin() + static_cast<std::ptrdiff_t>(name_position(slots_[pos].name));
+    slots_[pos] = Slot{entry.start, entry.size, pad_name(entry.name)};
+    removed_--;
+    const PaddedName& name = slots_[pos].name;
+    auto less = [&](std::uint32_t i, const PaddedName& n) {
+        return std::memcmp(slots_[i].name.data(), n.data(), n.size()) < 0;
+    };
+    auto first = std::lower_bound(by_name_.begin(), at, name, less);
+    auto end = at + 1;
+    if (first != at) {
+        std::rotate(first, at, at + 1);  // the names in [first, at) sort after the new one
+    } else {
+        end = std::lower_bound(at + 1, by_name_.end(), name, less);
+        std::rotate(at, at + 1, end);  // those in (at, end) sort before it
+    }
+    apply(Delta{Change::kReplace, pos, static_cast<std::size_t>(first - by_name_.begin()), &entry,
+                entry.start, static_cast<std::size_t>(end - by_name_.begin())});
 }
 
 Result<void> TableWriter::erase(std::uint32_t start) {
@@ -600,6 +630,13 @@ void TableWriter::apply_to_copy(int i, const Delta& d) {
         auto& of = entries[d.pos].owner_flags;
         of.store(of.load(std::memory_order_relaxed) | (std::uint64_t{kEntryFlagRemoved} << 32),
                  std::memory_order_relaxed);
+        return;
+    }
+    if (d.change == Change::kReplace) {
+        write_entry(entries[d.pos], *d.entry);
+        auto* idx = name_index_of(copy, capacity_);
+        for (std::size_t n = d.name_pos; n < d.name_end; n++)
+            idx[n].store(by_name_[n], std::memory_order_relaxed);
         return;
     }
     if (d.change == Change::kInsert) {

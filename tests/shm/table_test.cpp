@@ -357,6 +357,41 @@ TEST_F(TableTest, SingleChangesLeaveTheSameTableAsAWholePublish) {
     }
 }
 
+TEST_F(TableTest, ANewRangeInARemovedOnesPlaceUnderAnotherNameIsFoundByEveryName) {
+    // A block taken again replaces the removed entry in place; its new name sorts elsewhere,
+    // before or after the old one, and only the name index words between the two move.
+    std::vector<RangeEntry> ranges;
+    for (std::uint32_t i = 0; i < 60; i++)
+        ranges.push_back(container("a" + std::to_string(100 + i),
+                                   kContainerPoolFirst + i * kContainerRangeSize));
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(w->publish(ranges));
+    std::filesystem::create_directory(dir_ + "/whole");
+    const std::string whole_path = dir_ + "/whole/" + kTableFileName;
+    auto whole = TableWriter::open(whole_path);
+    ASSERT_TRUE(whole);
+    std::vector<RangeEntry> universe = ranges;
+    std::mt19937 rng(11);
+    for (int step = 0; step < 120; step++) {
+        const std::size_t i = rng() % ranges.size();
+        ASSERT_TRUE(w->erase(ranges[i].start)) << step;
+        // Names from "a000" to "a299": before, among or after the others.
+        std::string name;
+        do
+            name = "a" + std::to_string(rng() % 300 + 1000).substr(1);
+        while (w->find_name(name) || name == ranges[i].name);
+        ranges[i].name = name;
+        ASSERT_TRUE(w->insert(ranges[i])) << step;
+        universe.push_back(ranges[i]);
+        ASSERT_TRUE(whole->publish(ranges));
+        ASSERT_EQ(readers_see(path_, universe), readers_see(whole_path, universe))
+                << "step " << step;
+        for (const RangeEntry& r : ranges)
+            ASSERT_EQ(w->find_name(r.name), r.start) << r.name;
+    }
+}
+
 TEST_F(TableTest, ANewRangeOverARemovedOneIsFoundFromEveryBlock) {
     // A released range stays in the table, marked removed. A longer range over its blocks, or
     // one taking its name, must replace it: left in place, it would start inside the new range
