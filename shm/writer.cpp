@@ -649,9 +649,12 @@ void TableWriter::apply_to_copy(int i, const Delta& d) {
     }
     // Every position at or after the change moved by one: the whole name index is rewritten
     // (4 bytes an entry), which costs less than finding the words that changed.
+    // An entry appended at the end (every allocation while never-used blocks last) moves no
+    // other entry: only the words from its place in name order on change.
     auto* idx = name_index_of(copy, capacity_);
     const std::uint32_t* by_name = by_name_.data();  // not reloaded after every store
-    for (std::size_t n = 0; n < count; n++)
+    const bool appended = d.change == Change::kInsert && d.pos + 1 == count;
+    for (std::size_t n = appended ? d.name_pos : 0; n < count; n++)
         idx[n].store(by_name[n], std::memory_order_relaxed);
     // block[b] counts the entries starting below b << 16: one more or less for the blocks
     // above the one the entry starts in.
