@@ -68,6 +68,7 @@ void ReleaseHistory::load() {
         ranks_[id] = next_++;  // a later line wins: it was released later
     }
     lines_ = ranks_.size();
+    free_all();
     // Compacted at once: the file may hold superseded or unreadable lines.
     if (next_ - 1 > ranks_.size())
         save();
@@ -109,7 +110,12 @@ void ReleaseHistory::record(std::span<const RangeEntry> released) {
     std::string text;
     for (const RangeEntry& r : released)
         for_each_key(r, [&](std::uint32_t id) {
-            ranks_[id] = next_++;
+            auto& rank = ranks_[id];
+            if (rank != 0)
+                free_.erase({rank, id});
+            rank = next_++;
+            if (id % shm::kContainerRangeSize == 0)
+                free_.emplace(rank, id);
             text += std::to_string(id) + "\n";
             lines_++;
         });
@@ -130,6 +136,18 @@ std::optional<std::uint64_t> ReleaseHistory::rank(std::uint32_t id) const {
     if (it == ranks_.end())
         return std::nullopt;
     return it->second;
+}
+
+void ReleaseHistory::free_all() {
+    free_.clear();
+    for (const auto& [id, rank] : ranks_)
+        if (id % shm::kContainerRangeSize == 0)
+            free_.emplace(rank, id);
+}
+
+void ReleaseHistory::take(std::uint32_t id) {
+    if (auto it = ranks_.find(id); it != ranks_.end())
+        free_.erase({it->second, id});
 }
 
 bool is_valid_range_name(std::string_view name) {
@@ -163,6 +181,8 @@ void Allocator::add_range(const RangeEntry& r) {
         owned_[r.owner]++;
     if (is_bound(r))
         bound_of_[r.owner].insert(r.start);
+    // Imported ranges (any alignment) are seen when pick_released_block() meets their blocks.
+    for_each_key(r, [&](std::uint32_t id) { history_.take(id); });
     listed_stale_ = true;
 }
 
@@ -182,6 +202,8 @@ void Allocator::reset_ranges(const std::vector<RangeEntry>& sorted) {
     ranges_.clear();
     owned_.clear();
     bound_of_.clear();
+    // Blocks an imported range that is gone now held count as free again.
+    history_.free_all();
     for (const RangeEntry& r : sorted)
         add_range(r);
     listed_stale_ = true;
@@ -245,7 +267,12 @@ std::optional<std::uint32_t> Allocator::pick_container_base(std::uint32_t size) 
             shm::round_up(policy_.pools.container_first, shm::kContainerRangeSize);
     const std::uint64_t last = policy_.pools.container_last;  // inclusive
     std::vector<std::pair<std::uint64_t, std::uint32_t>> reused;  // (newest release, base)
+    // Single blocks, by far the common size, come from the history's free blocks when no
+    // never-used one is left; larger sizes need runs of free blocks, found by the walk.
+    const bool one_block = size == shm::kContainerRangeSize;
     for (const bool never_used : {true, false}) {
+        if (!never_used && one_block)
+            return pick_released_block();
         const std::uint64_t first = never_used ? never_used_ : pool_first;
         auto it = first_ending_above(first);
         for (std::uint64_t base = first; base + size - 1 <= last;
@@ -278,6 +305,28 @@ std::optional<std::uint32_t> Allocator::pick_container_base(std::uint32_t size) 
     for (const auto& [rank, base] : reused)
         if (candidate_free(base, size))
             return base;
+    return std::nullopt;
+}
+
+std::optional<std::uint32_t> Allocator::pick_released_block() {
+    // The least recently released free block that no other source claims. An entry a range
+    // holds (an imported one: allocated ones took theirs in add_range()) or outside the pool
+    // (the history of an earlier configuration) is dropped as met, so each costs once.
+    constexpr std::uint64_t kBlock = shm::kContainerRangeSize;
+    const std::uint64_t pool_first = shm::round_up(policy_.pools.container_first, kBlock);
+    const std::uint64_t last = policy_.pools.container_last;  // inclusive
+    const auto& free = history_.free_blocks();
+    for (auto next = free.begin(); next != free.end();) {
+        const std::uint32_t base = (next++)->second;
+        const auto held = first_ending_above(base);
+        if (base < pool_first || base + kBlock - 1 > last ||
+            (held != ranges_.end() && held->second.start < base + kBlock)) {
+            history_.take(base);
+            continue;
+        }
+        if (candidate_free(base, static_cast<std::uint32_t>(kBlock)))
+            return base;
+    }
     return std::nullopt;
 }
 

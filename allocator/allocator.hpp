@@ -116,6 +116,15 @@ public:
     // was never released.
     std::optional<std::uint64_t> rank(std::uint32_t id) const;
     const std::string& path() const { return path_; }
+    // The released 64K block starts that are candidates for reuse, (rank, start), least
+    // recently released first: record() adds a block, take() removes it (a range holds it
+    // now, or it is outside the pool). The allocator reuses a block from the front in
+    // O(log n) rather than walking the pool for the oldest release.
+    using FreeBlocks = std::set<std::pair<std::uint64_t, std::uint32_t>>;
+    const FreeBlocks& free_blocks() const { return free_; }
+    void take(std::uint32_t id);
+    // Every released block back among the free ones, before a whole table is taken anew.
+    void free_all();
 
 private:
     void load();
@@ -123,6 +132,7 @@ private:
 
     std::string path_;
     std::unordered_map<std::uint32_t, std::uint64_t> ranks_;
+    FreeBlocks free_;
     std::uint64_t next_ = 1;
     std::size_t lines_ = 0;  // in the file, superseded ones included
 };
@@ -206,6 +216,7 @@ private:
     std::optional<std::uint32_t> pick(std::uint32_t size);
     std::optional<std::uint32_t> pick_container_base(std::uint32_t size);
     std::optional<std::uint32_t> pick_dynamic_id();
+    std::optional<std::uint32_t> pick_released_block();
     void skip_used_blocks();
     bool candidate_free(std::uint32_t start, std::uint32_t size);
     using Index = std::map<std::uint32_t, RangeEntry>;  // by start

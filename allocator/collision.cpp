@@ -113,6 +113,8 @@ SystemCollisionChecker::SystemCollisionChecker(CollisionSources sources)
     : sources_(std::move(sources)), subuid_(sources_.subuid), subgid_(sources_.subgid) {}
 
 bool SystemCollisionChecker::have_systemd() const {
+    if (systemd_)
+        return *systemd_;
     struct stat st {};
     return ::stat(sources_.systemd_run.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
@@ -136,7 +138,9 @@ std::optional<Failure> SystemCollisionChecker::begin_choice() {
     if (!pw)
         return failed(sources_.passwd_lock, pw.error(), holder);
     passwd_lock_ = std::move(*pw);
-    if (!have_systemd())
+    // Looked at once per choice: whether systemd runs does not change within one allocation.
+    systemd_ = have_systemd();
+    if (!*systemd_)
         return std::nullopt;
     const std::string registry = sources_.systemd_run + "/nsresource/registry";
     auto made = make_directories(registry);
@@ -156,6 +160,7 @@ void SystemCollisionChecker::end_choice() {
     candidate_locks_.clear();
     registry_lock_.reset();
     passwd_lock_.reset();
+    systemd_.reset();
 }
 
 std::optional<std::string> SystemCollisionChecker::lock_candidate(std::uint32_t start,

@@ -85,6 +85,9 @@ private:
     shm::UniqueFd passwd_lock_;
     shm::UniqueFd registry_lock_;
     std::vector<LockFile> candidate_locks_;  // one per 64K block of the candidate
+    // Whether systemd runs, as begin_choice() found it: asked once per choice, not once per
+    // candidate and step (three stat() calls an allocation).
+    std::optional<bool> systemd_;
 };
 
 // Makes this process's own NSS lookups skip libnss_transient and our userdb endpoint, so that

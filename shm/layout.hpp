@@ -126,7 +126,9 @@ inline constexpr std::uint32_t kEntryFlagRemoved = 1U << 5;
 // block_index[b + 1]), and a range containing ID x starts in block x >> 16 (a 64K range is
 // 64K-aligned, a single ID is its own start) or, being several blocks long (version 3), is the
 // last entry starting before that block, block_index[x >> 16] - 1. So a lookup by ID reads two
-// index words and, but for the single IDs of block 0, one or two entries: O(1).
+// index words and, but for the single IDs of block 0, one or two entries: O(1). Readers clamp
+// index words to the count: above the block of the last entry the writer leaves UINT32_MAX
+// (meaning the count), so that a change moves only the words up to that block.
 struct CopyHeader {
     std::atomic<std::uint64_t> count;
     std::atomic<std::uint64_t> reserved[7];

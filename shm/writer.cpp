@@ -112,11 +112,10 @@ Result<void> write_new_table(const std::string& tmp, std::uint32_t capacity,
     if (!m)
         return std::unexpected(m.error());
     init_header(m->get_address(), capacity, size);
-    if (!ranges.empty()) {
-        const std::vector<std::uint32_t> by_name = sorted_by_name(ranges);
-        for (int i = 0; i < 2; i++)
-            write_copy(copy_of(m->get_address(), i), capacity, ranges, by_name);
-    }
+    // Even when empty: the block index words past the top are kPastTheTop, not zero.
+    const std::vector<std::uint32_t> by_name = sorted_by_name(ranges);
+    for (int i = 0; i < 2; i++)
+        write_copy(copy_of(m->get_address(), i), capacity, ranges, by_name);
     return {};
 }
 
@@ -207,6 +206,17 @@ std::atomic<std::uint32_t>* block_index_of(std::byte* copy, std::uint32_t capaci
     return reinterpret_cast<std::atomic<std::uint32_t>*>(copy + block_index_offset(capacity));
 }
 
+// Block index words above the block of the last entry hold this instead of the count: every
+// reader clamps index words to the count (reader.hpp's find_by_id(), since version 2), so both
+// mean "past the last entry", and a change below the top then moves only the words up to the
+// top, where keeping every word exact moved up to 65,536 words a copy per change (most of an
+// allocation's cost in the daemon, issue 11).
+constexpr std::uint32_t kPastTheTop = UINT32_MAX;
+
+std::uint32_t top_block(std::span<const RangeEntry> ranges) {
+    return ranges.empty() ? 0 : ranges.back().start >> 16;
+}
+
 void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEntry> ranges,
                 const std::vector<std::uint32_t>& by_name) {
     auto* entries = reinterpret_cast<EntryWords*>(copy + entries_offset());
@@ -215,13 +225,16 @@ void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEn
     auto* idx = name_index_of(copy, capacity);
     for (std::size_t i = 0; i < by_name.size(); i++)
         idx[i].store(by_name[i], std::memory_order_relaxed);  // ordered by the latch, as above
-    // block[b]: the first entry starting at or above b << 16 (ranges are sorted by start).
+    // block[b]: the first entry starting at or above b << 16 (ranges are sorted by start), up
+    // to the block of the last entry; kPastTheTop above it (see top_block()).
     auto* block = block_index_of(copy, capacity);
+    const std::uint32_t top = top_block(ranges);
     std::size_t e = 0;
     for (std::uint32_t b = 0; b < kBlockIndexSize; b++) {
         while (e < ranges.size() && (ranges[e].start >> 16) < b)
             e++;
-        block[b].store(static_cast<std::uint32_t>(e), std::memory_order_relaxed);  // as above
+        block[b].store(b <= top ? static_cast<std::uint32_t>(e) : kPastTheTop,
+                       std::memory_order_relaxed);  // as above
     }
     reinterpret_cast<CopyHeader*>(copy)->count.store(ranges.size(), std::memory_order_relaxed);
 }
@@ -434,6 +447,7 @@ void TableWriter::remember(std::span<const RangeEntry> ranges) {
     slots_.reserve(ranges.size());
     for (const RangeEntry& r : ranges)
         slots_.push_back(Slot{r.start, r.size, pad_name(r.name)});
+    top_block_ = top_block(ranges);
 }
 
 std::size_t TableWriter::name_position(const PaddedName& name) const {
@@ -516,6 +530,14 @@ Result<void> TableWriter::insert(const RangeEntry& entry) {
             return errno_error(EINVAL);
     if (name_taken && !slots_[by_name_[q]].removed)
         return errno_error(EINVAL);
+    // A block released before and taken again (every allocation, once the pool has been used
+    // up): the removed entry is replaced where it is, so no entry moves and the block index
+    // stays, where a drop and an insert moved every entry after it twice in both copies.
+    if (last == first + 1 && slots_[first].start == entry.start &&
+        (!name_taken || by_name_[q] == first)) {
+        replace(first, entry);
+        return {};
+    }
     // Each drop is a change of its own; a reader between two sees the removed entries gone,
     // which is what they meant anyway.
     for (std::size_t i = last; i > first; i--)
@@ -540,6 +562,28 @@ Result<void> TableWriter::insert(const RangeEntry& entry) {
                     static_cast<std::uint32_t>(pos));
     apply(Delta{Change::kInsert, pos, q, &entry, entry.start});
     return {};
+}
+
+void TableWriter::replace(std::size_t pos, const RangeEntry& entry) {
+    // Its name leaves its place in the name index for the new one's: only the words between
+    // the two places move (none when the name is the same); the entries keep their positions.
+    const auto at = by_name_.begin() + static_cast<std::ptrdiff_t>(name_position(slots_[pos].name));
+    slots_[pos] = Slot{entry.start, entry.size, pad_name(entry.name)};
+    removed_--;
+    const PaddedName& name = slots_[pos].name;
+    auto less = [&](std::uint32_t i, const PaddedName& n) {
+        return std::memcmp(slots_[i].name.data(), n.data(), n.size()) < 0;
+    };
+    auto first = std::lower_bound(by_name_.begin(), at, name, less);
+    auto end = at + 1;
+    if (first != at) {
+        std::rotate(first, at, at + 1);  // the names in [first, at) sort after the new one
+    } else {
+        end = std::lower_bound(at + 1, by_name_.end(), name, less);
+        std::rotate(at, at + 1, end);  // those in (at, end) sort before it
+    }
+    apply(Delta{Change::kReplace, pos, static_cast<std::size_t>(first - by_name_.begin()), &entry,
+                entry.start, static_cast<std::size_t>(end - by_name_.begin())});
 }
 
 Result<void> TableWriter::erase(std::uint32_t start) {
@@ -573,6 +617,8 @@ void TableWriter::apply(const Delta& d) {
     apply_to_copy(0, d);
     store_latch(h, ++seq);
     apply_to_copy(1, d);
+    if (d.change == Change::kInsert)
+        top_block_ = std::max(top_block_, d.start >> 16);
 }
 
 void TableWriter::apply_to_copy(int i, const Delta& d) {
@@ -586,6 +632,13 @@ void TableWriter::apply_to_copy(int i, const Delta& d) {
                  std::memory_order_relaxed);
         return;
     }
+    if (d.change == Change::kReplace) {
+        write_entry(entries[d.pos], *d.entry);
+        auto* idx = name_index_of(copy, capacity_);
+        for (std::size_t n = d.name_pos; n < d.name_end; n++)
+            idx[n].store(by_name_[n], std::memory_order_relaxed);
+        return;
+    }
     if (d.change == Change::kInsert) {
         for (std::size_t e = count - 1; e > d.pos; e--)
             copy_entry(entries[e], entries[e - 1]);
@@ -596,19 +649,27 @@ void TableWriter::apply_to_copy(int i, const Delta& d) {
     }
     // Every position at or after the change moved by one: the whole name index is rewritten
     // (4 bytes an entry), which costs less than finding the words that changed.
+    // An entry appended at the end (every allocation while never-used blocks last) moves no
+    // other entry: only the words from its place in name order on change.
     auto* idx = name_index_of(copy, capacity_);
     const std::uint32_t* by_name = by_name_.data();  // not reloaded after every store
-    for (std::size_t n = 0; n < count; n++)
+    const bool appended = d.change == Change::kInsert && d.pos + 1 == count;
+    for (std::size_t n = appended ? d.name_pos : 0; n < count; n++)
         idx[n].store(by_name[n], std::memory_order_relaxed);
     // block[b] counts the entries starting below b << 16: one more or less for the blocks
     // above the one the entry starts in.
     // This loop is most of the cost of a change (up to 65,536 words a copy, whatever the size of
     // the table): the step is a local, or the compiler reloads d.insert after every store.
+    // Above top_block_ the words are kPastTheTop and stay so; an entry starting above the top
+    // makes the words from the old top to its block exact (every other entry is below them).
     auto* block = block_index_of(copy, capacity_);
+    const std::uint32_t at = d.start >> 16;
     const std::uint32_t step = d.change == Change::kInsert ? 1U : ~0U;  // +1 or -1, mod 2^32
-    for (std::uint32_t b = (d.start >> 16) + 1; b < kBlockIndexSize; b++)
+    for (std::uint32_t b = at + 1; b <= top_block_; b++)
         block[b].store(block[b].load(std::memory_order_relaxed) + step,
                        std::memory_order_relaxed);
+    for (std::uint32_t b = top_block_ + 1; b <= at; b++)
+        block[b].store(static_cast<std::uint32_t>(count - 1), std::memory_order_relaxed);
     reinterpret_cast<CopyHeader*>(copy)->count.store(count, std::memory_order_relaxed);
 }
 

@@ -100,17 +100,19 @@ private:
         std::array<char, kNameWords * 8> name{};
         bool removed = false;  // kEntryFlagRemoved
     };
-    enum class Change { kInsert, kDrop, kMarkRemoved };
+    enum class Change { kInsert, kDrop, kMarkRemoved, kReplace };
     // A change of one entry at `pos` (start order) and `name_pos` (name order).
     struct Delta {
         Change change = Change::kInsert;
         std::size_t pos = 0;
         std::size_t name_pos = 0;
-        const RangeEntry* entry = nullptr;  // insert only
+        const RangeEntry* entry = nullptr;  // insert and replace only
         std::uint32_t start = 0;
+        std::size_t name_end = 0;  // replace: the name index words [name_pos, name_end) moved
     };
     void remember(std::span<const RangeEntry> ranges);
     void drop(std::size_t pos);     // a removed entry, out of the table for good
+    void replace(std::size_t pos, const RangeEntry& entry);  // a removed entry, by a new one
     Result<void> compact();
     void apply(const Delta& d);
     void apply_to_copy(int copy, const Delta& d);
@@ -127,6 +129,8 @@ private:
     std::vector<Slot> slots_;               // the published entries, in start order
     std::size_t removed_ = 0;               // slots_ marked removed
     std::vector<std::uint32_t> by_name_;    // the published name index
+    // The block of the last entry: block index words above it hold kPastTheTop (writer.cpp).
+    std::uint32_t top_block_ = 0;
 };
 
 }  // namespace transient::shm
