@@ -449,7 +449,7 @@ uint64_t Connection::deadline() const {
     };
     // While requests are held back for a reason that is not the client's, the client is
     // waiting for us: neither of its clocks runs.
-    const bool client_waits = deferred_ != nullptr || (over_budget() && !throttled());
+    const bool client_waits = deferred_ != nullptr || (budget_holds() && !throttled());
     if (client_waits)
         return 0;
     if (partial_since_usec_ != 0 && !held())
@@ -491,7 +491,7 @@ bool Connection::handle_io(uint32_t revents) {
         return false;
     if (!held() && has_complete_message())
         wake();  // more to do, after the other connections had their turn
-    if (over_budget() && !throttled() && !waiting_ && deferred_ == nullptr) {
+    if (budget_holds() && !throttled() && !waiting_ && deferred_ == nullptr) {
         waiting_ = true;
         uid_.waiting.push_back(this);
     }
@@ -647,8 +647,9 @@ bool Connection::flush() {
 }
 
 bool Connection::update_events() {
-    // epoll reports a hang-up whether asked for or not: while requests are held back, a hung-up
-    // connection would wake the loop for nothing, over and over. It sleeps until wake().
+    // epoll reports a hang-up whether asked for or not: while a deferred call holds back its
+    // requests, a hung-up connection would wake the loop for nothing, over and over. It sleeps
+    // until end_deferred() wakes it. (Budgets never hold a hung-up connection back.)
     const bool enable = !(hung_up_ && held());
     if (enable != enabled_) {
         if (sd_event_source_set_enabled(source_.get(), enable ? SD_EVENT_ON : SD_EVENT_OFF) < 0)

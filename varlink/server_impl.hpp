@@ -160,8 +160,12 @@ private:
     bool throttled() const { return pending_output() > server_.limits_.max_output_buffer; }
     // Too much unread output of this UID or of everybody (never for root).
     bool over_budget() const;
+    // Output budgets hold back the requests of a client that does not read its answers; one
+    // that hung up gets none (they are discarded), so they do not apply to it: it runs what it
+    // sent and is closed, even while the rest of its UID is over budget.
+    bool budget_holds() const { return !hung_up_ && (throttled() || over_budget()); }
     // True while requests must wait: too much unread output, or a deferred call outstanding.
-    bool held() const { return throttled() || deferred_ != nullptr || over_budget(); }
+    bool held() const { return deferred_ != nullptr || budget_holds(); }
     // Drops everything queued (the client is gone) and gives the budget back.
     void discard_output();
     // The time the connection is closed unless something happens first; 0 for never.

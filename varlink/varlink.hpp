@@ -73,6 +73,8 @@ struct Limits {
     // Unread replies of all connections of one UID together, and of everybody: over either,
     // a UID's connections handle no requests until their clients read. Root is exempt (only
     // its connections' own max_output_buffer applies), so it is served whatever others do.
+    // Neither holds back a connection whose client hung up: its answers are discarded, so it
+    // runs what the client sent and is closed.
     std::size_t max_output_per_uid = 4 * 1024 * 1024;
     std::size_t max_output_total = 32 * 1024 * 1024;
     // Requests one connection gets handled before the others get their turn.

@@ -450,6 +450,49 @@ TEST_F(VarlinkLimitsTest, BoundsTheUnreadOutputOfAllConnectionsOfOneUid) {
     expect_served();
 }
 
+// Clients that died while their requests were held back: their connections are closed and
+// their budget given back, even while the UID stays over its budget because of other clients
+// that are alive and do not read. Otherwise each dead client's connection would count against
+// the UID's connection limit for as long as the others live, and eventually lock the UID out.
+TEST_F(VarlinkLimitsTest, ClosesTheConnectionsOfClientsThatDiedWhileTheirRequestsWereHeldBack) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    start(Limits{.max_connections_per_uid = 16,
+                 .max_output_buffer = 1024 * 1024,
+                 .max_output_per_uid = 256 * 1024});
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    const std::string big = R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})";
+    {
+        // Alive and never reading: keeps the UID over its budget.
+        HostileChild hog(65534, path_, 8, big, 100);
+        ASSERT_EQ(hog.result(), "yyyyyyyy");
+        ASSERT_TRUE(server_->wait_for_connections(8));
+        // Until the UID is over its budget: the next connections get no answer at all, so
+        // their clients leave nothing unread behind (which would make the kernel report an
+        // error instead of a plain hang-up).
+        const auto deadline = Clock::now() + 5s;
+        while (server_->run([this] { return server_->server().buffered_output(); }) <=
+                   256 * 1024 &&
+               Clock::now() < deadline)
+            std::this_thread::sleep_for(5ms);
+        {
+            HostileChild dying(65534, path_, 8, big, 20);
+            ASSERT_EQ(dying.result(), "yyyyyyyy");
+            ASSERT_TRUE(server_->wait_for_connections(16));
+            std::this_thread::sleep_for(100ms);  // accepted, read from, held back
+        }  // the child exits: its connections hang up
+        EXPECT_TRUE(server_->wait_for_connections(8))
+            << server_->connection_count() << " connections open, 8 of a dead client";
+        expect_served();  // others (root) are served all along
+    }
+    EXPECT_TRUE(server_->wait_for_connections(0))
+        << server_->connection_count() << " connections of dead clients still open";
+    EXPECT_EQ(server_->run([this] { return server_->server().buffered_output(); }), 0U)
+        << "the budget is given back";
+    EXPECT_EQ(connections_as(65534, path_, 16), std::string(16, 'y'))
+        << "the UID is served again, on as many connections as before";
+}
+
 TEST_F(VarlinkLimitsTest, LetsOtherConnectionsInAfterAFewRequestsOfOneConnection) {
     start(Limits{});
     RawConnection flooder(path_);
