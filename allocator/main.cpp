@@ -322,8 +322,8 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
             return false;
         }
         // At the sockets' priority, not below: a step is short, sd-event takes pending sources
-        // of one priority in turn, and below them a client that keeps the loop busy (a listing
-        // of 16,000 ranges) held the judging back, the releases with it, for seconds.
+        // of one priority in turn, and below them a client that keeps the loop busy would hold
+        // the judging back, and the releases with it.
         (void)sd_event_source_set_priority(sweeper.worker_step, SD_EVENT_PRIORITY_NORMAL);
         (void)sd_event_source_set_enabled(sweeper.worker_step, SD_EVENT_OFF);
         sweeper.worker_step = base::make_floating(sweeper.worker_step);
