@@ -137,6 +137,45 @@ private:
     std::size_t lines_ = 0;  // in the file, superseded ones included
 };
 
+// Where a sweep in steps stands: the first start it has not looked at yet.
+struct SweepCursor {
+    std::uint64_t next = 0;
+    bool under_way = false;
+};
+
+// A sweep by a probe on another thread (a worker), its event loop's parts in steps
+// (Allocator::snapshot_step(), Allocator::judge_step()): with 16,000 bindings, the copy of the
+// bound ranges (names and all) when the worker began and the judging of all its answers were one
+// turn of the loop each, about a millisecond that the scheduler stretched to tens under load.
+// Holds what a probe needs of each binding, sorted by start, and the worker's answers; no names.
+class WorkerSweep final : public UsernsProbe {
+public:
+    struct Binding {
+        std::uint32_t start = 0;
+        std::uint32_t flags = 0;
+        std::uint64_t created_usec = 0;
+        std::uint64_t userns_id = 0;
+        std::uint64_t userns_ino = 0;
+        Liveness answer = Liveness::kUnknown;
+    };
+    // Forgets everything, for a new sweep: the snapshot and the judging start over.
+    void clear();
+    // On the worker: asks `probe` about every binding of the snapshot; `usable` is what the
+    // probe's begin_sweep() said (false: every answer stays kUnknown).
+    void answer(UsernsProbe& probe, bool usable);
+    // The binding `e` is, if the snapshot has it: the same start, creation time and namespace.
+    // A namesake allocated at that start since (another creation time) is not it.
+    const Binding* asked(const RangeEntry& e) const;
+    // As a probe on the loop: the worker's answer about `e`, or kUnknown.
+    const char* name() const override { return "answers"; }
+    Liveness check(const RangeEntry& e) override;
+
+    std::vector<Binding> bindings;
+    bool usable = false;
+    SweepCursor snapshot{0, true};  // snapshot_step()'s
+    SweepCursor judging{0, true};   // judge_step()'s
+};
+
 class Allocator {
 public:
     // Called for every range released without a ReleaseRange call (its namespace is gone).
@@ -175,13 +214,16 @@ public:
     Outcome<std::vector<RangeEntry>> sweep_step(std::size_t max_checks = kSweepStep);
     // Whether a sweep begun by sweep_step() has bindings left to check.
     bool sweep_under_way() const { return sweep_.under_way; }
-    // The same with a sweep `swept` took elsewhere (begin_sweep() returned `usable`), e.g. on a
-    // worker thread. Judges only the ranges of `before`, the bound ranges as they were before
-    // that sweep began (bound_ranges()): one bound since may be to a namespace the sweep could
-    // not have seen.
-    Outcome<std::vector<RangeEntry>> reap_swept(UsernsProbe& swept, bool usable,
-                                                const std::vector<RangeEntry>& before);
-    std::vector<RangeEntry> bound_ranges() const;
+    // A sweep on a worker thread, the loop's parts at most kWorkerStep bindings a turn. First
+    // snapshot_step() until it returns true (the snapshot is whole; a range bound or released
+    // between steps is in it or not, as its start is ahead of the cursor or behind), then the
+    // worker's WorkerSweep::answer(), then judge_step() while sweep.judging.under_way: it
+    // releases the ranges the worker found dead that are still the ones it asked about (one
+    // bound since may be to a namespace the sweep could not have seen: not judged by it).
+    static constexpr std::size_t kWorkerStep = 512;
+    bool snapshot_step(WorkerSweep& sweep, std::size_t max_bindings = kWorkerStep) const;
+    Outcome<std::vector<RangeEntry>> judge_step(WorkerSweep& sweep,
+                                                std::size_t max_checks = kWorkerStep);
     // Sweeps asked for by allocations (quota or pool exhausted) run at most once per
     // `spacing`, shared by all callers: a sweep may walk all of /proc, and a flood of
     // over-quota requests must not walk it once each. Zero: every time (the default).
@@ -229,11 +271,6 @@ private:
     void drop_range(Index::const_iterator it);
     void reset_ranges(const std::vector<RangeEntry>& sorted);
     Outcome<void> publish(std::vector<RangeEntry> next);
-    // Where a sweep stands: the first start it has not looked at yet.
-    struct SweepCursor {
-        std::uint64_t next = 0;
-        bool under_way = false;
-    };
     // Releases the bound ranges `judged` accepts that `swept` reports gone, from `at.next` on,
     // checking at most `max_checks` of them; at.under_way turns false at the end of the table.
     Outcome<std::vector<RangeEntry>> judge(UsernsProbe& swept,

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // Lifetimes of ranges bound to a user namespace: the sweep that releases them once the
-// namespace is gone. It runs from the daemon's timer, in steps of a few bindings between the
-// event loop's other work (a /proc scan on a worker thread), once whole at start-up (the
+// namespace is gone. It runs from the daemon's timer on a worker thread (the loop takes its
+// snapshot and judges its answers in steps: WorkerSweep), or in steps of a few bindings between
+// the event loop's other work where the probe has no thread of its own, once whole at start-up (the
 // allocator may have been down while namespaces died), and when an allocation runs short of
 // quota (the owner's bindings only) or room (one step).
 // Nothing here depends on a single event being seen: every sweep asks about every binding.
@@ -10,7 +11,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
-#include <unordered_map>
 
 #include "allocator/allocator.hpp"
 
@@ -64,36 +64,79 @@ Outcome<std::vector<RangeEntry>> Allocator::sweep_step(std::size_t max_checks) {
     return judge(*probe_, [](const RangeEntry&) { return true; }, sweep_, max_checks);
 }
 
-std::vector<RangeEntry> Allocator::bound_ranges() const {
-    std::vector<RangeEntry> out;
-    for (const auto& [start, r] : ranges_)
-        if (is_bound(r))
-            out.push_back(r);
-    return out;
+void WorkerSweep::clear() {
+    bindings.clear();
+    usable = false;
+    snapshot = {0, true};
+    judging = {0, true};
 }
 
-Outcome<std::vector<RangeEntry>> Allocator::reap_swept(UsernsProbe& swept, bool usable,
-                                                       const std::vector<RangeEntry>& before) {
-    last_sweep_ = std::chrono::steady_clock::now();
+void WorkerSweep::answer(UsernsProbe& probe, bool begun) {
+    usable = begun;
     if (!usable)
+        return;
+    // The probe's inputs only; the name stays empty (no allocation).
+    RangeEntry e;
+    for (Binding& b : bindings) {
+        e.start = b.start;
+        e.flags = b.flags;
+        e.created_usec = b.created_usec;
+        e.userns_id = b.userns_id;
+        e.userns_ino = b.userns_ino;
+        b.answer = probe.check(e);
+    }
+}
+
+const WorkerSweep::Binding* WorkerSweep::asked(const RangeEntry& e) const {
+    // Sorted by start: the snapshot is taken in the table's order, each step ahead of the last.
+    const auto it = std::lower_bound(bindings.begin(), bindings.end(), e.start,
+                                     [](const Binding& b, std::uint32_t s) { return b.start < s; });
+    if (it == bindings.end() || it->start != e.start || it->created_usec != e.created_usec ||
+        it->userns_id != e.userns_id || it->userns_ino != e.userns_ino || it->flags != e.flags)
+        return nullptr;
+    return &*it;
+}
+
+Liveness WorkerSweep::check(const RangeEntry& e) {
+    const Binding* b = asked(e);
+    return b == nullptr ? Liveness::kUnknown : b->answer;
+}
+
+bool Allocator::snapshot_step(WorkerSweep& sweep, std::size_t max_bindings) const {
+    // Unbound ranges are stepped over too, bounded as in judge().
+    const std::size_t max_visits = max_bindings > SIZE_MAX / 16 ? SIZE_MAX : max_bindings * 16;
+    std::size_t taken = 0, visits = 0;
+    auto it = !sweep.snapshot.under_way || sweep.snapshot.next > UINT32_MAX
+                      ? ranges_.end()
+                      : ranges_.lower_bound(static_cast<std::uint32_t>(sweep.snapshot.next));
+    for (; it != ranges_.end() && taken < max_bindings && visits < max_visits; ++it) {
+        const RangeEntry& r = it->second;
+        visits++;
+        if (!is_bound(r))
+            continue;
+        sweep.bindings.push_back({r.start, r.flags, r.created_usec, r.userns_id, r.userns_ino,
+                                  Liveness::kUnknown});
+        taken++;
+    }
+    if (it == ranges_.end()) {
+        sweep.snapshot = {};
+        return true;
+    }
+    sweep.snapshot.next = it->first;
+    return false;
+}
+
+Outcome<std::vector<RangeEntry>> Allocator::judge_step(WorkerSweep& sweep,
+                                                       std::size_t max_checks) {
+    last_sweep_ = std::chrono::steady_clock::now();
+    if (!sweep.usable || !sweep.judging.under_way) {
+        sweep.judging = {};
         return std::vector<RangeEntry>{};
-    // The same range, not a namesake allocated since: name, start and creation time match.
-    // Found by start (unique in one table): a scan of `before` per range was quadratic, about
-    // 10^8 comparisons on the event loop with 16,000 bound ranges.
-    std::unordered_map<std::uint32_t, const RangeEntry*> by_start;
-    by_start.reserve(before.size());
-    for (const RangeEntry& b : before)
-        by_start.emplace(b.start, &b);
-    // Checked on the loop in one go: the check is a lookup in the sweep's snapshot.
-    SweepCursor all{0, true};
+    }
+    // A lookup in the snapshot each: only the ranges the worker was asked about are judged.
     return judge(
-            swept,
-            [&](const RangeEntry& r) {
-                const auto it = by_start.find(r.start);
-                return it != by_start.end() && it->second->created_usec == r.created_usec &&
-                       it->second->name == r.name;
-            },
-            all, SIZE_MAX);
+            sweep, [&sweep](const RangeEntry& r) { return sweep.asked(r) != nullptr; },
+            sweep.judging, max_checks);
 }
 
 Outcome<std::vector<RangeEntry>> Allocator::reap_if_due(std::optional<uid_t> owner) {

@@ -23,7 +23,6 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "allocator/allocator.hpp"
@@ -34,6 +33,7 @@
 #include "base/daemon.hpp"
 #include "base/log.hpp"
 #include "base/paths.hpp"
+#include "base/sd_event.hpp"
 #include "varlink/varlink.hpp"
 
 namespace {
@@ -61,36 +61,29 @@ std::string help_text() {
 // Checks the bindings to user namespaces on every tick of a monotonic timer, on a worker thread:
 // the /proc scan is slow, and file handles make one open_by_handle_at() per binding (16,000
 // bindings: tens of ms, which on the loop kept every call waiting, and on a loaded machine a
-// loop busy that long is also scheduled late). The worker touches only a probe of its own, asks
-// it about every binding, and reports through an eventfd; the loop then judges the bindings by
-// those answers (a lookup each). The worker runs at a lower priority than the loop, so the
-// loop's calls are not held up by it either. A probe without a thread of its own sweeps on the
+// loop busy that long is also scheduled late). The loop takes a snapshot of what the probe needs
+// of each binding (no names) in steps, the worker asks a probe of its own about every binding
+// of it and reports through an eventfd, and the loop judges the bindings by those answers (a
+// lookup each) in steps too: each step Allocator::kWorkerStep bindings, one per turn below the
+// sockets' priority. The worker runs at a lower priority than the loop, so the loop's calls are
+// not held up by it either. A probe without a thread of its own sweeps on the
 // loop in steps of Allocator::kSweepStep bindings, one per turn below the sockets' priority.
 // The next tick is armed only once a sweep is done, so at most one worker runs.
-
-// What a probe answered on the worker thread, by start, for judging on the loop.
-class Answers final : public allocator::UsernsProbe {
-public:
-    const char* name() const override { return "answers"; }
-    allocator::Liveness check(const shm::RangeEntry& e) override {
-        const auto it = by_start.find(e.start);
-        return it == by_start.end() ? allocator::Liveness::kUnknown : it->second;
-    }
-    std::unordered_map<std::uint32_t, allocator::Liveness> by_start;
-};
 
 struct Sweeper {
     allocator::Allocator* allocator = nullptr;
     std::uint64_t interval_usec = 0;
     std::string problem;  // the probe's last complaint, logged when it changes
-    sd_event_source* timer = nullptr;  // floating: owned by the event loop
-    sd_event_source* step = nullptr;   // floating: the next step of a sweep on the loop
-    shm::UniqueFd done_fd;             // eventfd the worker signals
+    // Floating, owned by the event loop; borrowed here (base::make_floating()).
+    sd_event_source* timer = nullptr;
+    sd_event_source* step = nullptr;         // the next step of a sweep on the loop
+    sd_event_source* worker_step = nullptr;  // the loop's next step of a worker's sweep
+    shm::UniqueFd done_fd;                   // eventfd the worker signals
     std::thread worker;
     std::unique_ptr<allocator::UsernsProbe> worker_probe;
-    bool worker_usable = false;
-    Answers answers;  // written by the worker, read by the loop once it is joined
-    std::vector<shm::RangeEntry> before;  // the bound ranges when the worker began
+    // A worker's sweep: its snapshot taken on the loop, the worker's answers, judged on the loop.
+    enum class Phase { kIdle, kSnapshot, kWorker, kJudging } phase = Phase::kIdle;
+    allocator::WorkerSweep swept;  // the worker's alone between the snapshot and the join
 
     ~Sweeper() {
         if (worker.joinable())
@@ -122,30 +115,76 @@ int arm_next_sweep(Sweeper& sw) {
     return sd_event_source_set_enabled(sw.timer, SD_EVENT_ON);
 }
 
+// The worker's part: every binding of the snapshot, asked on a thread of its own.
+void run_worker(Sweeper& sw) {
+    sw.phase = Sweeper::Phase::kWorker;
+    sw.worker = std::thread([&sw] {
+        // Below the loop: nice 10 for this thread only (Linux: a TID names one thread).
+        (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+        const bool usable = sw.worker_probe->begin_sweep();
+        sw.swept.answer(*sw.worker_probe, usable);
+        const std::uint64_t one = 1;
+        (void)!::write(sw.done_fd.get(), &one, sizeof one);
+    });
+}
+
+// The end of a worker's sweep, or of one that found nothing to ask about.
+void finish_worker_sweep(Sweeper& sw) {
+    if (sw.worker_probe)
+        report_probe_problem(sw, *sw.worker_probe);
+    sw.worker_probe.reset();
+    sw.swept.clear();
+    sw.phase = Sweeper::Phase::kIdle;
+}
+
 // Starts a sweep on the worker thread, with a probe for the timer's sweeps or (`for_timer`
-// false) for a sweep an allocation asked for; false if there is none and the loop sweeps.
+// false) for a sweep an allocation asked for; false if there is none and the loop sweeps. The
+// snapshot's first step is taken now, the others one a turn; the worker starts once it is whole.
 bool start_worker_sweep(Sweeper& sw, bool for_timer) {
-    if (!sw.done_fd)
+    if (!sw.done_fd || sw.worker_step == nullptr || sw.phase != Sweeper::Phase::kIdle)
         return false;
     const allocator::UsernsProbe& probe = *sw.allocator->probe();
     sw.worker_probe = for_timer ? probe.for_timer_thread() : probe.for_worker_thread();
     if (!sw.worker_probe)
         return false;
-    sw.before = sw.allocator->bound_ranges();
-    if (sw.before.empty())
+    sw.swept.clear();
+    if (!sw.allocator->snapshot_step(sw.swept)) {
+        sw.phase = Sweeper::Phase::kSnapshot;
+        return sd_event_source_set_enabled(sw.worker_step, SD_EVENT_ONESHOT) >= 0;
+    }
+    if (sw.swept.bindings.empty()) {
+        sw.worker_probe.reset();
         return false;  // nothing to judge: the loop's sweep returns at once
-    sw.answers.by_start.clear();
-    sw.worker = std::thread([&sw] {
-        // Below the loop: nice 10 for this thread only (Linux: a TID names one thread).
-        (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
-        sw.worker_usable = sw.worker_probe->begin_sweep();
-        if (sw.worker_usable)
-            for (const shm::RangeEntry& r : sw.before)
-                sw.answers.by_start.emplace(r.start, sw.worker_probe->check(r));
-        const std::uint64_t one = 1;
-        (void)!::write(sw.done_fd.get(), &one, sizeof one);
-    });
+    }
+    run_worker(sw);
     return true;
+}
+
+// One step of a worker's sweep on the loop: of its snapshot, or of the judging of its answers;
+// the next one, or the next tick once the sweep is done.
+int on_worker_step(sd_event_source* source, void* userdata) noexcept {
+    auto* sw = static_cast<Sweeper*>(userdata);
+    try {
+        if (sw->phase == Sweeper::Phase::kSnapshot) {
+            if (!sw->allocator->snapshot_step(sw->swept))
+                return sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+            if (!sw->swept.bindings.empty()) {
+                run_worker(*sw);
+                return 0;
+            }
+        } else if (sw->phase == Sweeper::Phase::kJudging) {
+            if (auto r = sw->allocator->judge_step(sw->swept); !r)
+                base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
+            if (sw->swept.judging.under_way)
+                return sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+        } else {
+            return 0;
+        }
+    } catch (const std::exception& e) {
+        base::log_printf(LOG_ERR, "Failed to check user namespace bindings: %s", e.what());
+    }
+    finish_worker_sweep(*sw);
+    return arm_next_sweep(*sw);
 }
 
 // One step of the sweep on the loop; the next one, or the next tick once the sweep is done.
@@ -199,18 +238,9 @@ int on_worker_sweep_done(sd_event_source*, int fd, uint32_t, void* userdata) noe
     if (!sw->worker.joinable())
         return 0;
     sw->worker.join();
-    try {
-        if (auto r = sw->allocator->reap_swept(sw->answers, sw->worker_usable, sw->before);
-            !r)
-            base::log_printf(LOG_ERR, "%s, ignoring.", r.error().message.c_str());
-        report_probe_problem(*sw, *sw->worker_probe);
-    } catch (const std::exception& e) {
-        base::log_printf(LOG_ERR, "Failed to check user namespace bindings: %s", e.what());
-    }
-    sw->worker_probe.reset();
-    sw->before.clear();
-    sw->answers.by_start.clear();
-    return arm_next_sweep(*sw);
+    // Judged from the next turn on, a step a turn.
+    sw->phase = Sweeper::Phase::kJudging;
+    return sd_event_source_set_enabled(sw->worker_step, SD_EVENT_ONESHOT);
 }
 
 constexpr char kNeedsForHandles[] =
@@ -283,7 +313,21 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
     }
     (void)sd_event_source_set_priority(sweeper.step, SD_EVENT_PRIORITY_NORMAL + 2);
     (void)sd_event_source_set_enabled(sweeper.step, SD_EVENT_OFF);
-    (void)sd_event_source_set_floating(sweeper.step, 1);
+    sweeper.step = base::make_floating(sweeper.step);
+    if (sweeper.done_fd) {
+        if (int r = sd_event_add_defer(event, &sweeper.worker_step, on_worker_step, &sweeper);
+            r < 0) {
+            base::log_printf(LOG_ERR, "Failed to add the user namespace sweep's steps: %s",
+                             std::strerror(-r));
+            return false;
+        }
+        // At the sockets' priority, not below: a step is short, sd-event takes pending sources
+        // of one priority in turn, and below them a client that keeps the loop busy would hold
+        // the judging back, and the releases with it.
+        (void)sd_event_source_set_priority(sweeper.worker_step, SD_EVENT_PRIORITY_NORMAL);
+        (void)sd_event_source_set_enabled(sweeper.worker_step, SD_EVENT_OFF);
+        sweeper.worker_step = base::make_floating(sweeper.worker_step);
+    }
     uint64_t now = 0;
     sd_event_now(event, CLOCK_MONOTONIC, &now);
     if (int r = sd_event_add_time(event, &sweeper.timer, CLOCK_MONOTONIC,
@@ -293,13 +337,13 @@ bool add_sweep_timer(sd_event* event, Sweeper& sweeper) {
                          std::strerror(-r));
         return false;
     }
-    (void)sd_event_source_set_floating(sweeper.timer, 1);  // the loop owns it
+    sweeper.timer = base::make_floating(sweeper.timer);  // the loop owns it
     if (sweeper.done_fd && sweeper.allocator->probe()->for_worker_thread() != nullptr)
         // Allocations short of quota or room start the worker's sweep now instead of walking
         // /proc on the loop; the timer waits for it. (File handles answer such a request on
         // the loop: the owner's few bindings, or one step of the sweep.)
         sweeper.allocator->set_sweep_runner([&sweeper] {
-            if (!sweeper.worker.joinable() && start_worker_sweep(sweeper, false))
+            if (start_worker_sweep(sweeper, false))
                 (void)sd_event_source_set_enabled(sweeper.timer, SD_EVENT_OFF);
         });
     return true;

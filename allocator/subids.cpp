@@ -20,6 +20,7 @@
 
 #include "allocator/allocator.hpp"
 #include "allocator/events.hpp"
+#include "base/sd_event.hpp"
 #include "shm/reader.hpp"
 
 namespace transient::allocator {
@@ -312,7 +313,7 @@ bool start_subid_import(sd_event* event, Allocator& a, bool enabled,
         std::fprintf(stderr, SD_ERR "Failed to add the /etc/subuid timer: %s\n", std::strerror(-r));
         return false;
     }
-    (void)sd_event_source_set_floating(timer, 1);
+    timer = base::make_floating(timer);  // the loop owns it
     // A repeating timer: sd_event_source_set_time() re-arms it, ONESHOT keeps it enabled.
     (void)sd_event_source_set_enabled(timer, SD_EVENT_ON);
     return true;

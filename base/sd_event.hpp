@@ -22,4 +22,14 @@ struct SourceUnref {
 // unref alone leaves the source firing if sd-event still holds a reference while dispatching.
 using SourcePtr = std::unique_ptr<sd_event_source, SourceUnref>;
 
+// Hands source `s` (a reference from sd_event_add_*()) to its event loop, which frees it when
+// the loop goes, and returns it as a borrowed pointer, valid while the loop lives. Setting a
+// source floating takes a reference of the source's own (systemd 252's sd-event): a caller that
+// also kept the one sd_event_add_*() gave it left the source alive after the loop was freed.
+inline sd_event_source* make_floating(sd_event_source* s) noexcept {
+    if (s != nullptr && sd_event_source_set_floating(s, 1) > 0)
+        sd_event_source_unref(s);
+    return s;
+}
+
 }  // namespace transient::base
