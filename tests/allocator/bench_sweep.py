@@ -161,6 +161,9 @@ def main():
     ap.add_argument("--ctl", help="transientctl, for the first few bindings by path")
     ap.add_argument("--max-p99-ratio", type=float, default=0.0)
     ap.add_argument("--max-p99-ms", type=float, default=0.0)
+    ap.add_argument("--max-release-intervals", type=float, default=0.0,
+                    help="the deaths' ranges gone within this many intervals plus the slack")
+    ap.add_argument("--release-slack-s", type=float, default=2.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     deaths = args.deaths or max(1, args.bindings // 10)
@@ -239,6 +242,13 @@ def main():
         failures.append(f"bystander p99 while sweeping {sweeping['p99']:.2f} ms: above "
                         f"{args.max_p99_ratio}x idle ({idle['p99']:.2f} ms) and above "
                         f"{args.max_p99_ms} ms")
+    # A namespace that dies while the worker is under way waits for the next sweep; that one
+    # follows at once, so every death is released within about two passes, not an interval more.
+    release_bound = args.max_release_intervals * args.interval + args.release_slack_s
+    if args.max_release_intervals and deaths_s > release_bound:
+        failures.append(f"{len(dead)} deaths released in {deaths_s:.2f} s: above "
+                        f"{args.max_release_intervals} intervals + {args.release_slack_s} s "
+                        f"({release_bound:.2f} s)")
     if args.json:
         print(json.dumps(out))
     else:
