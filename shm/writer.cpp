@@ -556,8 +556,12 @@ Result<void> TableWriter::insert(const RangeEntry& entry) {
     q = name_position(name);
     const auto pos = static_cast<std::size_t>(after - slots_.begin());
     slots_.insert(after, Slot{entry.start, entry.size, name});
-    for (std::uint32_t& i : by_name_)
-        i += i >= pos ? 1 : 0;
+    // An append (every allocation while never-used blocks last) moves no entry: no position in
+    // the name index is at or above it, and a pass over all of them cost most of an insert
+    // with 27,000 entries (AllocatorTest.AllocatesAsFastWithAFullTableAsWithAFewRanges).
+    if (pos + 1 < slots_.size())
+        for (std::uint32_t& i : by_name_)
+            i += i >= pos ? 1 : 0;
     by_name_.insert(by_name_.begin() + static_cast<std::ptrdiff_t>(q),
                     static_cast<std::uint32_t>(pos));
     apply(Delta{Change::kInsert, pos, q, &entry, entry.start});
