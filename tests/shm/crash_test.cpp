@@ -47,7 +47,7 @@ using testing::TempDir;
 
 // The plain suite kills 100 times and stops the writer at every page; under ASan, where each
 // round costs twice as much, fewer rounds and every third page keep `ctest -L unit` fast.
-#ifdef TRANSIENT_SHM_SANITIZED
+#ifdef TRANSIENT_TESTS_SANITIZED
 constexpr int kKillRounds = 25;
 constexpr std::size_t kPageStride = 3;
 #else

@@ -49,7 +49,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using testing::self_consistent;
 
-#ifdef TRANSIENT_SHM_SANITIZED
+#ifdef TRANSIENT_TESTS_SANITIZED
 // TSan makes every atomic access a runtime call, ~100x slower: a full table would be published
 // a few times per case only, so the sanitized build stops at 4096 slots.
 constexpr auto kDefaultDuration = std::chrono::milliseconds(2500);

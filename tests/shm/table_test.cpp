@@ -495,7 +495,7 @@ TEST_F(TableTest, AnAllocationDoesNotRewriteTheBlockIndex) {
     std::printf("[ timing   ] an insert at the top of 1,000 ranges: %.2f us, copying 256 KB: "
                 "%.2f us (%.3fx)\n", std::chrono::duration<double, std::micro>(insert).count(),
                 std::chrono::duration<double, std::micro>(copy).count(), ratio);
-#ifndef TRANSIENT_SHM_SANITIZED
+#ifndef TRANSIENT_TESTS_SANITIZED
     EXPECT_LT(ratio, 0.25);
 #else
     // A sanitizer instruments the insert but not memcpy(): 0.63x under ASan, which says nothing
