@@ -34,11 +34,19 @@ class Connection:
         self.sock.connect(path)
         self.buf = b""
 
-    def send(self, method, parameters):
+    def send(self, method, parameters, fds=(), more=False):
+        """Sends one call; a method without a dot is io.transient.Allocator's. `fds` go with it
+        (SCM_RIGHTS)."""
         if "." not in method:
             method = "io.transient.Allocator." + method
         msg = {"method": method, "parameters": parameters}
-        self.sock.sendall(json.dumps(msg).encode() + b"\0")
+        if more:
+            msg["more"] = True
+        data = json.dumps(msg).encode() + b"\0"
+        if fds:
+            socket.send_fds(self.sock, [data], list(fds))
+        else:
+            self.sock.sendall(data)
 
     def receive(self):
         while b"\0" not in self.buf:
@@ -48,6 +56,10 @@ class Connection:
             self.buf += chunk
         msg, self.buf = self.buf.split(b"\0", 1)
         return json.loads(msg)
+
+    def call(self, method, parameters, fds=()):
+        self.send(method, parameters, fds)
+        return self.receive()
 
 
 def run_band(conn, method, params, window):

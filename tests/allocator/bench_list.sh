@@ -35,19 +35,6 @@ done
     { echo "--userdbd PATH (the built transient-userdbd) is required" >&2; exit 2; }
 it_require python3 getent
 
-# allocate FROM TO: ranges bench-FROM … bench-(TO-1), eight calls in flight (bench_alloc.py's
-# client).
-allocate() {
-    python3 -B - "$IT_SOCKET" "$1" "$2" "$IT_DIR/../allocator" <<'EOF'
-import sys
-sys.path.insert(0, sys.argv[4])
-from bench_alloc import Connection, run_band
-conn = Connection(sys.argv[1])
-lo, hi = int(sys.argv[2]), int(sys.argv[3])
-run_band(conn, "AllocateRange", [{"name": f"bench-{i}", "size": 65536} for i in range(lo, hi)], 8)
-EOF
-}
-
 # measure CMD...: "SECONDS MAXRSS_KIB LINES", the best time of $rounds runs of CMD (stdout
 # counted, not kept) and that run's peak RSS.
 measure() {
@@ -120,7 +107,7 @@ it_userdbd_start "$userdbd"
 printf '%7s | %-16s | %9s %11s %8s | %s\n' ranges command seconds "peak KiB" ratio lines
 have=0
 for n in $sizes; do
-    allocate "$have" "$n"
+    it_allocate_bench "$have" "$n"
     have=$n
     read -r g_s g_kib g_lines < <(measure getent passwd)
     row() {  # row LABEL SECONDS KIB LINES

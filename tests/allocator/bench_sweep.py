@@ -36,29 +36,9 @@ import sys
 import threading
 import time
 
+from bench_alloc import Connection
+
 CLONE_NEWUSER = 0x10000000
-PREFIX = "io.transient.Allocator."
-
-
-class Connection:
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.buf = b""
-
-    def call(self, method, parameters, fds=()):
-        msg = json.dumps({"method": PREFIX + method, "parameters": parameters}).encode() + b"\0"
-        if fds:
-            socket.send_fds(self.sock, [msg], list(fds))
-        else:
-            self.sock.sendall(msg)
-        while b"\0" not in self.buf:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise RuntimeError("transient-allocd closed the connection")
-            self.buf += chunk
-        reply, self.buf = self.buf.split(b"\0", 1)
-        return json.loads(reply)
 
 
 def make_namespaces(count, batch=64):
@@ -122,16 +102,10 @@ def measure(path, pid, window):
 
 def live_names(conn_path):
     conn = Connection(conn_path)
-    conn.sock.sendall(json.dumps({"method": PREFIX + "ListRanges", "more": True}).encode() + b"\0")
+    conn.send("ListRanges", {}, more=True)
     names = set()
     while True:
-        while b"\0" not in conn.buf:
-            chunk = conn.sock.recv(1 << 16)
-            if not chunk:
-                raise RuntimeError("closed during ListRanges")
-            conn.buf += chunk
-        msg, conn.buf = conn.buf.split(b"\0", 1)
-        reply = json.loads(msg)
+        reply = conn.receive()
         if "error" in reply:
             if reply["error"].endswith("NoSuchRange"):
                 return names  # an empty table

@@ -37,19 +37,6 @@ mem() {
          END { print r, p, v }' "/proc/$1/smaps_rollup"
 }
 
-# allocate FROM TO: ranges bench-FROM … bench-(TO-1) of 65536 IDs, eight calls in flight on one
-# connection (bench_alloc.py's client).
-allocate() {
-    python3 -B - "$IT_SOCKET" "$1" "$2" "$IT_DIR/../allocator" <<'EOF'
-import sys
-sys.path.insert(0, sys.argv[4])
-from bench_alloc import Connection, run_band
-conn = Connection(sys.argv[1])
-lo, hi = int(sys.argv[2]), int(sys.argv[3])
-run_band(conn, "AllocateRange", [{"name": f"bench-{i}", "size": 65536} for i in range(lo, hi)], 8)
-EOF
-}
-
 # Makes both daemons touch what serving costs them: a lookup and an enumeration each.
 exercise() {
     "$CTL" list >/dev/null
@@ -78,9 +65,9 @@ capacity=$(it_ctl_json status | jq -er '.table.capacity')
 echo "table file: $bytes bytes ($((blocks * 512)) allocated), capacity $capacity entries," \
     "$(awk -v b="$bytes" -v c="$capacity" 'BEGIN { printf "%.1f", b / c }') bytes per entry"
 row idle 0
-allocate 0 1000
+it_allocate_bench 0 1000
 row "1000 ranges" "$(it_range_start bench-999)"
-allocate 1000 "$full"
+it_allocate_bench 1000 "$full"
 start=$(it_range_start "bench-$((full - 1))")
 row "$full ranges" "$start"
 

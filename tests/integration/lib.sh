@@ -183,6 +183,20 @@ it_ctl_json() { "$CTL" "$@" --json </dev/null; }
 # it_range_start NAME: the start UID of a live range, from `transientctl show NAME --json`.
 it_range_start() { it_ctl_json show "$1" | jq -er '.start'; }
 
+# it_allocate_bench FROM TO: ranges bench-FROM … bench-(TO-1) of 65536 IDs, eight calls in
+# flight on one connection (tests/allocator/bench_alloc.py's client), for the benchmarks that
+# fill the table.
+it_allocate_bench() {
+    python3 -B - "$IT_SOCKET" "$1" "$2" "$IT_DIR/../allocator" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[4])
+from bench_alloc import Connection, run_band
+conn = Connection(sys.argv[1])
+lo, hi = int(sys.argv[2]), int(sys.argv[3])
+run_band(conn, "AllocateRange", [{"name": f"bench-{i}", "size": 65536} for i in range(lo, hi)], 8)
+EOF
+}
+
 # ---- users and subordinate IDs ----
 
 # it_require TOOL...: fails the test (exit 1, never a skip) naming the first missing program.
