@@ -26,9 +26,14 @@ namespace {
 // treat as "taken": a source we cannot ask might well know the ID).
 enum class Lookup { kFound, kNotFound, kFailed };
 
+// `buf` is the caller's, kept from lookup to lookup (six an allocation): 4 KiB, or what a large
+// group needed last time up to 64 KiB.
 template <typename Entry, typename Fn>
-Lookup lookup(Fn&& fn) {
-    std::vector<char> buf(4096);
+Lookup lookup(std::vector<char>& buf, Fn&& fn) {
+    if (buf.size() < 4096 || buf.size() > 65536) {
+        buf.assign(4096, 0);
+        buf.shrink_to_fit();
+    }
     for (int i = 0; i < 8; i++) {
         Entry e{};
         Entry* result = nullptr;
@@ -44,22 +49,6 @@ Lookup lookup(Fn&& fn) {
                                                                      : Lookup::kFailed;
     }
     return Lookup::kFailed;
-}
-
-std::optional<std::string> probe_id(std::uint32_t id) {
-    const Lookup u = lookup<passwd>([&](passwd* e, char* b, size_t n, passwd** res) {
-        return ::getpwuid_r(id, e, b, n, res);
-    });
-    if (u != Lookup::kNotFound)
-        return "UID " + std::to_string(id) +
-               (u == Lookup::kFound ? " has a user record" : " could not be looked up");
-    const Lookup g = lookup<group>([&](group* e, char* b, size_t n, group** res) {
-        return ::getgrgid_r(id, e, b, n, res);
-    });
-    if (g != Lookup::kNotFound)
-        return "GID " + std::to_string(id) +
-               (g == Lookup::kFound ? " has a group record" : " could not be looked up");
-    return std::nullopt;
 }
 
 }  // namespace
@@ -161,6 +150,7 @@ void SystemCollisionChecker::end_choice() {
     registry_lock_.reset();
     passwd_lock_.reset();
     systemd_.reset();
+    probed_.clear();
 }
 
 std::optional<std::string> SystemCollisionChecker::lock_candidate(std::uint32_t start,
@@ -204,26 +194,59 @@ std::optional<std::string> SystemCollisionChecker::registry_claims(std::uint32_t
     return std::nullopt;
 }
 
+std::optional<std::string> SystemCollisionChecker::probe_id(std::uint32_t id) {
+    lookups_++;
+    const Lookup u = lookup<passwd>(buf_, [&](passwd* e, char* b, size_t n, passwd** res) {
+        return ::getpwuid_r(id, e, b, n, res);
+    });
+    if (u != Lookup::kNotFound)
+        return "UID " + std::to_string(id) +
+               (u == Lookup::kFound ? " has a user record" : " could not be looked up");
+    lookups_++;
+    const Lookup g = lookup<group>(buf_, [&](group* e, char* b, size_t n, group** res) {
+        return ::getgrgid_r(id, e, b, n, res);
+    });
+    if (g != Lookup::kNotFound)
+        return "GID " + std::to_string(id) +
+               (g == Lookup::kFound ? " has a group record" : " could not be looked up");
+    return std::nullopt;
+}
+
+std::optional<std::string> SystemCollisionChecker::probed(std::uint32_t id) {
+    // Within one choice (the passwd lock held) an ID is asked about once: the pool's walk moves
+    // one block at a time, so a multi-block candidate refused at its k-th block is followed by
+    // candidates sharing the k-1 free ones before it.
+    if (const auto it = probed_.find(id); it != probed_.end())
+        return it->second;
+    auto why = probe_id(id);
+    probed_.emplace(id, why);
+    return why;
+}
+
 std::optional<std::string> SystemCollisionChecker::range_taken(std::uint32_t start,
                                                                std::uint32_t size) {
     auto why = lock_candidate(start, size);
     // Per 64K block, what nspawn and nsresourced would look at for a candidate of their own.
+    // The local sources first, a file's existence and the subid files as parsed (once per change
+    // of the file): a candidate they claim costs no NSS lookup, each of which opens and reads a
+    // file or asks a daemon.
     const std::uint64_t step = size == 1 ? 1 : 0x10000;
-    for (std::uint64_t at = start; !why && at < std::uint64_t{start} + size; at += step) {
-        const auto block = static_cast<std::uint32_t>(at);
-        if (have_systemd())
-            why = registry_claims(block);
-        if (!why)
-            why = probe_id(block);
-        if (!why && size > 1)
-            why = probe_id(block + 0xFFFE);
-    }
+    const std::uint64_t end = std::uint64_t{start} + size;
+    if (have_systemd())
+        for (std::uint64_t at = start; !why && at < end; at += step)
+            why = registry_claims(static_cast<std::uint32_t>(at));
     if (!why)
         if (auto where = subuid_.overlap(start, size))
             why = "overlaps the subordinate UIDs of " + *where;
     if (!why)
         if (auto where = subgid_.overlap(start, size))
             why = "overlaps the subordinate GIDs of " + *where;
+    for (std::uint64_t at = start; !why && at < end; at += step) {
+        const auto block = static_cast<std::uint32_t>(at);
+        why = probed(block);
+        if (!why && size > 1)
+            why = probed(block + 0xFFFE);
+    }
     // A taken candidate's lock goes at once; a free one's stays until end_choice().
     if (why)
         candidate_locks_.clear();
@@ -235,11 +258,13 @@ std::optional<std::string> SystemCollisionChecker::name_taken(std::string_view n
     const std::string suffix = std::string(name) + shm::kOffsetSeparator + "0";
     const std::string user = shm::kUserNamePrefix + suffix;
     const std::string grp = shm::kGroupNamePrefix + suffix;
-    if (lookup<passwd>([&](passwd* e, char* b, size_t n, passwd** res) {
+    lookups_++;
+    if (lookup<passwd>(buf_, [&](passwd* e, char* b, size_t n, passwd** res) {
             return ::getpwnam_r(user.c_str(), e, b, n, res);
         }) == Lookup::kFound)
         return "user " + user + " already exists";
-    if (lookup<group>([&](group* e, char* b, size_t n, group** res) {
+    lookups_++;
+    if (lookup<group>(buf_, [&](group* e, char* b, size_t n, group** res) {
             return ::getgrnam_r(grp.c_str(), e, b, n, res);
         }) == Lookup::kFound)
         return "group " + grp + " already exists";

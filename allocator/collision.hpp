@@ -17,6 +17,7 @@
 
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "allocator/allocator.hpp"
@@ -73,8 +74,14 @@ public:
     void end_choice() override;
     std::optional<std::string> range_taken(std::uint32_t start, std::uint32_t size) override;
     std::optional<std::string> name_taken(std::string_view name) override;
+    // NSS lookups made so far (getpwuid_r() and the like, each one call), for tests.
+    std::size_t lookups() const { return lookups_; }
 
 private:
+    // Whether NSS (our own module bypassed) knows `id` as a user or a group.
+    std::optional<std::string> probe_id(std::uint32_t id);
+    // probe_id(), asked once per ID and choice.
+    std::optional<std::string> probed(std::uint32_t id);
     std::optional<std::string> lock_candidate(std::uint32_t start, std::uint32_t size);
     std::optional<std::string> registry_claims(std::uint32_t start) const;
     bool have_systemd() const;
@@ -88,6 +95,11 @@ private:
     // Whether systemd runs, as begin_choice() found it: asked once per choice, not once per
     // candidate and step (three stat() calls an allocation).
     std::optional<bool> systemd_;
+    // What NSS said about each ID asked in this choice (nothing: free); cleared by
+    // end_choice(), so nothing is kept from one call to the next.
+    std::unordered_map<std::uint32_t, std::optional<std::string>> probed_;
+    std::vector<char> buf_;  // the lookups' buffer, kept (4 KiB or more)
+    std::size_t lookups_ = 0;
 };
 
 // Makes this process's own NSS lookups skip libnss_transient and our userdb endpoint, so that

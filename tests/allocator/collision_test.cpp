@@ -329,6 +329,69 @@ TEST_F(CollisionTest, SkipsRangesOverlappingSubordinateIds) {
     c.end_choice();
 }
 
+TEST_F(CollisionTest, AsksNssNothingAboutACandidateTheLocalSourcesClaim) {
+    // Each NSS lookup opens and reads a file or asks a daemon; the registry and the subid files
+    // (parsed once per change) are looked at first, so a candidate they claim costs none.
+    std::ofstream(sources_.subuid) << "alice:600000:1000\n";
+    std::ofstream(sources_.subgid) << "bob:700000:10\n";
+    const std::string registry = run_ + "/nsresource/registry/";
+    ASSERT_TRUE(make_directories(registry));
+    std::ofstream(registry + "u" + std::to_string(917504 + 2 * 65536) + ".userns") << "{}";
+    SystemCollisionChecker c(sources_);
+    ASSERT_EQ(c.begin_choice(), std::nullopt);
+    EXPECT_TRUE(c.range_taken(589824, 65536));     // subuid
+    EXPECT_TRUE(c.range_taken(655360, 65536));     // subgid
+    EXPECT_TRUE(c.range_taken(917504, 3 * 65536));  // the registry, at the third block
+    EXPECT_EQ(c.lookups(), 0U);
+    // A free block: its base and base+0xFFFE, each as a user and as a group.
+    EXPECT_EQ(c.range_taken(524288, 65536), std::nullopt);
+    EXPECT_EQ(c.lookups(), 4U);
+    c.end_choice();
+}
+
+// What a candidate costs in NSS lookups when NSS knows a UID in its third block: in a forked
+// process whose private mount namespace has `passwd` bind-mounted over /etc/passwd (the
+// host's is never touched). Returns 0 if the checks below held, else the step that failed.
+int count_lookups_with_a_user_at(const std::string& passwd, const CollisionSources& sources,
+                                 std::uint32_t base) {
+    if (::unshare(CLONE_NEWNS) < 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0 ||
+        ::mount(passwd.c_str(), "/etc/passwd", nullptr, MS_BIND, nullptr) < 0)
+        return 1;
+    SystemCollisionChecker c(sources);
+    if (c.begin_choice())
+        return 2;
+    // Blocks 1 and 2 free (two lookups each of base and base+0xFFFE), block 3's base a user.
+    auto why = c.range_taken(base, 3 * 65536);
+    if (!why || why->find("has a user record") == std::string::npos || c.lookups() != 9)
+        return 3;
+    // The next candidate of the pool's walk: its first block and the user were asked about in
+    // this choice already.
+    if (!c.range_taken(base + 65536, 3 * 65536) || c.lookups() != 9)
+        return 10 + static_cast<int>(c.lookups() - 9);
+    c.end_choice();
+    // A new choice asks again: nothing is kept from one call to the next.
+    if (c.begin_choice() || !c.range_taken(base + 65536, 3 * 65536) || c.lookups() != 9 + 5)
+        return 5;
+    c.end_choice();
+    return 0;
+}
+
+TEST_F(CollisionTest, AsksNssAboutAnIdOncePerChoice) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root for a private mount namespace";
+    const std::uint32_t base = 524288;
+    const std::string passwd = dir_ + "/passwd";
+    {
+        std::ifstream in("/etc/passwd");
+        std::ofstream out(passwd);
+        out << in.rdbuf() << "blocker:x:" << base + 2 * 65536 << ":65534::/:/bin/false\n";
+    }
+    // 3: the first candidate's count; 10 + n: the second candidate made n lookups.
+    EXPECT_EQ(in_other_process([&] { return count_lookups_with_a_user_at(passwd, sources_, base); }),
+              0);
+}
+
 TEST_F(CollisionTest, LeavesSystemdsDirectoriesAloneWhereThereIsNoSystemd) {
     sources_.systemd_run = dir_ + "/no-systemd";
     SystemCollisionChecker c(sources_);
