@@ -388,7 +388,8 @@ TEST_F(CollisionTest, AsksNssAboutAnIdOncePerChoice) {
         out << in.rdbuf() << "blocker:x:" << base + 2 * 65536 << ":65534::/:/bin/false\n";
     }
     // 3: the first candidate's count; 10 + n: the second candidate made n lookups.
-    EXPECT_EQ(in_other_process([&] { return count_lookups_with_a_user_at(passwd, sources_, base); }),
+    EXPECT_EQ(in_other_process(
+                      [&] { return count_lookups_with_a_user_at(passwd, sources_, base); }),
               0);
 }
 
