@@ -92,10 +92,15 @@ void FileWatch::read() {
 
 namespace {
 
-std::string read_text(const std::string& path) {
+// The file's text; nothing if it cannot be opened.
+std::optional<std::string> read_file(const std::string& path) {
     std::ifstream in(path);
+    if (!in.is_open())
+        return std::nullopt;
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
+
+std::string read_text(const std::string& path) { return read_file(path).value_or(""); }
 
 // Calls fn(line) for each line of `text` that glibc's files parsers would read: leading blanks
 // skipped, empty lines and comments left out.
@@ -212,16 +217,19 @@ bool FilesDatabases::usable() {
     }
     if (!files_only_)
         return false;
-    if (passwd_.stale()) {
-        passwd_ok_ = parse_database(read_text(passwd_.path()), uids_, users_);
-        passwd_.read();
+    // A file that cannot be read is glibc's to report (as a failed lookup, which claims the ID).
+    auto load = [&](FileWatch& w, std::unordered_set<std::uint32_t>& ids,
+                    std::unordered_set<std::string>& names) {
+        const auto text = read_file(w.path());
+        const bool ok = text && parse_database(*text, ids, names);
+        w.read();
         reads_++;
-    }
-    if (group_.stale()) {
-        group_ok_ = parse_database(read_text(group_.path()), gids_, groups_);
-        group_.read();
-        reads_++;
-    }
+        return ok;
+    };
+    if (passwd_.stale())
+        passwd_ok_ = load(passwd_, uids_, users_);
+    if (group_.stale())
+        group_ok_ = load(group_, gids_, groups_);
     return passwd_ok_ && group_ok_;
 }
 

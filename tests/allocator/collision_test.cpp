@@ -524,6 +524,10 @@ TEST_F(FilesDatabasesTest, IsUsableOnlyWhereTheFilesAreEverySource) {
     EXPECT_FALSE(usable());
     ::setenv("TRANSIENT_NSS_BYPASS", "1", 1);
     EXPECT_TRUE(usable());
+    // A file that is not there is glibc's to report.
+    std::filesystem::remove(dir_ + "/group");
+    EXPECT_FALSE(usable());
+    write("group", "root:x:0:\n");
     // Lines glibc's files module might read otherwise than we would.
     for (const char* passwd : {"+@admins::::::\n", "-bob:x:1:1::/:/bin/sh\n", "alice:x:1\n",
                                "alice:x:0x10:1::/:/bin/sh\n", "alice:x:99999999999:1::/:\n"}) {
