@@ -6,6 +6,8 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <shadow.h>
 #include <signal.h>
@@ -146,6 +148,9 @@ protected:
         sources_.subgid = dir_ + "/subgid";
         sources_.passwd_lock = dir_ + "/.pwd.lock";
         sources_.systemd_run = run_;
+        // Another source than the files: every lookup goes through glibc (as on this host).
+        sources_.nsswitch = dir_ + "/nsswitch.conf";
+        std::ofstream(sources_.nsswitch) << "passwd: files systemd\ngroup: files systemd\n";
     }
     void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -329,6 +334,95 @@ TEST_F(CollisionTest, SkipsRangesOverlappingSubordinateIds) {
     c.end_choice();
 }
 
+TEST_F(CollisionTest, AsksNssNothingAboutACandidateTheLocalSourcesClaim) {
+    // Each NSS lookup opens and reads a file or asks a daemon; the registry and the subid files
+    // (parsed once per change) are looked at first, so a candidate they claim costs none.
+    std::ofstream(sources_.subuid) << "alice:600000:1000\n";
+    std::ofstream(sources_.subgid) << "bob:700000:10\n";
+    const std::string registry = run_ + "/nsresource/registry/";
+    ASSERT_TRUE(make_directories(registry));
+    std::ofstream(registry + "u" + std::to_string(917504 + 2 * 65536) + ".userns") << "{}";
+    SystemCollisionChecker c(sources_);
+    ASSERT_EQ(c.begin_choice(), std::nullopt);
+    EXPECT_TRUE(c.range_taken(589824, 65536));     // subuid
+    EXPECT_TRUE(c.range_taken(655360, 65536));     // subgid
+    EXPECT_TRUE(c.range_taken(917504, 3 * 65536));  // the registry, at the third block
+    EXPECT_EQ(c.lookups(), 0U);
+    // A free block: its base and base+0xFFFE, each as a user and as a group.
+    EXPECT_EQ(c.range_taken(524288, 65536), std::nullopt);
+    EXPECT_EQ(c.lookups(), 4U);
+    c.end_choice();
+}
+
+// What a candidate costs in NSS lookups when NSS knows a UID in its third block: in a forked
+// process whose private mount namespace has `passwd` bind-mounted over /etc/passwd (the
+// host's is never touched). Returns 0 if the checks below held, else the step that failed.
+int count_lookups_with_a_user_at(const std::string& passwd, const CollisionSources& sources,
+                                 std::uint32_t base) {
+    if (::unshare(CLONE_NEWNS) < 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0 ||
+        ::mount(passwd.c_str(), "/etc/passwd", nullptr, MS_BIND, nullptr) < 0)
+        return 1;
+    SystemCollisionChecker c(sources);
+    if (c.begin_choice())
+        return 2;
+    // Blocks 1 and 2 free (two lookups each of base and base+0xFFFE), block 3's base a user.
+    auto why = c.range_taken(base, 3 * 65536);
+    if (!why || why->find("has a user record") == std::string::npos || c.lookups() != 9)
+        return 3;
+    // The next candidate of the pool's walk: its first block and the user were asked about in
+    // this choice already.
+    if (!c.range_taken(base + 65536, 3 * 65536) || c.lookups() != 9)
+        return 10 + static_cast<int>(c.lookups() - 9);
+    c.end_choice();
+    // A new choice asks again: nothing is kept from one call to the next.
+    if (c.begin_choice() || !c.range_taken(base + 65536, 3 * 65536) || c.lookups() != 9 + 5)
+        return 5;
+    c.end_choice();
+    return 0;
+}
+
+TEST_F(CollisionTest, AsksNssAboutAnIdOncePerChoice) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root for a private mount namespace";
+    const std::uint32_t base = 524288;
+    const std::string passwd = dir_ + "/passwd";
+    {
+        std::ifstream in("/etc/passwd");
+        std::ofstream out(passwd);
+        out << in.rdbuf() << "blocker:x:" << base + 2 * 65536 << ":65534::/:/bin/false\n";
+    }
+    // 3: the first candidate's count; 10 + n: the second candidate made n lookups.
+    EXPECT_EQ(in_other_process(
+                      [&] { return count_lookups_with_a_user_at(passwd, sources_, base); }),
+              0);
+}
+
+TEST_F(CollisionTest, AnswersFromTheFilesWhereTheyAreTheOnlySource) {
+    // nsswitch.conf naming only files: /etc/passwd and /etc/group are all there is to ask, read
+    // once per change instead of by glibc for each lookup.
+    std::ofstream(sources_.nsswitch) << "passwd: files\ngroup: files\n";
+    sources_.passwd = dir_ + "/passwd";
+    sources_.group = dir_ + "/group";
+    std::ofstream(sources_.passwd) << "root:x:0:0::/root:/bin/sh\n"
+                                   << "vu-web-0:x:100:100::/:/bin/false\n";
+    std::ofstream(sources_.group) << "root:x:0:\nblocker:x:" << 589824 + 0xFFFE << ":\n";
+    SystemCollisionChecker c(sources_);
+    EXPECT_EQ(c.name_taken("db"), std::nullopt);
+    EXPECT_EQ(c.name_taken("web"), "user vu-web-0 already exists");
+    ASSERT_EQ(c.begin_choice(), std::nullopt);
+    EXPECT_EQ(c.range_taken(524288, 65536), std::nullopt);
+    EXPECT_EQ(c.range_taken(589824, 65536), "GID 655358 has a group record");
+    EXPECT_EQ(c.lookups(), 0U) << "glibc was asked";
+    c.end_choice();
+    // A source besides the files, and glibc answers again.
+    std::ofstream(sources_.nsswitch) << "passwd: files sss\ngroup: files\n";
+    ASSERT_EQ(c.begin_choice(), std::nullopt);
+    EXPECT_EQ(c.range_taken(524288, 65536), std::nullopt);
+    EXPECT_EQ(c.lookups(), 4U);
+    c.end_choice();
+}
+
 TEST_F(CollisionTest, LeavesSystemdsDirectoriesAloneWhereThereIsNoSystemd) {
     sources_.systemd_run = dir_ + "/no-systemd";
     SystemCollisionChecker c(sources_);
@@ -385,6 +479,123 @@ TEST(SubidTest, ParsesAFileOncePerChange) {
     EXPECT_FALSE(f.overlap(100000, 1));
     ::unlink(tmpl);
     EXPECT_FALSE(f.overlap(524288, 65536)) << "a removed file claims nothing";
+}
+
+class FilesDatabasesTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/transient-files-test.XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+        write("nsswitch.conf", "passwd: files\ngroup: files\n");
+        write("passwd", "root:x:0:0:root:/root:/bin/bash\n");
+        write("group", "root:x:0:\n");
+    }
+    void TearDown() override {
+        std::filesystem::remove_all(dir_);
+        ::unsetenv("TRANSIENT_NSS_BYPASS");
+    }
+    void write(const std::string& name, const std::string& text) {
+        std::ofstream(dir_ + "/" + name) << text;
+    }
+    // A new FilesDatabases over the three files, whether it is usable.
+    bool usable() {
+        FilesDatabases f(dir_ + "/nsswitch.conf", dir_ + "/passwd", dir_ + "/group");
+        return f.usable();
+    }
+    std::string dir_;
+};
+
+TEST_F(FilesDatabasesTest, IsUsableOnlyWhereTheFilesAreEverySource) {
+    EXPECT_TRUE(usable());
+    write("nsswitch.conf", "# comment\n  passwd:   files   # ours\nGroup: files\nhosts: dns\n");
+    EXPECT_TRUE(usable());
+    for (const char* conf : {"passwd: files systemd\ngroup: files\n",
+                             "passwd: files\ngroup: files [NOTFOUND=return] ldap\n",
+                             "passwd: compat\ngroup: files\n",
+                             "passwd: files\n",  // group: glibc's default
+                             "passwd: files\ngroup: files\ngroup: files\n",
+                             "passwd: files\ngroup: files\ngroup_compat: nis\n"}) {
+        write("nsswitch.conf", conf);
+        EXPECT_FALSE(usable()) << conf;
+    }
+    // Our own module answers nothing only while it is bypassed.
+    write("nsswitch.conf", "passwd: files transient\ngroup: files transient\n");
+    EXPECT_FALSE(usable());
+    ::setenv("TRANSIENT_NSS_BYPASS", "1", 1);
+    EXPECT_TRUE(usable());
+    // A file that is not there is glibc's to report.
+    std::filesystem::remove(dir_ + "/group");
+    EXPECT_FALSE(usable());
+    write("group", "root:x:0:\n");
+    // Lines glibc's files module might read otherwise than we would.
+    for (const char* passwd : {"+@admins::::::\n", "-bob:x:1:1::/:/bin/sh\n", "alice:x:1\n",
+                               "alice:x:0x10:1::/:/bin/sh\n", "alice:x:99999999999:1::/:\n"}) {
+        write("passwd", std::string("root:x:0:0::/root:/bin/sh\n") + passwd);
+        EXPECT_FALSE(usable()) << passwd;
+    }
+}
+
+TEST_F(FilesDatabasesTest, AnswersAsTheFilesSayAndSeesAChange) {
+    write("passwd", "# users\n\n  alice:x:1000:1000::/home/alice:/bin/sh\nbob:x:70000:1::/:\n");
+    write("group", "staff:x:50:alice\nvg-web-0:x:655360:\n");
+    FilesDatabases f(dir_ + "/nsswitch.conf", dir_ + "/passwd", dir_ + "/group");
+    ASSERT_TRUE(f.usable());
+    EXPECT_TRUE(f.has_uid(1000));
+    EXPECT_TRUE(f.has_uid(70000));
+    EXPECT_FALSE(f.has_uid(50)) << "a GID is not a UID";
+    EXPECT_TRUE(f.has_gid(50));
+    EXPECT_TRUE(f.has_gid(655360));
+    EXPECT_TRUE(f.has_user("alice"));
+    EXPECT_FALSE(f.has_user("staff"));
+    EXPECT_TRUE(f.has_group("vg-web-0"));
+    write("passwd", "carol:x:524288:1::/:\n");
+    ASSERT_TRUE(f.usable());
+    EXPECT_TRUE(f.has_uid(524288)) << "a change is seen at the next use";
+    EXPECT_FALSE(f.has_uid(1000));
+    EXPECT_FALSE(f.has_user("alice"));
+}
+
+// In a forked process whose private mount namespace has the three files bind-mounted over
+// /etc's (the host's are never touched): 0 if glibc and FilesDatabases agree on every key.
+int compare_with_glibc(const std::string& dir) {
+    if (::unshare(CLONE_NEWNS) < 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
+        return 1;
+    for (const char* f : {"nsswitch.conf", "passwd", "group"})
+        if (::mount((dir + "/" + f).c_str(), (std::string("/etc/") + f).c_str(), nullptr,
+                    MS_BIND, nullptr) < 0)
+            return 2;
+    FilesDatabases files("/etc/nsswitch.conf", "/etc/passwd", "/etc/group");
+    if (!files.usable())
+        return 3;
+    int step = 10;
+    for (const std::uint32_t id : {0U, 1000U, 1001U, 50U, 65534U, 524288U, 655360U, 655361U}) {
+        if ((::getpwuid(id) != nullptr) != files.has_uid(id))
+            return step;
+        if ((::getgrgid(id) != nullptr) != files.has_gid(id))
+            return step + 1;
+        step += 2;
+    }
+    for (const char* name : {"root", "alice", "  alice", "staff", "vg-web-0", "bob", "nobody"}) {
+        if ((::getpwnam(name) != nullptr) != files.has_user(name))
+            return step;
+        if ((::getgrnam(name) != nullptr) != files.has_group(name))
+            return step + 1;
+        step += 2;
+    }
+    return 0;
+}
+
+TEST_F(FilesDatabasesTest, AgreesWithGlibcsFilesModule) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root for a private mount namespace";
+    write("passwd", "root:x:0:0::/root:/bin/sh\n# alice:x:1001:1::/:\n\n"
+                    "  alice:x:1000:1000::/home/alice:/bin/sh\nnobody:x:65534:65534::/:\n"
+                    "bob:x:524288:1:::\n");
+    write("group", "root:x:0:\nstaff:x:50:alice,bob\n\tvg-web-0:x:655360:\n");
+    // 10 and up: the key where they disagreed (see compare_with_glibc()).
+    EXPECT_EQ(in_other_process([&] { return compare_with_glibc(dir_); }), 0);
 }
 
 }  // namespace
