@@ -197,6 +197,7 @@ void Server::Impl::add_output(detail::UidState& uid, std::size_t n) {
 void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
     const bool uid_was_over = uid.output > limits_.max_output_per_uid;
     const bool total_was_over = total_output_ > limits_.max_output_total;
+    const bool reserve_was_over = uid.output > limits_.output_reserve_per_uid;
     uid.output -= n;
     total_output_ -= n;
     auto wake_all = [](detail::UidState& state) {
@@ -207,7 +208,10 @@ void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
     if (total_was_over && total_output_ <= limits_.max_output_total) {
         for (auto& [id, state] : uids_)
             wake_all(state);
-    } else if (uid_was_over && uid.output <= limits_.max_output_per_uid) {
+    } else if ((uid_was_over && uid.output <= limits_.max_output_per_uid) ||
+               (total_was_over && reserve_was_over &&
+                uid.output <= limits_.output_reserve_per_uid)) {
+        // Back under its own budget, or under its reserve, which the total does not hold.
         wake_all(uid);
     }
 }
@@ -374,6 +378,10 @@ void Connection::wake() {
 
 void Connection::stop_waiting_and_wake() {
     waiting_ = false;
+    // A client with nothing unread was waiting for us: its idle clock starts again. One that
+    // leaves answers unread keeps its clock, or others' progress would keep it alive.
+    if (pending_output() == 0)
+        last_progress_usec_ = server_.now_usec();
     wake();
 }
 
@@ -394,8 +402,14 @@ void Connection::discard_output() {
 
 bool Connection::over_budget() const {
     const Limits& limits = server_.limits_;
-    return peer_.uid != 0 && (uid_.output > limits.max_output_per_uid ||
-                              server_.total_output_ > limits.max_output_total);
+    if (peer_.uid == 0)
+        return false;
+    if (uid_.output > limits.max_output_per_uid)
+        return true;
+    // The total holds back only UIDs past their reserve: however much unread output other UIDs
+    // pile up, a UID with little or nothing queued is served.
+    return server_.total_output_ > limits.max_output_total &&
+           uid_.output > limits.output_reserve_per_uid;
 }
 
 int Connection::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
@@ -430,6 +444,9 @@ int Connection::on_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
         if (connection->partial_since_usec_ != 0 && !connection->held())
             server.log(LOG_NOTICE, "Varlink client of UID " + uid +
                                        " did not complete its message in time, disconnecting");
+        else if (connection->pending_output() > 0)
+            server.log(LOG_INFO, "Varlink client of UID " + uid +
+                                     " did not read its answers for too long, disconnecting");
         else
             server.log(LOG_INFO, "Varlink client of UID " + uid + " idle too long, disconnecting");
     }
@@ -448,8 +465,13 @@ uint64_t Connection::deadline() const {
             deadline = at;
     };
     // While requests are held back for a reason that is not the client's, the client is
-    // waiting for us: neither of its clocks runs.
-    const bool client_waits = deferred_ != nullptr || (budget_holds() && !throttled());
+    // waiting for us: neither of its clocks runs. A budget holds a connection back for the
+    // client's own fault, though, while answers of its own wait unread (the kernel's buffer is
+    // full, or they would have been written): whether it is over its own budget or only its
+    // UID or everybody is, its idle clock runs, so live clients that never read cannot keep
+    // budgets full for ever.
+    const bool client_waits =
+        deferred_ != nullptr || (budget_holds() && pending_output() == 0);
     if (client_waits)
         return 0;
     if (partial_since_usec_ != 0 && !held())

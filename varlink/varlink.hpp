@@ -16,8 +16,12 @@
 // Memory, roughly: per connection at most max_message_size + 64 KiB of input and
 // max_output_buffer of output (plus the answers of the one request that crossed it); per UID
 // at most max_output_per_uid of output plus one request's answers; in all max_output_total
-// plus one request's answers per UID that is not waiting. With the defaults, one hostile UID
-// holds at most 64 connections, ~13 MiB of input and ~4 MiB of output.
+// plus, per UID with connections, output_reserve_per_uid and one request's answers. With the
+// defaults, one hostile UID holds at most 64 connections, ~13 MiB of input and ~4 MiB of
+// output, and all UIDs together at most 32 MiB + 64 KiB per UID of output (95 MiB with 1008
+// distinct UIDs, the most max_connections lets in besides root's reserve) plus the answers.
+// A client that leaves answers unread is closed after idle_timeout whatever holds it back, so
+// the budgets of clients that never read are given back.
 //
 // Descriptors (SCM_RIGHTS) are accepted only when the bytes they arrived with belong to one
 // message: the kernel glues the bytes of earlier sendmsg() calls in front of the one that
@@ -77,11 +81,18 @@ struct Limits {
     // runs what the client sent and is closed.
     std::size_t max_output_per_uid = 4 * 1024 * 1024;
     std::size_t max_output_total = 32 * 1024 * 1024;
+    // The total holds back only UIDs with more unread output than this: a UID with less (one
+    // that reads its answers, or has nothing queued) is served however full the total is, so
+    // a few UIDs that never read cannot lock every other user out. It costs up to this much
+    // per UID beyond max_output_total (see above).
+    std::size_t output_reserve_per_uid = 64 * 1024;
     // Requests one connection gets handled before the others get their turn.
     unsigned max_requests_per_wakeup = 16;
     // A connection without any progress (no request read, no reply byte taken by the client)
-    // for this long is closed, unless it is waiting for the server (a deferred call, or
-    // requests held back because other connections of its UID have too much unread output).
+    // for this long is closed, unless it is waiting for the server: a deferred call, or
+    // requests held back by its UID's or everybody's output budget while none of its own
+    // answers waits unread. Held back with answers of its own unread, it is the client that
+    // does not read: its clock runs, and its budget comes back when it is closed.
     std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
     // A message must be complete this long after its first byte arrived.
     std::chrono::milliseconds partial_message_timeout = std::chrono::seconds(10);

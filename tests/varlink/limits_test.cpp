@@ -493,6 +493,71 @@ TEST_F(VarlinkLimitsTest, ClosesTheConnectionsOfClientsThatDiedWhileTheirRequest
         << "the UID is served again, on as many connections as before";
 }
 
+// Polls the server's unread output until it is over `bytes`; false after 10 s.
+bool wait_for_output_over(ServerThread& server, std::size_t bytes) {
+    const auto deadline = Clock::now() + 10s;
+    while (server.run([&server] { return server.server().buffered_output(); }) <= bytes) {
+        if (Clock::now() >= deadline)
+            return false;
+        std::this_thread::sleep_for(5ms);
+    }
+    return true;
+}
+
+// Live clients of nine UIDs that never read, each UID within its own budget, fill the total
+// between them. A UID with nothing queued is not held back by that: it is under its reserve.
+TEST_F(VarlinkLimitsTest, ServesAUidWithNothingQueuedWhileOtherUidsFillTheTotalOutputBudget) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    start(Limits{.max_output_buffer = 1024 * 1024,
+                 .max_output_per_uid = 256 * 1024,
+                 .max_output_total = 1024 * 1024,
+                 .output_reserve_per_uid = 64 * 1024});
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    const std::string big = R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})";
+    std::vector<std::unique_ptr<HostileChild>> hogs;
+    for (uid_t uid = 60001; uid <= 60009; uid++) {
+        hogs.push_back(std::make_unique<HostileChild>(uid, path_, 4, big, 50));
+        ASSERT_EQ(hogs.back()->result(), "yyyy");
+    }
+    ASSERT_TRUE(wait_for_output_over(*server_, 1024 * 1024)) << "the total never filled up";
+    std::this_thread::sleep_for(100ms);  // every hog's requests read and held back
+    EXPECT_EQ(connections_as(60100, path_, 4), "yyyy")
+        << "a UID with nothing queued was held back by the others' unread output";
+    expect_served();
+    const std::size_t peak = server_->run([this] { return server_->server().buffered_output(); });
+    std::printf("unread output of 9 UIDs against a 1 MiB total: %zu KiB\n", peak / 1024);
+    EXPECT_LT(peak, 1024U * 1024 + 10 * (64 + 17) * 1024)
+        << "the total, plus a reserve and one reply per UID";
+    // Newest first: each child holds the release pipes of those forked before it.
+    while (!hogs.empty())
+        hogs.pop_back();
+}
+
+// Live clients that never read, whose UID is over its budget while each of their connections is
+// under its own: their idle clocks run (their own unread answers hold them, not the server), so
+// they are closed and the budget given back while they are still alive.
+TEST_F(VarlinkLimitsTest, ClosesIdleConnectionsOfLiveClientsThatNeverReadTheirAnswers) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    start(Limits{.max_output_buffer = 1024 * 1024,
+                 .max_output_per_uid = 256 * 1024,
+                 .idle_timeout = 500ms});
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    HostileChild hog(65534, path_, 8,
+                     R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})", 100);
+    ASSERT_EQ(hog.result(), "yyyyyyyy");
+    ASSERT_TRUE(wait_for_output_over(*server_, 256 * 1024)) << "the UID never filled its budget";
+    const auto deadline = Clock::now() + 10s;
+    while (server_->connection_count() > 0 && Clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(server_->connection_count(), 0U) << "connections that never read are kept";
+    EXPECT_EQ(server_->run([this] { return server_->server().buffered_output(); }), 0U)
+        << "the budget is given back";
+    EXPECT_EQ(connections_as(65534, path_, 8), std::string(8, 'y'))
+        << "the UID is served again while the client that never read lives on";
+}
+
 TEST_F(VarlinkLimitsTest, LetsOtherConnectionsInAfterAFewRequestsOfOneConnection) {
     start(Limits{});
     RawConnection flooder(path_);
