@@ -504,22 +504,45 @@ bool wait_for_output_over(ServerThread& server, std::size_t bytes) {
     return true;
 }
 
-// Live clients of nine UIDs that never read, each UID within its own budget, fill the total
-// between them. A UID with nothing queued is not held back by that: it is under its reserve.
+constexpr char kBigCall[] = R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})";
+
+// Live clients of nine UIDs (60001-60009) that never read, each UID within its 256 KiB budget,
+// filling a 1 MiB total between them; they are released newest first, since each child holds
+// the release pipes of those forked before it.
+class TotalHogs {
+public:
+    explicit TotalHogs(const std::string& path) {
+        for (uid_t uid = 60001; uid <= 60009; uid++)
+            hogs_.push_back(std::make_unique<HostileChild>(uid, path, 4, kBigCall, 50));
+    }
+    ~TotalHogs() {
+        while (!hogs_.empty())
+            hogs_.pop_back();
+    }
+    TotalHogs(const TotalHogs&) = delete;
+    TotalHogs& operator=(const TotalHogs&) = delete;
+    bool all_sent() const {
+        return std::ranges::all_of(hogs_, [](const auto& h) { return h->result() == "yyyy"; });
+    }
+
+    static constexpr Limits kLimits{.max_output_buffer = 1024 * 1024,
+                                    .max_output_per_uid = 256 * 1024,
+                                    .max_output_total = 1024 * 1024,
+                                    .output_reserve_per_uid = 64 * 1024};
+
+private:
+    std::vector<std::unique_ptr<HostileChild>> hogs_;
+};
+
+// A UID with nothing queued is not held back by the others' unread output: it is under its
+// reserve, which the total does not hold.
 TEST_F(VarlinkLimitsTest, ServesAUidWithNothingQueuedWhileOtherUidsFillTheTotalOutputBudget) {
     if (::geteuid() != 0)
         GTEST_SKIP() << "needs to run as root";
-    start(Limits{.max_output_buffer = 1024 * 1024,
-                 .max_output_per_uid = 256 * 1024,
-                 .max_output_total = 1024 * 1024,
-                 .output_reserve_per_uid = 64 * 1024});
+    start(TotalHogs::kLimits);
     ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
-    const std::string big = R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})";
-    std::vector<std::unique_ptr<HostileChild>> hogs;
-    for (uid_t uid = 60001; uid <= 60009; uid++) {
-        hogs.push_back(std::make_unique<HostileChild>(uid, path_, 4, big, 50));
-        ASSERT_EQ(hogs.back()->result(), "yyyy");
-    }
+    TotalHogs hogs(path_);
+    ASSERT_TRUE(hogs.all_sent());
     ASSERT_TRUE(wait_for_output_over(*server_, 1024 * 1024)) << "the total never filled up";
     std::this_thread::sleep_for(100ms);  // every hog's requests read and held back
     EXPECT_EQ(connections_as(60100, path_, 4), "yyyy")
@@ -529,9 +552,59 @@ TEST_F(VarlinkLimitsTest, ServesAUidWithNothingQueuedWhileOtherUidsFillTheTotalO
     std::printf("unread output of 9 UIDs against a 1 MiB total: %zu KiB\n", peak / 1024);
     EXPECT_LT(peak, 1024U * 1024 + 10 * (64 + 17) * 1024)
         << "the total, plus a reserve and one reply per UID";
-    // Newest first: each child holds the release pipes of those forked before it.
-    while (!hogs.empty())
-        hogs.pop_back();
+}
+
+// As `uid`: one connection (X) pipelines 30 replies of 16 KiB without reading, enough to be
+// held back past its reserve while others fill the total; a second one (Y), with nothing of its
+// own queued, calls Echo and is held back with it; then X reads all its replies. Reports "y"
+// for X's replies all read and "y" if Y got its answer once X had read ("n" otherwise).
+std::string reader_as(uid_t uid, const std::string& path) {
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) < 0)
+        return "pipe failed";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::close(pipe_fds[0]);
+        if (::setresgid(uid, uid, uid) < 0 || ::setresuid(uid, uid, uid) < 0)
+            ::_exit(2);
+        RawConnection x(path), y(path);
+        std::string burst;
+        for (int i = 0; i < 30; i++)
+            burst += std::string(kBigCall) + '\0';
+        bool ok = x.send(burst);
+        std::this_thread::sleep_for(300ms);  // X's answers queued past the reserve
+        ok = ok && y.send_message(kEchoCall);
+        std::this_thread::sleep_for(300ms);  // Y's call read and held back
+        for (int i = 0; ok && i < 30; i++)
+            ok = x.read_message(5s).has_value();
+        const bool answered = y.read_message(5s).has_value();
+        const std::string result = std::string(ok ? "y" : "n") + (answered ? "y" : "n");
+        [[maybe_unused]] auto n = ::write(pipe_fds[1], result.data(), result.size());
+        ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    std::string result;
+    char c;
+    while (::read(pipe_fds[0], &c, 1) == 1)
+        result += c;
+    ::close(pipe_fds[0]);
+    ::waitpid(pid, nullptr, 0);
+    return result;
+}
+
+// A UID held back by the total because it has more than its reserve queued is let go as its
+// client reads: once under its reserve, its connections that wait are woken, though the total
+// is still full.
+TEST_F(VarlinkLimitsTest, WakesTheWaitingConnectionsOfAUidThatReadsBelowItsReserve) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    start(TotalHogs::kLimits);
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    TotalHogs hogs(path_);
+    ASSERT_TRUE(hogs.all_sent());
+    ASSERT_TRUE(wait_for_output_over(*server_, 1024 * 1024)) << "the total never filled up";
+    std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(reader_as(60100, path_), "yy");
 }
 
 // Live clients that never read, whose UID is over its budget while each of their connections is
@@ -544,8 +617,7 @@ TEST_F(VarlinkLimitsTest, ClosesIdleConnectionsOfLiveClientsThatNeverReadTheirAn
                  .max_output_per_uid = 256 * 1024,
                  .idle_timeout = 500ms});
     ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
-    HostileChild hog(65534, path_, 8,
-                     R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})", 100);
+    HostileChild hog(65534, path_, 8, kBigCall, 100);
     ASSERT_EQ(hog.result(), "yyyyyyyy");
     ASSERT_TRUE(wait_for_output_over(*server_, 256 * 1024)) << "the UID never filled its budget";
     const auto deadline = Clock::now() + 10s;
