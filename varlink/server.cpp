@@ -194,9 +194,14 @@ void Server::Impl::add_output(detail::UidState& uid, std::size_t n) {
     total_output_ += n;
 }
 
+std::size_t Server::Impl::output_hard_limit() const {
+    return limits_.max_output_total + limits_.output_reserve_total;
+}
+
 void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
     const bool uid_was_over = uid.output > limits_.max_output_per_uid;
     const bool total_was_over = total_output_ > limits_.max_output_total;
+    const bool reserves_were_over = total_output_ > output_hard_limit();
     const bool reserve_was_over = uid.output > limits_.output_reserve_per_uid;
     uid.output -= n;
     total_output_ -= n;
@@ -205,7 +210,8 @@ void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
             c->stop_waiting_and_wake();
         state.waiting.clear();
     };
-    if (total_was_over && total_output_ <= limits_.max_output_total) {
+    if ((total_was_over && total_output_ <= limits_.max_output_total) ||
+        (reserves_were_over && total_output_ <= output_hard_limit())) {
         for (auto& [id, state] : uids_)
             wake_all(state);
     } else if ((uid_was_over && uid.output <= limits_.max_output_per_uid) ||
@@ -404,10 +410,11 @@ bool Connection::over_budget() const {
     const Limits& limits = server_.limits_;
     if (peer_.uid == 0)
         return false;
-    if (uid_.output > limits.max_output_per_uid)
+    if (uid_.output > limits.max_output_per_uid ||
+        server_.total_output_ > server_.output_hard_limit())
         return true;
-    // The total holds back only UIDs past their reserve: however much unread output other UIDs
-    // pile up, a UID with little or nothing queued is served.
+    // Below that, the total holds back only UIDs past their reserve: a UID with little or
+    // nothing queued is served while other UIDs leave answers unread.
     return server_.total_output_ > limits.max_output_total &&
            uid_.output > limits.output_reserve_per_uid;
 }

@@ -73,6 +73,8 @@ struct Server::Impl {
     // Output accounting of all connections; waking the waiting ones when budgets free up.
     void add_output(detail::UidState& uid, std::size_t n);
     void remove_output(detail::UidState& uid, std::size_t n);
+    // Unread output in all past which every UID but root is held back, reserves included.
+    std::size_t output_hard_limit() const;
     uint64_t now_usec() const;
     // Runs the connections that asked for it (Connection::wake()), in the order they asked.
     void queue_wake(detail::Connection& connection);

@@ -15,13 +15,13 @@
 //
 // Memory, roughly: per connection at most max_message_size + 64 KiB of input and
 // max_output_buffer of output (plus the answers of the one request that crossed it); per UID
-// at most max_output_per_uid of output plus one request's answers; in all max_output_total
-// plus, per UID with connections, output_reserve_per_uid and one request's answers. With the
-// defaults, one hostile UID holds at most 64 connections, ~13 MiB of input and ~4 MiB of
-// output, and all UIDs together at most 32 MiB + 64 KiB per UID of output (95 MiB with 1008
-// distinct UIDs, the most max_connections lets in besides root's reserve) plus the answers.
-// A client that leaves answers unread is closed after idle_timeout whatever holds it back, so
-// the budgets of clients that never read are given back.
+// at most max_output_per_uid of output plus one request's answers; in all (root aside)
+// max_output_total + output_reserve_total plus one request's answers, however many UIDs
+// connect. With the defaults, one hostile UID holds at most 64 connections, ~13 MiB of input
+// and ~4 MiB of output, and all of them together 48 MiB of output plus one request's answers
+// (one userdb enumeration or ListRanges: ~5 MB with a full table). A client that leaves
+// answers unread is closed after idle_timeout whatever holds it back, so the budgets of
+// clients that never read are given back.
 //
 // Descriptors (SCM_RIGHTS) are accepted only when the bytes they arrived with belong to one
 // message: the kernel glues the bytes of earlier sendmsg() calls in front of the one that
@@ -82,10 +82,14 @@ struct Limits {
     std::size_t max_output_per_uid = 4 * 1024 * 1024;
     std::size_t max_output_total = 32 * 1024 * 1024;
     // The total holds back only UIDs with more unread output than this: a UID with less (one
-    // that reads its answers, or has nothing queued) is served however full the total is, so
-    // a few UIDs that never read cannot lock every other user out. It costs up to this much
-    // per UID beyond max_output_total (see above).
+    // that reads its answers, or has nothing queued) is still served once the total is full,
+    // so a few UIDs that never read cannot lock every other user out. What UIDs queue that way
+    // comes out of output_reserve_total: past max_output_total + output_reserve_total every
+    // UID but root is held back, which bounds memory however many UIDs connect. (Filling that
+    // too takes many UIDs, or a few with very large answers, and lasts until idle_timeout
+    // closes their connections.)
     std::size_t output_reserve_per_uid = 64 * 1024;
+    std::size_t output_reserve_total = 16 * 1024 * 1024;
     // Requests one connection gets handled before the others get their turn.
     unsigned max_requests_per_wakeup = 16;
     // A connection without any progress (no request read, no reply byte taken by the client)

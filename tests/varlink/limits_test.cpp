@@ -607,6 +607,30 @@ TEST_F(VarlinkLimitsTest, WakesTheWaitingConnectionsOfAUidThatReadsBelowItsReser
     EXPECT_EQ(reader_as(60100, path_), "yy");
 }
 
+// However many UIDs queue answers under their reserves once the total is full, all of them
+// together stop at the total plus output_reserve_total (and one reply).
+TEST_F(VarlinkLimitsTest, BoundsWhatUidsQueueUnderTheirReservesOnceTheTotalIsFull) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    Limits limits = TotalHogs::kLimits;
+    limits.max_output_total = 256 * 1024;
+    limits.output_reserve_total = 64 * 1024;
+    start(limits);
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    TotalHogs hogs(path_);
+    ASSERT_TRUE(hogs.all_sent());
+    ASSERT_TRUE(wait_for_output_over(*server_, 256 * 1024)) << "the total never filled up";
+    std::size_t peak = 0;
+    for (int i = 0; i < 20; i++) {
+        peak = std::max(peak,
+                        server_->run([this] { return server_->server().buffered_output(); }));
+        std::this_thread::sleep_for(25ms);
+    }
+    std::printf("unread output of 9 UIDs against 256 + 64 KiB: %zu KiB\n", peak / 1024);
+    EXPECT_LT(peak, (256U + 64 + 17) * 1024) << "the total, the reserves and one reply";
+    expect_served();  // root is exempt
+}
+
 // Live clients that never read, whose UID is over its budget while each of their connections is
 // under its own: their idle clocks run (their own unread answers hold them, not the server), so
 // they are closed and the budget given back while they are still alive.
