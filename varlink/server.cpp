@@ -198,6 +198,26 @@ std::size_t Server::Impl::output_hard_limit() const {
     return limits_.max_output_total + limits_.output_reserve_total;
 }
 
+void Server::Impl::make_room(const detail::Connection& requester) {
+    while (total_output_ > output_hard_limit()) {
+        // Of the connections whose own unread answers hold their UID past its reserve, the one
+        // whose client has made no progress for longest: a client that reads is closed last.
+        detail::Connection* oldest = nullptr;
+        for (const auto& [key, c] : connections_) {
+            if (c.get() == &requester || c->peer_.uid == 0 || c->deferred_ != nullptr ||
+                c->pending_output() == 0 || c->uid_.output <= limits_.output_reserve_per_uid)
+                continue;
+            if (oldest == nullptr || c->last_progress_usec_ < oldest->last_progress_usec_)
+                oldest = c.get();
+        }
+        if (oldest == nullptr)
+            return;
+        log(LOG_INFO, "Varlink client of UID " + std::to_string(oldest->peer_.uid) +
+                          " left answers unread while others wait for room, disconnecting");
+        close_connection(*oldest);
+    }
+}
+
 void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
     const bool uid_was_over = uid.output > limits_.max_output_per_uid;
     const bool total_was_over = total_output_ > limits_.max_output_total;
@@ -419,6 +439,13 @@ bool Connection::over_budget() const {
            uid_.output > limits.output_reserve_per_uid;
 }
 
+bool Connection::wants_room() const {
+    const Limits& limits = server_.limits_;
+    return peer_.uid != 0 && !hung_up_ && deferred_ == nullptr &&
+           uid_.output <= limits.output_reserve_per_uid &&
+           server_.total_output_ > server_.output_hard_limit();
+}
+
 int Connection::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
     return on_event(static_cast<Connection*>(userdata), revents);
 }
@@ -511,6 +538,11 @@ bool Connection::handle_io(uint32_t revents) {
     }
     if ((revents & EPOLLOUT) && !flush())
         return false;
+    // A client under its reserve with something to say, held back only because others' unread
+    // answers fill even the reserves: they make room, or they would lock it out until their
+    // idle timeouts (and could fill everything again at once).
+    if (((revents & EPOLLIN) || has_complete_message()) && wants_room())
+        server_.make_room(*this);
     // One read's worth of requests at a time: nothing is read while complete ones wait.
     if ((revents & (EPOLLIN | EPOLLHUP)) && !eof_ && !held() && !has_complete_message() &&
         !read_once())

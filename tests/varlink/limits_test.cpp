@@ -608,8 +608,9 @@ TEST_F(VarlinkLimitsTest, WakesTheWaitingConnectionsOfAUidThatReadsBelowItsReser
 }
 
 // However many UIDs queue answers under their reserves once the total is full, all of them
-// together stop at the total plus output_reserve_total (and one reply).
-TEST_F(VarlinkLimitsTest, BoundsWhatUidsQueueUnderTheirReservesOnceTheTotalIsFull) {
+// together stop at the total plus output_reserve_total (and one reply). A UID with nothing
+// queued is served even then: the connections that left answers unread longest make room.
+TEST_F(VarlinkLimitsTest, BoundsTheReservesInAllAndMakesRoomForAUidWithNothingQueued) {
     if (::geteuid() != 0)
         GTEST_SKIP() << "needs to run as root";
     Limits limits = TotalHogs::kLimits;
@@ -629,6 +630,11 @@ TEST_F(VarlinkLimitsTest, BoundsWhatUidsQueueUnderTheirReservesOnceTheTotalIsFul
     std::printf("unread output of 9 UIDs against 256 + 64 KiB: %zu KiB\n", peak / 1024);
     EXPECT_LT(peak, (256U + 64 + 17) * 1024) << "the total, the reserves and one reply";
     expect_served();  // root is exempt
+    const std::size_t before = server_->connection_count();
+    EXPECT_EQ(connections_as(60100, path_, 4), "yyyy")
+        << "a UID with nothing queued was held back by the others' unread output";
+    std::printf("connections that never read closed to make room: %zu of %zu\n",
+                before - server_->connection_count(), before);
 }
 
 // Live clients that never read, whose UID is over its budget while each of their connections is
