@@ -85,9 +85,9 @@ struct Limits {
     // that reads its answers, or has nothing queued) is still served once the total is full,
     // so a few UIDs that never read cannot lock every other user out. What UIDs queue that way
     // comes out of output_reserve_total: past max_output_total + output_reserve_total every
-    // UID but root is held back, which bounds memory however many UIDs connect. (Filling that
-    // too takes many UIDs, or a few with very large answers, and lasts until idle_timeout
-    // closes their connections.)
+    // UID but root is held back, which bounds memory however many UIDs connect. A UID under
+    // its reserve that is held back by that gets room: the connections of UIDs past their
+    // reserve that left answers unread longest are closed, until the total is under again.
     std::size_t output_reserve_per_uid = 64 * 1024;
     std::size_t output_reserve_total = 16 * 1024 * 1024;
     // Requests one connection gets handled before the others get their turn.
