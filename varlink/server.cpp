@@ -194,9 +194,35 @@ void Server::Impl::add_output(detail::UidState& uid, std::size_t n) {
     total_output_ += n;
 }
 
+std::size_t Server::Impl::output_hard_limit() const {
+    return limits_.max_output_total + limits_.output_reserve_total;
+}
+
+void Server::Impl::make_room(const detail::Connection& requester) {
+    while (total_output_ > output_hard_limit()) {
+        // Of the connections whose own unread answers hold their UID past its reserve, the one
+        // whose client has made no progress for longest: a client that reads is closed last.
+        detail::Connection* oldest = nullptr;
+        for (const auto& [key, c] : connections_) {
+            if (c.get() == &requester || c->peer_.uid == 0 || c->deferred_ != nullptr ||
+                c->pending_output() == 0 || c->uid_.output <= limits_.output_reserve_per_uid)
+                continue;
+            if (oldest == nullptr || c->last_progress_usec_ < oldest->last_progress_usec_)
+                oldest = c.get();
+        }
+        if (oldest == nullptr)
+            return;
+        log(LOG_INFO, "Varlink client of UID " + std::to_string(oldest->peer_.uid) +
+                          " left answers unread while others wait for room, disconnecting");
+        close_connection(*oldest);
+    }
+}
+
 void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
     const bool uid_was_over = uid.output > limits_.max_output_per_uid;
     const bool total_was_over = total_output_ > limits_.max_output_total;
+    const bool reserves_were_over = total_output_ > output_hard_limit();
+    const bool reserve_was_over = uid.output > limits_.output_reserve_per_uid;
     uid.output -= n;
     total_output_ -= n;
     auto wake_all = [](detail::UidState& state) {
@@ -204,10 +230,14 @@ void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
             c->stop_waiting_and_wake();
         state.waiting.clear();
     };
-    if (total_was_over && total_output_ <= limits_.max_output_total) {
+    if ((total_was_over && total_output_ <= limits_.max_output_total) ||
+        (reserves_were_over && total_output_ <= output_hard_limit())) {
         for (auto& [id, state] : uids_)
             wake_all(state);
-    } else if (uid_was_over && uid.output <= limits_.max_output_per_uid) {
+    } else if ((uid_was_over && uid.output <= limits_.max_output_per_uid) ||
+               (total_was_over && reserve_was_over &&
+                uid.output <= limits_.output_reserve_per_uid)) {
+        // Back under its own budget, or under its reserve, which the total does not hold.
         wake_all(uid);
     }
 }
@@ -374,6 +404,10 @@ void Connection::wake() {
 
 void Connection::stop_waiting_and_wake() {
     waiting_ = false;
+    // A client with nothing unread was waiting for us: its idle clock starts again. One that
+    // leaves answers unread keeps its clock, or others' progress would keep it alive.
+    if (pending_output() == 0)
+        last_progress_usec_ = server_.now_usec();
     wake();
 }
 
@@ -394,8 +428,22 @@ void Connection::discard_output() {
 
 bool Connection::over_budget() const {
     const Limits& limits = server_.limits_;
-    return peer_.uid != 0 && (uid_.output > limits.max_output_per_uid ||
-                              server_.total_output_ > limits.max_output_total);
+    if (peer_.uid == 0)
+        return false;
+    if (uid_.output > limits.max_output_per_uid ||
+        server_.total_output_ > server_.output_hard_limit())
+        return true;
+    // Below that, the total holds back only UIDs past their reserve: a UID with little or
+    // nothing queued is served while other UIDs leave answers unread.
+    return server_.total_output_ > limits.max_output_total &&
+           uid_.output > limits.output_reserve_per_uid;
+}
+
+bool Connection::wants_room() const {
+    const Limits& limits = server_.limits_;
+    return peer_.uid != 0 && !hung_up_ && deferred_ == nullptr &&
+           uid_.output <= limits.output_reserve_per_uid &&
+           server_.total_output_ > server_.output_hard_limit();
 }
 
 int Connection::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
@@ -430,6 +478,9 @@ int Connection::on_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
         if (connection->partial_since_usec_ != 0 && !connection->held())
             server.log(LOG_NOTICE, "Varlink client of UID " + uid +
                                        " did not complete its message in time, disconnecting");
+        else if (connection->pending_output() > 0)
+            server.log(LOG_INFO, "Varlink client of UID " + uid +
+                                     " did not read its answers for too long, disconnecting");
         else
             server.log(LOG_INFO, "Varlink client of UID " + uid + " idle too long, disconnecting");
     }
@@ -448,8 +499,13 @@ uint64_t Connection::deadline() const {
             deadline = at;
     };
     // While requests are held back for a reason that is not the client's, the client is
-    // waiting for us: neither of its clocks runs.
-    const bool client_waits = deferred_ != nullptr || (budget_holds() && !throttled());
+    // waiting for us: neither of its clocks runs. A budget holds a connection back for the
+    // client's own fault, though, while answers of its own wait unread (the kernel's buffer is
+    // full, or they would have been written): whether it is over its own budget or only its
+    // UID or everybody is, its idle clock runs, so live clients that never read cannot keep
+    // budgets full for ever.
+    const bool client_waits =
+        deferred_ != nullptr || (budget_holds() && pending_output() == 0);
     if (client_waits)
         return 0;
     if (partial_since_usec_ != 0 && !held())
@@ -482,6 +538,11 @@ bool Connection::handle_io(uint32_t revents) {
     }
     if ((revents & EPOLLOUT) && !flush())
         return false;
+    // A client under its reserve with something to say, held back only because others' unread
+    // answers fill even the reserves: they make room, or they would lock it out until their
+    // idle timeouts (and could fill everything again at once).
+    if (((revents & EPOLLIN) || has_complete_message()) && wants_room())
+        server_.make_room(*this);
     // One read's worth of requests at a time: nothing is read while complete ones wait.
     if ((revents & (EPOLLIN | EPOLLHUP)) && !eof_ && !held() && !has_complete_message() &&
         !read_once())

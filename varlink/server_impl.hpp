@@ -73,6 +73,12 @@ struct Server::Impl {
     // Output accounting of all connections; waking the waiting ones when budgets free up.
     void add_output(detail::UidState& uid, std::size_t n);
     void remove_output(detail::UidState& uid, std::size_t n);
+    // Unread output in all past which every UID but root is held back, reserves included.
+    std::size_t output_hard_limit() const;
+    // Closes connections that leave answers unread (longest without progress first, of UIDs
+    // past their reserve, never root's or `requester`'s) until the total is under
+    // output_hard_limit() again, for a connection under its reserve that waits for room.
+    void make_room(const detail::Connection& requester);
     uint64_t now_usec() const;
     // Runs the connections that asked for it (Connection::wake()), in the order they asked.
     void queue_wake(detail::Connection& connection);
@@ -160,6 +166,9 @@ private:
     bool throttled() const { return pending_output() > server_.limits_.max_output_buffer; }
     // Too much unread output of this UID or of everybody (never for root).
     bool over_budget() const;
+    // Under its UID's reserve, and held back only because everybody's output, reserves
+    // included, is full (never for root).
+    bool wants_room() const;
     // Output budgets hold back the requests of a client that does not read its answers; one
     // that hung up gets none (they are discarded), so they do not apply to it: it runs what it
     // sent and is closed, even while the rest of its UID is over budget.

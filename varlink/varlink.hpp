@@ -15,9 +15,13 @@
 //
 // Memory, roughly: per connection at most max_message_size + 64 KiB of input and
 // max_output_buffer of output (plus the answers of the one request that crossed it); per UID
-// at most max_output_per_uid of output plus one request's answers; in all max_output_total
-// plus one request's answers per UID that is not waiting. With the defaults, one hostile UID
-// holds at most 64 connections, ~13 MiB of input and ~4 MiB of output.
+// at most max_output_per_uid of output plus one request's answers; in all (root aside)
+// max_output_total + output_reserve_total plus one request's answers, however many UIDs
+// connect. With the defaults, one hostile UID holds at most 64 connections, ~13 MiB of input
+// and ~4 MiB of output, and all of them together 48 MiB of output plus one request's answers
+// (one userdb enumeration or ListRanges: ~5 MB with a full table). A client that leaves
+// answers unread is closed after idle_timeout whatever holds it back, so the budgets of
+// clients that never read are given back.
 //
 // Descriptors (SCM_RIGHTS) are accepted only when the bytes they arrived with belong to one
 // message: the kernel glues the bytes of earlier sendmsg() calls in front of the one that
@@ -77,11 +81,22 @@ struct Limits {
     // runs what the client sent and is closed.
     std::size_t max_output_per_uid = 4 * 1024 * 1024;
     std::size_t max_output_total = 32 * 1024 * 1024;
+    // The total holds back only UIDs with more unread output than this: a UID with less (one
+    // that reads its answers, or has nothing queued) is still served once the total is full,
+    // so a few UIDs that never read cannot lock every other user out. What UIDs queue that way
+    // comes out of output_reserve_total: past max_output_total + output_reserve_total every
+    // UID but root is held back, which bounds memory however many UIDs connect. A UID under
+    // its reserve that is held back by that gets room: the connections of UIDs past their
+    // reserve that left answers unread longest are closed, until the total is under again.
+    std::size_t output_reserve_per_uid = 64 * 1024;
+    std::size_t output_reserve_total = 16 * 1024 * 1024;
     // Requests one connection gets handled before the others get their turn.
     unsigned max_requests_per_wakeup = 16;
     // A connection without any progress (no request read, no reply byte taken by the client)
-    // for this long is closed, unless it is waiting for the server (a deferred call, or
-    // requests held back because other connections of its UID have too much unread output).
+    // for this long is closed, unless it is waiting for the server: a deferred call, or
+    // requests held back by its UID's or everybody's output budget while none of its own
+    // answers waits unread. Held back with answers of its own unread, it is the client that
+    // does not read: its clock runs, and its budget comes back when it is closed.
     std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
     // A message must be complete this long after its first byte arrived.
     std::chrono::milliseconds partial_message_timeout = std::chrono::seconds(10);

@@ -170,6 +170,103 @@ attack() {
     done
 }
 
+# What the daemons allow a connection without progress (Limits::idle_timeout): a client that
+# never reads the answers it has queued is closed this long after it last read or sent.
+IDLE_TIMEOUT_S=60
+
+# starve NAME UIDS CONNECTIONS: UIDs ATTACKERS+1 to ATTACKERS+UIDS each open CONNECTIONS
+# connections to transient-allocd (pipelining GetInterfaceDescription) and as many to
+# transient-userdbd (enumerating users), and never read: between them more unread output than
+# either daemon's total budget (32 MiB; 4 MiB per UID). They stay alive throughout. UID 60100,
+# with nothing queued, must be served by both meanwhile, in the time attack() allows; once the
+# attackers' idle timeout passed, both daemons must have closed their connections (the
+# attackers still alive) and given the memory back.
+starve() {
+    local name=$1 uids=$2 conns=$3 i u pids=() base_root limit out probes=() during t
+    local fds_before_a fds_before_u fds_a fds_u peak=0 r start waited alive rc worst_root=0 pid
+    base_root=$(median_ms "$CTL" list)
+    limit=$(latency_limit "$base_root")
+    fds_before_a=$(fd_count "$IT_DAEMON_PID")
+    fds_before_u=$(fd_count "$USERDBD_PID")
+    out=$TRANSIENT_SANDBOX/dos.$name
+    start=$SECONDS
+    for i in $(seq "$uids"); do
+        u=$((ATTACKERS + i))
+        # Alive well past the idle timeout, so that only the daemons can end their connections.
+        spawn_as_uid "$u" "${DOS[@]}" flood "$IT_SOCKET" --connections "$conns" \
+            --seconds $((IDLE_TIMEOUT_S + 2 * RELEASE_TIMEOUT_S)) \
+            --message '{"method":"org.varlink.service.GetInterfaceDescription","parameters":{"interface":"io.transient.Allocator"}}' \
+            >"$out.allocd.$i" 2>&1
+        pids+=($!)
+        spawn_as_uid "$u" "${DOS[@]}" flood "$USERDB_SOCKET" --connections "$conns" \
+            --seconds $((IDLE_TIMEOUT_S + 2 * RELEASE_TIMEOUT_S)) \
+            --message '{"method":"io.systemd.UserDatabase.GetUserRecord","parameters":{"service":"io.transient.Ranges"},"more":true}' \
+            >"$out.userdbd.$i" 2>&1
+        pids+=($!)
+    done
+    sleep "$ATTACK_S"  # connected, flooding, and their budgets full
+    probe $((ATTACK_S / 2)) "$IT_SOCKET" org.varlink.service.GetInfo >"$out.probe.allocd" 2>&1 &
+    probes+=($!)
+    probe $((ATTACK_S / 2)) "$USERDB_SOCKET" org.varlink.service.GetInfo \
+        >"$out.probe.userdbd" 2>&1 &
+    probes+=($!)
+    for i in $(seq $((ATTACK_S * 5))); do
+        r=$(rss_kb "$IT_DAEMON_PID")
+        [ "$r" -gt "$peak" ] && peak=$r
+        r=$(rss_kb "$USERDBD_PID")
+        [ "$r" -gt "$peak" ] && peak=$r
+        sleep 0.1
+    done
+    read -r rc t < <(it_ms timeout "$BYSTANDER_TIMEOUT_S" "$CTL" list)
+    [ "$rc" -ne 0 ] && worst_root=$((BYSTANDER_TIMEOUT_S * 1000)) || worst_root=$t
+    wait "${probes[@]}" || true
+    # The attackers live on, never reading: the daemons must end their connections themselves.
+    while fds_a=$(fd_count "$IT_DAEMON_PID") && fds_u=$(fd_count "$USERDBD_PID") &&
+        { [ "$fds_a" -gt "$fds_before_a" ] || [ "$fds_u" -gt "$fds_before_u" ]; } &&
+        [ $((SECONDS - start)) -lt $((IDLE_TIMEOUT_S + RELEASE_TIMEOUT_S)) ]; do
+        sleep 0.5
+    done
+    waited=$((SECONDS - start))
+    alive=0
+    for i in "${pids[@]}"; do kill -0 "$i" 2>/dev/null && alive=$((alive + 1)); done
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" || true
+    printf 'FIGURES %s: %d UIDs x %d connections to each daemon; RSS peak %d KiB, after %d/%d KiB; ' \
+        "$name" "$uids" "$conns" "$peak" "$(rss_kb "$IT_DAEMON_PID")" "$(rss_kb "$USERDBD_PID")"
+    printf 'descriptors %d/%d before, %d/%d %d s after the attack began (%d of %d attackers alive); ' \
+        "$fds_before_a" "$fds_before_u" "$fds_a" "$fds_u" "$waited" "$alive" "${#pids[@]}"
+    printf 'UID 60100 GetInfo during: allocd %s, userdbd %s; root list %d ms (median before %d ms); ' \
+        "$(cat "$out.probe.allocd")" "$(cat "$out.probe.userdbd")" "$worst_root" "$base_root"
+    printf 'load %s\n' "$(cut -d' ' -f1 /proc/loadavg)"
+    for t in allocd userdbd; do
+        during=$(cat "$out.probe.$t")
+        it_expect_match "$name: UID 60100, with nothing queued, was answered by $t" \
+            '^calls=[1-9][0-9]* failed=0 ' "$during"
+        r=$(field worst_ms "$during")
+        [ -n "$r" ] && [ "$r" -lt "$limit" ] &&
+            it_pass "$name: UID 60100 answered by $t in ${r} ms (< $limit)" ||
+            it_fail "$name: UID 60100 waited ${r:-?} ms for $t (>= $limit; ${base_root} before)"
+    done
+    [ "$worst_root" -lt "$limit" ] &&
+        it_pass "$name: root answered in ${worst_root} ms (< $limit; ${base_root} before)" ||
+        it_fail "$name: root waited ${worst_root} ms (>= $limit; ${base_root} before)"
+    it_expect_eq "$name: the attackers were alive until their connections were closed" \
+        "${#pids[@]}" "$alive"
+    [ "$fds_a" -le "$fds_before_a" ] && [ "$fds_u" -le "$fds_before_u" ] &&
+        it_pass "$name: both daemons closed the idle connections of live attackers" ||
+        it_fail "$name: descriptors $fds_a/$fds_u ($fds_before_a/$fds_before_u before)" \
+            "$IDLE_TIMEOUT_S + $RELEASE_TIMEOUT_S s after the attack began"
+    [ "$peak" -lt "$MAX_RSS_KB" ] && it_pass "$name: RSS peak ${peak} KiB < $MAX_RSS_KB KiB" ||
+        it_fail "$name: RSS peak ${peak} KiB >= $MAX_RSS_KB KiB"
+    for pid in "$IT_DAEMON_PID" "$USERDBD_PID"; do
+        r=$(rss_kb "$pid")
+        [ "$r" -lt "$MAX_RSS_KB" ] && it_pass "$name: RSS of $pid after ${r} KiB" ||
+            it_fail "$name: RSS of $pid after ${r} KiB >= $MAX_RSS_KB KiB"
+    done
+    it_expect_ok "$name: the attacking UID $((ATTACKERS + 1)) is served again" \
+        as_uid $((ATTACKERS + 1)) "${RAW[@]}" call "$IT_SOCKET" org.varlink.service.GetInfo
+}
+
 if [ -z "${TRANSIENT_USERDBD:-}" ] || ! command -v setpriv >/dev/null; then
     echo "needs TRANSIENT_USERDBD and setpriv"
     exit 77
@@ -202,6 +299,9 @@ attack userdbd-enumerate "$USERDBD_PID" "$USERDB_SOCKET" org.varlink.service.Get
 it_section "lock-out: 4 UIDs x 1025 idle connections"
 attack allocd-idle "$IT_DAEMON_PID" "$IT_SOCKET" org.varlink.service.GetInfo \
     idle "$IT_SOCKET" --connections 1025
+
+it_section "lock-out: 10 UIDs x 16 connections per daemon fill the output budget, alive"
+starve total-budget 10 16
 
 it_section "the logs say what happened"
 it_expect_match "transient-allocd logged refused connections" "Too many Varlink connections" \

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -55,10 +56,15 @@ protected:
         EXPECT_LT(Clock::now() - begin, 500ms);
     }
 
+    // Starts with `limits` and has TotalHogs (below) fill the total output past `bytes`, their
+    // requests read and held back. Needs root.
+    bool start_with_full_total(Limits limits, std::size_t bytes);
+
     TempDir dir_;
     std::string path_;
     EchoState state_;
     std::unique_ptr<ServerThread> server_;
+    std::shared_ptr<class TotalHogs> hogs_;
 };
 
 TEST_F(VarlinkLimitsTest, DisconnectsOnlyTheClientThatSendsAnOversizedMessage) {
@@ -280,9 +286,9 @@ TEST_F(VarlinkLimitsTest, ClosesEveryConnectionWhenDestroyed) {
     EXPECT_TRUE(half.closed_by_peer());
 }
 
-// Connects `count` times as `uid` (from a forked child, since the limit keys on SO_PEERCRED)
-// and reports per connection whether a call got an answer: "y" or "n".
-std::string connections_as(uid_t uid, const std::string& path, int count) {
+// Runs `body` in a forked child as `uid` (the limits key on SO_PEERCRED) and returns what it
+// returned: "setresuid failed" if the child could not become `uid`.
+std::string run_as(uid_t uid, const std::function<std::string()>& body) {
     int pipe_fds[2];
     if (::pipe2(pipe_fds, O_CLOEXEC) < 0)
         return "pipe failed";
@@ -292,13 +298,8 @@ std::string connections_as(uid_t uid, const std::string& path, int count) {
         if (uid != ::geteuid() &&
             (::setresgid(uid, uid, uid) < 0 || ::setresuid(uid, uid, uid) < 0))
             ::_exit(2);
-        std::vector<std::unique_ptr<RawConnection>> connections;
-        for (int i = 0; i < count; i++)
-            connections.push_back(std::make_unique<RawConnection>(path));
-        for (auto& c : connections) {
-            const bool answered = c->send_message(kEchoCall) && c->read_message(2s).has_value();
-            [[maybe_unused]] auto n = ::write(pipe_fds[1], answered ? "y" : "n", 1);
-        }
+        const std::string result = body();
+        [[maybe_unused]] auto n = ::write(pipe_fds[1], result.data(), result.size());
         ::_exit(0);
     }
     ::close(pipe_fds[1]);
@@ -312,6 +313,22 @@ std::string connections_as(uid_t uid, const std::string& path, int count) {
     if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
         return "setresuid failed";
     return result;
+}
+
+// Connects `count` times as `uid` and reports per connection whether a call got an answer:
+// "y" or "n".
+std::string connections_as(uid_t uid, const std::string& path, int count) {
+    return run_as(uid, [&] {
+        std::vector<std::unique_ptr<RawConnection>> connections;
+        for (int i = 0; i < count; i++)
+            connections.push_back(std::make_unique<RawConnection>(path));
+        std::string result;
+        for (auto& c : connections) {
+            const bool answered = c->send_message(kEchoCall) && c->read_message(2s).has_value();
+            result += answered ? 'y' : 'n';
+        }
+        return result;
+    });
 }
 
 TEST_F(VarlinkLimitsTest, RefusesConnectionsBeyondMaxConnectionsPerUid) {
@@ -491,6 +508,152 @@ TEST_F(VarlinkLimitsTest, ClosesTheConnectionsOfClientsThatDiedWhileTheirRequest
         << "the budget is given back";
     EXPECT_EQ(connections_as(65534, path_, 16), std::string(16, 'y'))
         << "the UID is served again, on as many connections as before";
+}
+
+// Polls the server's unread output until it is over `bytes`; false after 10 s.
+bool wait_for_output_over(ServerThread& server, std::size_t bytes) {
+    const auto deadline = Clock::now() + 10s;
+    while (server.run([&server] { return server.server().buffered_output(); }) <= bytes) {
+        if (Clock::now() >= deadline)
+            return false;
+        std::this_thread::sleep_for(5ms);
+    }
+    return true;
+}
+
+constexpr char kBigCall[] = R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})";
+
+// Live clients of nine UIDs (60001-60009) that never read, each UID within its 256 KiB budget,
+// filling a 1 MiB total between them; they are released newest first, since each child holds
+// the release pipes of those forked before it.
+class TotalHogs {
+public:
+    explicit TotalHogs(const std::string& path) {
+        for (uid_t uid = 60001; uid <= 60009; uid++)
+            hogs_.push_back(std::make_unique<HostileChild>(uid, path, 4, kBigCall, 50));
+    }
+    ~TotalHogs() {
+        while (!hogs_.empty())
+            hogs_.pop_back();
+    }
+    TotalHogs(const TotalHogs&) = delete;
+    TotalHogs& operator=(const TotalHogs&) = delete;
+    bool all_sent() const {
+        return std::ranges::all_of(hogs_, [](const auto& h) { return h->result() == "yyyy"; });
+    }
+
+    static constexpr Limits kLimits{.max_output_buffer = 1024 * 1024,
+                                    .max_output_per_uid = 256 * 1024,
+                                    .max_output_total = 1024 * 1024,
+                                    .output_reserve_per_uid = 64 * 1024};
+
+private:
+    std::vector<std::unique_ptr<HostileChild>> hogs_;
+};
+
+bool VarlinkLimitsTest::start_with_full_total(Limits limits, std::size_t bytes) {
+    start(limits);
+    if (::chmod(dir_.path().c_str(), 0755) != 0)
+        return false;
+    hogs_ = std::make_shared<TotalHogs>(path_);
+    if (!hogs_->all_sent() || !wait_for_output_over(*server_, bytes))
+        return false;
+    std::this_thread::sleep_for(100ms);
+    return true;
+}
+
+// A UID with nothing queued is not held back by the others' unread output: it is under its
+// reserve, which the total does not hold.
+TEST_F(VarlinkLimitsTest, ServesAUidWithNothingQueuedWhileOtherUidsFillTheTotalOutputBudget) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    ASSERT_TRUE(start_with_full_total(TotalHogs::kLimits, 1024 * 1024))
+        << "the total never filled up";
+    EXPECT_EQ(connections_as(60100, path_, 4), "yyyy")
+        << "a UID with nothing queued was held back by the others' unread output";
+    expect_served();
+    const std::size_t peak = server_->run([this] { return server_->server().buffered_output(); });
+    std::printf("unread output of 9 UIDs against a 1 MiB total: %zu KiB\n", peak / 1024);
+    EXPECT_LT(peak, 1024U * 1024 + 10 * (64 + 17) * 1024)
+        << "the total, plus a reserve and one reply per UID";
+}
+
+// As `uid`: one connection (X) pipelines 30 replies of 16 KiB without reading, enough to be
+// held back past its reserve while others fill the total; a second one (Y), with nothing of its
+// own queued, calls Echo and is held back with it; then X reads all its replies. Reports "y"
+// for X's replies all read and "y" if Y got its answer once X had read ("n" otherwise).
+std::string reader_as(uid_t uid, const std::string& path) {
+    return run_as(uid, [&] {
+        RawConnection x(path), y(path);
+        std::string burst;
+        for (int i = 0; i < 30; i++)
+            burst += std::string(kBigCall) + '\0';
+        bool ok = x.send(burst);
+        std::this_thread::sleep_for(300ms);  // X's answers queued past the reserve
+        ok = ok && y.send_message(kEchoCall);
+        std::this_thread::sleep_for(300ms);  // Y's call read and held back
+        for (int i = 0; ok && i < 30; i++)
+            ok = x.read_message(5s).has_value();
+        const bool answered = y.read_message(5s).has_value();
+        return std::string(ok ? "y" : "n") + (answered ? "y" : "n");
+    });
+}
+
+// A UID held back by the total because it has more than its reserve queued is let go as its
+// client reads: once under its reserve, its connections that wait are woken, though the total
+// is still full.
+TEST_F(VarlinkLimitsTest, WakesTheWaitingConnectionsOfAUidThatReadsBelowItsReserve) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    ASSERT_TRUE(start_with_full_total(TotalHogs::kLimits, 1024 * 1024))
+        << "the total never filled up";
+    EXPECT_EQ(reader_as(60100, path_), "yy");
+}
+
+// However many UIDs queue answers under their reserves once the total is full, all of them
+// together stop at the total plus output_reserve_total (and one reply). A UID with nothing
+// queued is served even then: the connections that left answers unread longest make room.
+TEST_F(VarlinkLimitsTest, BoundsTheReservesInAllAndMakesRoomForAUidWithNothingQueued) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    Limits limits = TotalHogs::kLimits;
+    limits.max_output_total = 256 * 1024;
+    limits.output_reserve_total = 64 * 1024;
+    ASSERT_TRUE(start_with_full_total(limits, 256 * 1024)) << "the total never filled up";
+    std::size_t peak = 0;
+    for (int i = 0; i < 20; i++) {
+        peak = std::max(peak,
+                        server_->run([this] { return server_->server().buffered_output(); }));
+        std::this_thread::sleep_for(25ms);
+    }
+    std::printf("unread output of 9 UIDs against 256 + 64 KiB: %zu KiB\n", peak / 1024);
+    EXPECT_LT(peak, (256U + 64 + 17) * 1024) << "the total, the reserves and one reply";
+    expect_served();  // root is exempt
+    EXPECT_EQ(connections_as(60100, path_, 4), "yyyy")
+        << "a UID with nothing queued was held back by the others' unread output";
+}
+
+// Live clients that never read, whose UID is over its budget while each of their connections is
+// under its own: their idle clocks run (their own unread answers hold them, not the server), so
+// they are closed and the budget given back while they are still alive.
+TEST_F(VarlinkLimitsTest, ClosesIdleConnectionsOfLiveClientsThatNeverReadTheirAnswers) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs to run as root";
+    start(Limits{.max_output_buffer = 1024 * 1024,
+                 .max_output_per_uid = 256 * 1024,
+                 .idle_timeout = 500ms});
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+    HostileChild hog(65534, path_, 8, kBigCall, 100);
+    ASSERT_EQ(hog.result(), "yyyyyyyy");
+    ASSERT_TRUE(wait_for_output_over(*server_, 256 * 1024)) << "the UID never filled its budget";
+    const auto deadline = Clock::now() + 10s;
+    while (server_->connection_count() > 0 && Clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(server_->connection_count(), 0U) << "connections that never read are kept";
+    EXPECT_EQ(server_->run([this] { return server_->server().buffered_output(); }), 0U)
+        << "the budget is given back";
+    EXPECT_EQ(connections_as(65534, path_, 8), std::string(8, 'y'))
+        << "the UID is served again while the client that never read lives on";
 }
 
 TEST_F(VarlinkLimitsTest, LetsOtherConnectionsInAfterAFewRequestsOfOneConnection) {
