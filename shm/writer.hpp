@@ -104,11 +104,14 @@ private:
         std::uint32_t size = 0;
         std::array<char, kNameWords * 8> name{};
         bool removed = false;  // kEntryFlagRemoved
+        // Its slot in the name index: an entry that moves in start order changes number, and
+        // the slot holding it is found here, not by a pass over every slot.
+        std::uint32_t name_slot = 0;
     };
     enum class Change { kInsert, kDrop, kMarkRemoved, kReplace, kRehash };
     // A change of one entry at `pos` (start order). The name index words it changed are in
-    // changed_slots_; `renumber`: the entries from `pos` on moved, so did their numbers in the
-    // name index.
+    // changed_slots_; `renumber`: the entries from `pos` on moved, and so did their numbers in
+    // their name index slots.
     struct Delta {
         Change change = Change::kInsert;
         std::size_t pos = 0;
@@ -130,6 +133,10 @@ private:
     void index_erase(std::uint32_t s);
     // Rebuilds names_ from slots_ under a new seed (crafted collisions) and publishes it.
     void rehash();
+    // Points every entry's name_slot at its slot in names_.
+    void locate_names();
+    // Entries slots_[from …] moved by one: their numbers in names_ follow.
+    void renumber_names(std::size_t from);
 
     std::string path_;
     UniqueFd lock_;  // flock()ed for the writer's lifetime
