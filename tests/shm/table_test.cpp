@@ -44,6 +44,15 @@ protected:
         return RangeEntry{std::move(name), start, kContainerRangeSize, 0, 0, 1, 0, 0};
     }
 
+    // n 64K ranges side by side from the start of the container pool, named r0, r1, …
+    static std::vector<RangeEntry> numbered(std::uint32_t n) {
+        std::vector<RangeEntry> ranges;
+        for (std::uint32_t i = 0; i < n; i++)
+            ranges.push_back(container("r" + std::to_string(i),
+                                       kContainerPoolFirst + i * kContainerRangeSize));
+        return ranges;
+    }
+
     std::string dir_, path_;
 };
 
@@ -508,10 +517,7 @@ TEST_F(TableTest, AnAllocationDoesNotRewriteTheBlockIndex) {
     constexpr int kBatch = 50;
     auto w = TableWriter::open(path_);
     ASSERT_TRUE(w);
-    std::vector<RangeEntry> ranges;
-    for (std::uint32_t i = 0; i < kRanges; i++)
-        ranges.push_back(container("r" + std::to_string(i),
-                                   kContainerPoolFirst + i * kContainerRangeSize));
+    const std::vector<RangeEntry> ranges = numbered(kRanges);
     ASSERT_TRUE(w->publish(ranges));
     using Clock = std::chrono::steady_clock;
     auto insert = Clock::duration::max();
@@ -565,10 +571,7 @@ TEST_F(TableTest, ReleaseDoesNotMoveTheTable) {
     constexpr int kBatch = 50;
     auto w = TableWriter::open(path_);
     ASSERT_TRUE(w);
-    std::vector<RangeEntry> ranges;
-    for (std::uint32_t i = 0; i < kRanges; i++)
-        ranges.push_back(container("r" + std::to_string(i),
-                                   kContainerPoolFirst + i * kContainerRangeSize));
+    const std::vector<RangeEntry> ranges = numbered(kRanges);
     ASSERT_TRUE(w->publish(ranges));
     std::vector<std::uint32_t> starts;
     for (const RangeEntry& r : ranges)
@@ -714,10 +717,7 @@ TEST_F(TableTest, InsertsAndReusesCostTheSameWithAFullTableAsWithAFewRanges) {
         std::filesystem::create_directory(dir_);
         auto w = TableWriter::open(path_);
         EXPECT_TRUE(w);
-        std::vector<RangeEntry> ranges;
-        for (std::uint32_t i = 0; i < n; i++)
-            ranges.push_back(container("r" + std::to_string(i),
-                                       kContainerPoolFirst + i * kContainerRangeSize));
+        const std::vector<RangeEntry> ranges = numbered(n);
         EXPECT_TRUE(w->publish(ranges));
         std::mt19937 rng(n);
         std::uint32_t next = n;
