@@ -88,6 +88,9 @@ public:
     std::size_t removed() const { return removed_; }
     // The seed of the name index (layout.hpp's name_home_slot()) in both copies (for tests).
     std::uint64_t name_seed() const { return name_seed_; }
+    // Re-seeds and rebuilds the name index, one copy at a time under the latch: what an insert
+    // of names crafted to collide does (for tests).
+    void reseed() { rehash(); }
 
     static constexpr std::size_t kCompactAt = 4096;
     // An insert whose name lands more slots than this from its home slot re-seeds the name
