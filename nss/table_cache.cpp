@@ -44,7 +44,7 @@ namespace {
 // Each table replacement (allocator upgrade, corrupt file) takes one slot. That is rare in a
 // real process.
 constexpr std::size_t kSlots = 16;
-// A valid table is never larger (file_size_for(kMaxCapacity) ≈ 142 MiB); we never map more, so
+// A valid table is never larger (file_size_for(kMaxCapacity) ≈ 145 MiB); we never map more, so
 // a huge or sparse file cannot eat the address space of every process that looks up a user.
 constexpr std::uint64_t kMaxMapSize = shm::file_size_for(shm::kMaxCapacity);
 

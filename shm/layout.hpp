@@ -44,7 +44,14 @@ inline constexpr std::uint64_t kMagic = 0x31474e52534e5254ULL;
 // entry (kEntryFlagRemoved) until the writer compacts the table: a version-3 reader would still
 // resolve it, so it refuses the table instead. Readers read versions 1 to 3 as well (no writer
 // of those set the flag), and the writer migrates them.
-inline constexpr std::uint32_t kVersion = 4;
+// Version 5 replaces the name index, `capacity` entry numbers sorted by name, by a hash table
+// (name_slots() words, see CopyHeader): a change then rewrites O(1) index words, where a new or
+// reused name moved every word after its place in name order, in both copies (71% of an
+// allocation with 27,000 ranges, issue 11). A version-4 reader would binary-search the hash
+// table and answer "no such user" for a taken name, so the new number makes it refuse the table.
+// Readers still read versions 1 to 4 (sorted index, binary search); the writer migrates them.
+inline constexpr std::uint32_t kVersion = 5;
+inline constexpr std::uint32_t kVersionSortedNames = 4;
 inline constexpr std::uint32_t kVersionMultiBlock = 3;
 inline constexpr std::uint32_t kVersionSingleBlock = 2;
 inline constexpr std::uint32_t kVersionWithoutBlockIndex = 1;
@@ -119,8 +126,8 @@ inline constexpr std::uint32_t kEntryFlagNoGid = 1U << 4;
 inline constexpr std::uint32_t kEntryFlagRemoved = 1U << 5;
 // Readers ignore flags they do not know, so that a newer writer can add some.
 
-// A copy of the table: a count, `capacity` entries sorted by start (live and removed ones), then `capacity` indexes into
-// the entries, sorted by name (bytewise), then (version 2) the block index: kBlockIndexSize
+// A copy of the table: a count, `capacity` entries sorted by start (live and removed ones), then
+// the name index, then (version 2) the block index: kBlockIndexSize
 // 32-bit entry indexes, where block_index[b] is the index of the first entry whose start is at
 // or above b << 16. The entries that start in 64K block b are [block_index[b],
 // block_index[b + 1]), and a range containing ID x starts in block x >> 16 (a 64K range is
@@ -129,9 +136,24 @@ inline constexpr std::uint32_t kEntryFlagRemoved = 1U << 5;
 // index words and, but for the single IDs of block 0, one or two entries: O(1). Readers clamp
 // index words to the count: above the block of the last entry the writer leaves UINT32_MAX
 // (meaning the count), so that a change moves only the words up to that block.
+//
+// The name index, versions 1 to 4: `capacity` 32-bit entry numbers, the first `count` of them
+// sorted by the entries' names (bytewise); readers binary-search it.
+// Version 5: an open-addressing hash table of name_slots(capacity) 32-bit words (a power of two,
+// at least twice the capacity, so at most half full), each kNameSlotEmpty or an entry number.
+// The entry named N sits in the first slot from name_home_slot(N, name_seed) on (wrapping
+// around) that is not taken by another name: linear probing, no tombstones (the writer deletes
+// by shifting back, Knuth's algorithm R). Removed entries (kEntryFlagRemoved) keep their slot
+// until the writer drops or replaces them; a lookup that reaches one answers "not found" (names
+// are unique among all entries). Readers stop at an empty slot or after name_slots probes,
+// ignore entry numbers at or above the count, and compare the name in the entry. The seed is
+// per copy, so that the writer can re-seed (and rebuild) one copy at a time under the latch
+// when crafted names collide.
 struct CopyHeader {
     std::atomic<std::uint64_t> count;
-    std::atomic<std::uint64_t> reserved[7];
+    // Version 5: the seed of the name hash (name_home_slot()); unused (0) before.
+    std::atomic<std::uint64_t> name_seed;
+    std::atomic<std::uint64_t> reserved[6];
 };
 static_assert(sizeof(CopyHeader) == 64);
 
@@ -165,17 +187,58 @@ constexpr std::uint64_t name_index_offset(std::uint32_t capacity) noexcept {
     return entries_offset() + std::uint64_t{capacity} * sizeof(EntryWords);
 }
 
+// Version 5: the number of name index slots, the smallest power of two at least twice the
+// capacity (66,000 -> 131,072 for the default capacity; at most 2^21).
+constexpr std::uint32_t name_slots(std::uint32_t capacity) noexcept {
+    std::uint32_t slots = 1;
+    while (slots < std::uint64_t{capacity} * 2)
+        slots <<= 1;
+    return slots;
+}
+
+// Words of the name index of a copy.
+constexpr std::uint32_t name_index_words(std::uint32_t capacity,
+                                         std::uint32_t version = kVersion) noexcept {
+    return version >= 5 ? name_slots(capacity) : capacity;
+}
+
+// A free name index slot (version 5).
+inline constexpr std::uint32_t kNameSlotEmpty = UINT32_MAX;
+
+// The name hash of version 5, over the name as the writer stores it in an entry: kNameWords
+// 64-bit words of NUL-padded bytes, in the machine's byte order (as every word of the file).
+// A multiply-xorshift per word and a final mix, so that the low bits that pick the slot depend
+// on every byte. Not a secret: the seed is readable, and the writer defends against names
+// crafted to collide by re-seeding (writer.cpp).
+constexpr std::uint64_t name_hash(const std::uint64_t (&words)[kNameWords],
+                                  std::uint64_t seed) noexcept {
+    std::uint64_t h = seed ^ 0x9E3779B97F4A7C15ULL;
+    for (std::uint64_t w : words) {
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 29;
+    }
+    h *= 0x94D049BB133111EBULL;
+    return h ^ (h >> 32);
+}
+
+// The slot a name's probe sequence starts at. REQUIRES: slots a power of two.
+constexpr std::uint32_t name_home_slot(const std::uint64_t (&words)[kNameWords],
+                                       std::uint64_t seed, std::uint32_t slots) noexcept {
+    return static_cast<std::uint32_t>(name_hash(words, seed) & (slots - 1));
+}
+
 // 65536 blocks of 64K IDs, plus the end of the last one.
 inline constexpr std::uint32_t kBlockIndexSize = 0x10000 + 1;
 
-constexpr std::uint64_t block_index_offset(std::uint32_t capacity) noexcept {
-    return name_index_offset(capacity) + std::uint64_t{capacity} * 4;
+constexpr std::uint64_t block_index_offset(std::uint32_t capacity,
+                                           std::uint32_t version = kVersion) noexcept {
+    return name_index_offset(capacity) + std::uint64_t{name_index_words(capacity, version)} * 4;
 }
 
 constexpr std::uint64_t copy_size_for(std::uint32_t capacity,
                                       std::uint32_t version = kVersion) noexcept {
     const std::uint64_t index = version >= 2 ? std::uint64_t{kBlockIndexSize} * 4 : 0;
-    return round_up(block_index_offset(capacity) + index, kCacheLine);
+    return round_up(block_index_offset(capacity, version) + index, kCacheLine);
 }
 
 constexpr std::uint64_t file_size_for(std::uint32_t capacity,

@@ -123,7 +123,7 @@ inline const EntryWords& entry(const std::byte* copy, std::uint64_t i) noexcept 
     return reinterpret_cast<const EntryWords*>(copy + entries_offset())[i];
 }
 
-// REQUIRES: i < capacity.
+// REQUIRES: i < name_index_words(capacity, version).
 inline std::uint32_t name_index(const std::byte* copy, std::uint32_t capacity,
                                 std::uint64_t i) noexcept {
     const auto* idx =
@@ -131,11 +131,11 @@ inline std::uint32_t name_index(const std::byte* copy, std::uint32_t capacity,
     return idx[i].load(std::memory_order_relaxed);  // validated by the latch re-check
 }
 
-// REQUIRES: b < kBlockIndexSize, a version-2 copy.
-inline std::uint32_t block_index(const std::byte* copy, std::uint32_t capacity,
+// REQUIRES: b < kBlockIndexSize, a copy of version 2 or later.
+inline std::uint32_t block_index(const TableView& v, const std::byte* copy,
                                  std::uint32_t b) noexcept {
     const auto* idx = reinterpret_cast<const std::atomic<std::uint32_t>*>(
-            copy + block_index_offset(capacity));
+            copy + block_index_offset(v.capacity, v.version));
     return idx[b].load(std::memory_order_relaxed);  // validated by the latch re-check, clamped
 }
 
@@ -284,11 +284,65 @@ inline int compare_name(const EntryWords& e, const NameKey& key) noexcept {
     return std::memcmp(name, key.bytes, sizeof name);
 }
 
+// Version 1-4: binary search of the name index, sorted by name. Returns 0 (the entry loaded
+// into *rec), -ESRCH or -EBADMSG.
+inline int find_name_sorted(const TableView& v, const std::byte* copy, const NameKey& key,
+                            RangeRecord& rec) noexcept {
+    const std::uint64_t count = entry_count(copy, v.capacity);
+    std::uint64_t lo = 0, hi = count;
+    while (lo < hi) {
+        const std::uint64_t mid = lo + (hi - lo) / 2;
+        const std::uint32_t i = name_index(copy, v.capacity, mid);
+        if (i >= count)
+            return -EBADMSG;  // torn, or corrupt if the re-check passes
+        const int c = compare_name(entry(copy, i), key);
+        if (c == 0) {
+            load_entry(entry(copy, i), rec);
+            return 0;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -ESRCH;
+}
+
+// Version 5: linear probing from the name's home slot (layout.hpp). At most name_slots probes,
+// whatever the slots hold (all taken, or naming one entry over and over); entry numbers at or
+// above the count are skipped, and only an entry whose name matches is answered.
+inline int find_name_hashed(const TableView& v, const std::byte* copy, const NameKey& key,
+                            RangeRecord& rec) noexcept {
+    const std::uint64_t count = entry_count(copy, v.capacity);
+    const std::uint32_t slots = name_slots(v.capacity);
+    std::uint64_t words[kNameWords];
+    std::memcpy(words, key.bytes, sizeof words);
+    const std::uint64_t seed = copy_header(copy).name_seed.load(std::memory_order_relaxed);
+    std::uint32_t s = name_home_slot(words, seed, slots);
+    for (std::uint32_t probe = 0; probe < slots; probe++, s = (s + 1) & (slots - 1)) {
+        const std::uint32_t i = name_index(copy, v.capacity, s);
+        if (i == kNameSlotEmpty)
+            return -ESRCH;
+        if (i >= count)
+            continue;  // torn, or corrupt: never an entry to read
+        const EntryWords& e = entry(copy, i);
+        // Word by word: most probes fail on the first word.
+        bool same = true;
+        for (std::size_t w = 0; w < kNameWords && same; w++)
+            same = e.name[w].load(std::memory_order_relaxed) == words[w];
+        if (same) {
+            load_entry(e, rec);
+            return 0;
+        }
+    }
+    return -ESRCH;
+}
+
 }  // namespace detail
 
 // Validates the geometry of a mapping of `size` bytes at `p` and fills `*ret`. Returns 0,
 // -EBADMSG (not a table, or corrupt), -EPROTONOSUPPORT (another version), or -ESTALE (retired).
-// Tables of versions kVersion, kVersionMultiBlock, kVersionSingleBlock and
+// Tables of versions kVersion, kVersionSortedNames, kVersionMultiBlock, kVersionSingleBlock and
 // kVersionWithoutBlockIndex are read.
 inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept {
     if (p == nullptr || size < sizeof(FileHeader))
@@ -300,8 +354,8 @@ inline int view_table(const void* p, std::size_t size, TableView* ret) noexcept 
         return -ESTALE;
     const std::uint64_t vh = h.version_header_size.load(std::memory_order_relaxed);
     const auto version = static_cast<std::uint32_t>(vh);
-    if (version != kVersion && version != kVersionMultiBlock && version != kVersionSingleBlock &&
-        version != kVersionWithoutBlockIndex)
+    if (version != kVersion && version != kVersionSortedNames && version != kVersionMultiBlock &&
+        version != kVersionSingleBlock && version != kVersionWithoutBlockIndex)
         return -EPROTONOSUPPORT;
     if ((vh >> 32) != sizeof(FileHeader))
         return -EBADMSG;
@@ -367,8 +421,8 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
         std::uint64_t lo = 0, hi = count;
         if (v.version >= 2) {
             const std::uint32_t b = id >> 16;
-            lo = std::min<std::uint64_t>(detail::block_index(copy, v.capacity, b), count);
-            hi = std::min<std::uint64_t>(detail::block_index(copy, v.capacity, b + 1), count);
+            lo = std::min<std::uint64_t>(detail::block_index(v, copy, b), count);
+            hi = std::min<std::uint64_t>(detail::block_index(v, copy, b + 1), count);
             hi = std::max(lo, hi);  // a corrupt index must not turn the search around
         }
         // Binary search for the last entry with start <= id.
@@ -403,7 +457,8 @@ inline int find_by_id(const TableView& v, std::uint32_t id, RangeRecord* ret,
 }
 
 // The range named by the `n` bytes at `name`. Every byte counts: a name with a NUL in it names
-// no range (it is not cut short there). Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(log n).
+// no range (it is not cut short there). Returns 0, -ESRCH, -EAGAIN or -EBADMSG. O(1) expected
+// (version 5), O(log n) in older tables.
 inline int find_by_name(const TableView& v, const char* name, std::size_t n,
                         RangeRecord* ret) noexcept {
     if (!is_valid_range_name(name, n))
@@ -412,24 +467,8 @@ inline int find_by_name(const TableView& v, const char* name, std::size_t n,
     std::memcpy(key.bytes, name, n);
     RangeRecord rec;
     int r = detail::read_consistent(v, [&](const std::byte* copy) noexcept {
-        const std::uint64_t count = detail::entry_count(copy, v.capacity);
-        std::uint64_t lo = 0, hi = count;
-        while (lo < hi) {
-            const std::uint64_t mid = lo + (hi - lo) / 2;
-            const std::uint32_t i = detail::name_index(copy, v.capacity, mid);
-            if (i >= count)
-                return -EBADMSG;  // torn, or corrupt if the re-check passes
-            const int c = detail::compare_name(detail::entry(copy, i), key);
-            if (c == 0) {
-                detail::load_entry(detail::entry(copy, i), rec);
-                return 0;
-            }
-            if (c < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        return -ESRCH;
+        return v.version >= 5 ? detail::find_name_hashed(v, copy, key, rec)
+                              : detail::find_name_sorted(v, copy, key, rec);
     });
     if (r < 0)
         return r;

@@ -4,13 +4,14 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
-#include <numeric>
 #include <optional>
 #include <string_view>
 #include <unordered_set>
@@ -40,8 +41,78 @@ PaddedName pad_name(const std::string& name) {
 }
 
 void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEntry> ranges,
-                const std::vector<std::uint32_t>& by_name);
-std::vector<std::uint32_t> sorted_by_name(std::span<const RangeEntry> ranges);
+                const std::vector<std::uint32_t>& names, std::uint64_t seed);
+
+std::uint32_t home_slot(const PaddedName& name, std::uint64_t seed, std::uint32_t slots) {
+    std::uint64_t words[kNameWords];
+    std::memcpy(words, name.data(), sizeof words);
+    return name_home_slot(words, seed, slots);
+}
+
+// A seed for the name hash. Names come from local users and the seed is readable, so it only
+// has to be one they could not choose their names for in advance.
+std::uint64_t random_seed() {
+    std::uint64_t seed = 0;
+    if (::getrandom(&seed, sizeof seed, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof seed))
+        seed = static_cast<std::uint64_t>(
+                std::chrono::steady_clock::now().time_since_epoch().count()) *
+               0x9E3779B97F4A7C15ULL;
+    return seed;
+}
+
+// A version-5 name index (layout.hpp) of `n` entries named name_of(0 … n): linear probing
+// under `seed`. *ret_longest receives the farthest any entry landed from its home slot.
+template <typename NameOf>
+std::vector<std::uint32_t> build_name_index(std::size_t n, NameOf&& name_of,
+                                            std::uint32_t capacity, std::uint64_t seed,
+                                            std::uint32_t* ret_longest) {
+    const std::uint32_t slots = name_slots(capacity);
+    std::vector<std::uint32_t> names(slots, kNameSlotEmpty);
+    std::uint32_t longest = 0;
+    for (std::size_t e = 0; e < n; e++) {
+        std::uint32_t s = home_slot(name_of(e), seed, slots), d = 0;
+        for (; names[s] != kNameSlotEmpty; d++)
+            s = (s + 1) & (slots - 1);
+        names[s] = static_cast<std::uint32_t>(e);
+        longest = std::max(longest, d);
+    }
+    *ret_longest = longest;
+    return names;
+}
+
+// The name index of `n` entries under `*seed`, or under the best of a few new seeds if some
+// entry lands more than TableWriter::kMaxProbe slots from home (names crafted to collide under
+// the current seed). *ret_limit receives the run length above which an insert re-seeds again:
+// kMaxProbe, or twice what the best seed gave, so that a table whose runs are long anyway
+// (a huge capacity, nearly full) is not rebuilt at every insert.
+template <typename NameOf>
+std::vector<std::uint32_t> choose_name_index(std::size_t n, NameOf&& name_of,
+                                             std::uint32_t capacity, std::uint64_t* seed,
+                                             std::uint32_t* ret_limit, bool reseed) {
+    constexpr int kSeedsTried = 4;
+    std::uint32_t longest = 0;
+    if (!reseed) {
+        auto names = build_name_index(n, name_of, capacity, *seed, &longest);
+        if (longest <= TableWriter::kMaxProbe) {
+            *ret_limit = TableWriter::kMaxProbe;
+            return names;
+        }
+    }
+    std::vector<std::uint32_t> best;
+    std::uint32_t best_longest = UINT32_MAX;
+    for (int attempt = 0; attempt < kSeedsTried && best_longest > TableWriter::kMaxProbe;
+         attempt++) {
+        const std::uint64_t candidate = random_seed();
+        auto names = build_name_index(n, name_of, capacity, candidate, &longest);
+        if (longest < best_longest) {
+            best = std::move(names);
+            best_longest = longest;
+            *seed = candidate;
+        }
+    }
+    *ret_limit = std::max(TableWriter::kMaxProbe, 2 * best_longest);
+    return best;
+}
 
 // Gives the file its blocks now. A table is written through a shared mapping, and a store to a
 // page that the file system has no room for is SIGBUS, not an error: on a full tmpfs a sparse
@@ -112,10 +183,15 @@ Result<void> write_new_table(const std::string& tmp, std::uint32_t capacity,
     if (!m)
         return std::unexpected(m.error());
     init_header(m->get_address(), capacity, size);
-    // Even when empty: the block index words past the top are kPastTheTop, not zero.
-    const std::vector<std::uint32_t> by_name = sorted_by_name(ranges);
+    // Even when empty: the block index words past the top are kPastTheTop, and the name index
+    // slots kNameSlotEmpty, not zero.
+    std::uint64_t seed = random_seed();
+    std::uint32_t limit = 0;
+    const std::vector<std::uint32_t> names = choose_name_index(
+            ranges.size(), [&](std::size_t e) { return pad_name(ranges[e].name); }, capacity,
+            &seed, &limit, false);
     for (int i = 0; i < 2; i++)
-        write_copy(copy_of(m->get_address(), i), capacity, ranges, by_name);
+        write_copy(copy_of(m->get_address(), i), capacity, ranges, names, seed);
     return {};
 }
 
@@ -218,13 +294,14 @@ std::uint32_t top_block(std::span<const RangeEntry> ranges) {
 }
 
 void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEntry> ranges,
-                const std::vector<std::uint32_t>& by_name) {
+                const std::vector<std::uint32_t>& names, std::uint64_t seed) {
     auto* entries = reinterpret_cast<EntryWords*>(copy + entries_offset());
     for (std::size_t i = 0; i < ranges.size(); i++)
         write_entry(entries[i], ranges[i]);
     auto* idx = name_index_of(copy, capacity);
-    for (std::size_t i = 0; i < by_name.size(); i++)
-        idx[i].store(by_name[i], std::memory_order_relaxed);  // ordered by the latch, as above
+    for (std::size_t i = 0; i < names.size(); i++)
+        idx[i].store(names[i], std::memory_order_relaxed);  // ordered by the latch, as above
+    reinterpret_cast<CopyHeader*>(copy)->name_seed.store(seed, std::memory_order_relaxed);
     // block[b]: the first entry starting at or above b << 16 (ranges are sorted by start), up
     // to the block of the last entry; kPastTheTop above it (see top_block()).
     auto* block = block_index_of(copy, capacity);
@@ -237,20 +314,6 @@ void write_copy(std::byte* copy, std::uint32_t capacity, std::span<const RangeEn
                        std::memory_order_relaxed);  // as above
     }
     reinterpret_cast<CopyHeader*>(copy)->count.store(ranges.size(), std::memory_order_relaxed);
-}
-
-// The name index of `ranges`: their positions, sorted by padded name.
-std::vector<std::uint32_t> sorted_by_name(std::span<const RangeEntry> ranges) {
-    std::vector<std::uint32_t> by_name(ranges.size());
-    std::iota(by_name.begin(), by_name.end(), 0U);
-    std::vector<PaddedName> names;
-    names.reserve(ranges.size());
-    for (const auto& r : ranges)
-        names.push_back(pad_name(r.name));
-    std::sort(by_name.begin(), by_name.end(), [&](std::uint32_t a, std::uint32_t b) {
-        return std::memcmp(names[a].data(), names[b].data(), names[a].size()) < 0;
-    });
-    return by_name;
 }
 
 // Stores a new latch value. The release fence before it orders the preceding copy's writes
@@ -375,6 +438,7 @@ Result<TableWriter> TableWriter::open(const std::string& path, std::uint32_t cap
         return std::unexpected(lock.error());
     TableWriter w;
     w.path_ = path;
+    w.name_seed_ = random_seed();
     // At most one step creates, replaces or migrates the file; the next one opens its result.
     for (int attempt = 0; attempt < 2; attempt++) {
         auto file = map_existing(path);
@@ -420,7 +484,9 @@ Result<TableWriter> TableWriter::open(const std::string& path, std::uint32_t cap
 Result<void> TableWriter::publish(std::span<const RangeEntry> ranges) {
     if (auto r = check(ranges, capacity_); !r)
         return r;
-    const std::vector<std::uint32_t> by_name = sorted_by_name(ranges);
+    std::vector<std::uint32_t> names = choose_name_index(
+            ranges.size(), [&](std::size_t e) { return pad_name(ranges[e].name); }, capacity_,
+            &name_seed_, &probe_limit_, false);
 
     FileHeader& h = header_of(mapping_.get_address());
     std::uint64_t seq = h.seq.load(std::memory_order_relaxed);  // we are the only writer
@@ -429,15 +495,16 @@ Result<void> TableWriter::publish(std::span<const RangeEntry> ranges) {
         // it (the counter stays even then), so fill it while readers are still on copy 0,
         // instead of steering them, and a restart after our own death, to a torn copy.
         if (!copy1_written_)
-            write_copy(copy_of(mapping_.get_address(), 1), capacity_, ranges, by_name);
+            write_copy(copy_of(mapping_.get_address(), 1), capacity_, ranges, names, name_seed_);
         store_latch(h, ++seq);  // odd: readers move to copy 1
     }
-    write_copy(copy_of(mapping_.get_address(), 0), capacity_, ranges, by_name);
+    write_copy(copy_of(mapping_.get_address(), 0), capacity_, ranges, names, name_seed_);
     store_latch(h, ++seq);  // even: readers move to the updated copy 0
-    write_copy(copy_of(mapping_.get_address(), 1), capacity_, ranges, by_name);
+    write_copy(copy_of(mapping_.get_address(), 1), capacity_, ranges, names, name_seed_);
     copy1_written_ = true;
     remember(ranges);
-    by_name_ = by_name;
+    names_ = std::move(names);
+    locate_names();
     removed_ = 0;
     return {};
 }
@@ -450,13 +517,66 @@ void TableWriter::remember(std::span<const RangeEntry> ranges) {
     top_block_ = top_block(ranges);
 }
 
-std::size_t TableWriter::name_position(const PaddedName& name) const {
-    return static_cast<std::size_t>(
-            std::lower_bound(by_name_.begin(), by_name_.end(), name,
-                             [&](std::uint32_t i, const PaddedName& n) {
-                                 return std::memcmp(slots_[i].name.data(), n.data(), n.size()) < 0;
-                             }) -
-            by_name_.begin());
+std::optional<std::uint32_t> TableWriter::find_slot(const PaddedName& name) const {
+    // The index is at most half full, so the probe meets an empty slot.
+    const auto slots = static_cast<std::uint32_t>(names_.size());
+    for (std::uint32_t s = home_slot(name, name_seed_, slots); names_[s] != kNameSlotEmpty;
+         s = (s + 1) & (slots - 1))
+        if (slots_[names_[s]].name == name)
+            return s;
+    return std::nullopt;
+}
+
+std::uint32_t TableWriter::index_insert(std::uint32_t e) {
+    const auto slots = static_cast<std::uint32_t>(names_.size());
+    std::uint32_t s = home_slot(slots_[e].name, name_seed_, slots), d = 0;
+    for (; names_[s] != kNameSlotEmpty; d++)
+        s = (s + 1) & (slots - 1);
+    names_[s] = e;
+    slots_[e].name_slot = s;
+    changed_slots_.push_back(s);
+    return d;
+}
+
+void TableWriter::renumber_names(std::size_t from) {
+    // A store per entry moved, scattered over the slots: a pass over every slot in order cost
+    // more even with 8,000 moved of 131,072 slots (1.0-1.6 ms against 0.4-0.75 ms per insert).
+    for (std::size_t e = from; e < slots_.size(); e++)
+        names_[slots_[e].name_slot] = static_cast<std::uint32_t>(e);
+}
+
+void TableWriter::locate_names() {
+    for (std::uint32_t s = 0; s < names_.size(); s++)
+        if (names_[s] != kNameSlotEmpty)
+            slots_[names_[s]].name_slot = s;
+}
+
+void TableWriter::index_erase(std::uint32_t s) {
+    // Knuth's algorithm R (TAOCP 6.4): no tombstones, so that probe runs never grow with churn.
+    // An entry after the hole moves into it unless its home lies cyclically in (hole, its slot].
+    const auto slots = static_cast<std::uint32_t>(names_.size());
+    names_[s] = kNameSlotEmpty;
+    changed_slots_.push_back(s);
+    for (std::uint32_t j = (s + 1) & (slots - 1); names_[j] != kNameSlotEmpty;
+         j = (j + 1) & (slots - 1)) {
+        const std::uint32_t k = home_slot(slots_[names_[j]].name, name_seed_, slots);
+        const bool stays = s <= j ? (s < k && k <= j) : (s < k || k <= j);
+        if (stays)
+            continue;
+        names_[s] = names_[j];
+        slots_[names_[s]].name_slot = s;
+        names_[j] = kNameSlotEmpty;
+        changed_slots_.push_back(j);
+        s = j;
+    }
+}
+
+void TableWriter::rehash() {
+    names_ = choose_name_index(
+            slots_.size(), [&](std::size_t e) { return slots_[e].name; }, capacity_, &name_seed_,
+            &probe_limit_, true);
+    locate_names();
+    apply(Delta{Change::kRehash, 0, nullptr, 0, false});
 }
 
 std::optional<std::uint32_t> TableWriter::find_name(std::string_view name) const {
@@ -465,11 +585,11 @@ std::optional<std::uint32_t> TableWriter::find_name(std::string_view name) const
         return std::nullopt;
     PaddedName padded{};
     std::memcpy(padded.data(), name.data(), name.size());
-    const std::size_t q = name_position(padded);
-    if (q == by_name_.size())
+    const std::optional<std::uint32_t> s = find_slot(padded);
+    if (!s)
         return std::nullopt;
-    const Slot& slot = slots_[by_name_[q]];
-    if (slot.name != padded || slot.removed)
+    const Slot& slot = slots_[names_[*s]];
+    if (slot.removed)
         return std::nullopt;
     return slot.start;
 }
@@ -494,14 +614,15 @@ Result<void> TableWriter::compact() {
 }
 
 void TableWriter::drop(std::size_t pos) {
-    const std::size_t q = name_position(slots_[pos].name);
-    by_name_.erase(by_name_.begin() + static_cast<std::ptrdiff_t>(q));
-    for (std::uint32_t& i : by_name_)
-        i -= i > pos ? 1 : 0;
+    if (const auto s = find_slot(slots_[pos].name))  // always: every entry is in the index
+        index_erase(*s);
     const std::uint32_t start = slots_[pos].start;
     slots_.erase(slots_.begin() + static_cast<std::ptrdiff_t>(pos));
     removed_--;
-    apply(Delta{Change::kDrop, pos, q, nullptr, start});
+    // The entries after it move down one: so do their numbers in the index.
+    const bool renumber = pos < slots_.size();
+    renumber_names(pos);
+    apply(Delta{Change::kDrop, pos, nullptr, start, renumber});
 }
 
 Result<void> TableWriter::insert(const RangeEntry& entry) {
@@ -523,18 +644,17 @@ Result<void> TableWriter::insert(const RangeEntry& entry) {
     while (last < slots_.size() && slots_[last].start < entry.end())
         last++;
     const PaddedName name = pad_name(entry.name);
-    std::size_t q = name_position(name);
-    const bool name_taken = q < by_name_.size() && slots_[by_name_[q]].name == name;
+    const std::optional<std::uint32_t> taken = find_slot(name);
     for (std::size_t i = first; i < last; i++)
         if (!slots_[i].removed)
             return errno_error(EINVAL);
-    if (name_taken && !slots_[by_name_[q]].removed)
+    if (taken && !slots_[names_[*taken]].removed)
         return errno_error(EINVAL);
     // A block released before and taken again (every allocation, once the pool has been used
     // up): the removed entry is replaced where it is, so no entry moves and the block index
     // stays, where a drop and an insert moved every entry after it twice in both copies.
     if (last == first + 1 && slots_[first].start == entry.start &&
-        (!name_taken || by_name_[q] == first)) {
+        (!taken || names_[*taken] == first)) {
         replace(first, entry);
         return {};
     }
@@ -542,52 +662,41 @@ Result<void> TableWriter::insert(const RangeEntry& entry) {
     // which is what they meant anyway.
     for (std::size_t i = last; i > first; i--)
         drop(i - 1);
-    if (name_taken) {
-        q = name_position(name);  // the drops above may have taken it
-        if (q < by_name_.size() && slots_[by_name_[q]].name == name)
-            drop(by_name_[q]);
-    }
+    if (taken)  // the drops above may have taken it
+        if (const auto s = find_slot(name))
+            drop(names_[*s]);
     if (slots_.size() >= capacity_)
         if (auto r = compact(); !r)
             return r;
     const auto after = std::upper_bound(
             slots_.begin(), slots_.end(), entry.start,
             [](std::uint32_t start, const Slot& s) { return start < s.start; });
-    q = name_position(name);
     const auto pos = static_cast<std::size_t>(after - slots_.begin());
     slots_.insert(after, Slot{entry.start, entry.size, name});
-    // An append (every allocation while never-used blocks last) moves no entry: no position in
+    // An append (every allocation while never-used blocks last) moves no entry: no number in
     // the name index is at or above it, and a pass over all of them cost most of an insert
     // with 27,000 entries (AllocatorTest.AllocatesAsFastWithAFullTableAsWithAFewRanges).
-    if (pos + 1 < slots_.size())
-        for (std::uint32_t& i : by_name_)
-            i += i >= pos ? 1 : 0;
-    by_name_.insert(by_name_.begin() + static_cast<std::ptrdiff_t>(q),
-                    static_cast<std::uint32_t>(pos));
-    apply(Delta{Change::kInsert, pos, q, &entry, entry.start});
+    const bool renumber = pos + 1 < slots_.size();
+    renumber_names(pos + 1);
+    const std::uint32_t distance = index_insert(static_cast<std::uint32_t>(pos));
+    apply(Delta{Change::kInsert, pos, &entry, entry.start, renumber});
+    if (distance > probe_limit_)
+        rehash();
     return {};
 }
 
 void TableWriter::replace(std::size_t pos, const RangeEntry& entry) {
-    // Its name leaves its place in the name index for the new one's: only the words between
-    // the two places move (none when the name is the same); the entries keep their positions.
-    const auto at = by_name_.begin() + static_cast<std::ptrdiff_t>(name_position(slots_[pos].name));
+    // The old name leaves the name index and the new one enters it: a few slots each (the
+    // sorted index of version 4 moved every word between the two names' places); the entries
+    // keep their positions.
+    if (const auto s = find_slot(slots_[pos].name))  // always: every entry is in the index
+        index_erase(*s);
     slots_[pos] = Slot{entry.start, entry.size, pad_name(entry.name)};
     removed_--;
-    const PaddedName& name = slots_[pos].name;
-    auto less = [&](std::uint32_t i, const PaddedName& n) {
-        return std::memcmp(slots_[i].name.data(), n.data(), n.size()) < 0;
-    };
-    auto first = std::lower_bound(by_name_.begin(), at, name, less);
-    auto end = at + 1;
-    if (first != at) {
-        std::rotate(first, at, at + 1);  // the names in [first, at) sort after the new one
-    } else {
-        end = std::lower_bound(at + 1, by_name_.end(), name, less);
-        std::rotate(at, at + 1, end);  // those in (at, end) sort before it
-    }
-    apply(Delta{Change::kReplace, pos, static_cast<std::size_t>(first - by_name_.begin()), &entry,
-                entry.start, static_cast<std::size_t>(end - by_name_.begin())});
+    const std::uint32_t distance = index_insert(static_cast<std::uint32_t>(pos));
+    apply(Delta{Change::kReplace, pos, &entry, entry.start, false});
+    if (distance > probe_limit_)
+        rehash();
 }
 
 Result<void> TableWriter::erase(std::uint32_t start) {
@@ -598,7 +707,7 @@ Result<void> TableWriter::erase(std::uint32_t start) {
     it->removed = true;
     removed_++;
     const auto pos = static_cast<std::size_t>(it - slots_.begin());
-    apply(Delta{Change::kMarkRemoved, pos, 0, nullptr, start});
+    apply(Delta{Change::kMarkRemoved, pos, nullptr, start, false});
     // Bounds what readers skip: an enumeration passes each removed entry once, and a table
     // mostly of removed entries would make it pay for ranges long gone.
     // The release itself is published; a compaction that failed (it only reads back our own
@@ -623,6 +732,7 @@ void TableWriter::apply(const Delta& d) {
     apply_to_copy(1, d);
     if (d.change == Change::kInsert)
         top_block_ = std::max(top_block_, d.start >> 16);
+    changed_slots_.clear();
 }
 
 void TableWriter::apply_to_copy(int i, const Delta& d) {
@@ -636,11 +746,20 @@ void TableWriter::apply_to_copy(int i, const Delta& d) {
                  std::memory_order_relaxed);
         return;
     }
+    auto* idx = name_index_of(copy, capacity_);
+    if (d.change == Change::kRehash) {
+        // This copy only: readers are on the other one, with its own seed.
+        for (std::size_t s = 0; s < names_.size(); s++)
+            idx[s].store(names_[s], std::memory_order_relaxed);
+        reinterpret_cast<CopyHeader*>(copy)->name_seed.store(name_seed_,
+                                                             std::memory_order_relaxed);
+        return;
+    }
+    // The slots the change set, in any order: readers are on the other copy.
+    for (const std::uint32_t s : changed_slots_)
+        idx[s].store(names_[s], std::memory_order_relaxed);
     if (d.change == Change::kReplace) {
         write_entry(entries[d.pos], *d.entry);
-        auto* idx = name_index_of(copy, capacity_);
-        for (std::size_t n = d.name_pos; n < d.name_end; n++)
-            idx[n].store(by_name_[n], std::memory_order_relaxed);
         return;
     }
     if (d.change == Change::kInsert) {
@@ -651,15 +770,14 @@ void TableWriter::apply_to_copy(int i, const Delta& d) {
         for (std::size_t e = d.pos; e < count; e++)
             copy_entry(entries[e], entries[e + 1]);
     }
-    // Every position at or after the change moved by one: the whole name index is rewritten
-    // (4 bytes an entry), which costs less than finding the words that changed.
-    // An entry appended at the end (every allocation while never-used blocks last) moves no
-    // other entry: only the words from its place in name order on change.
-    auto* idx = name_index_of(copy, capacity_);
-    const std::uint32_t* by_name = by_name_.data();  // not reloaded after every store
-    const bool appended = d.change == Change::kInsert && d.pos + 1 == count;
-    for (std::size_t n = appended ? d.name_pos : 0; n < count; n++)
-        idx[n].store(by_name[n], std::memory_order_relaxed);
+    // Every entry at or after the change moved by one, and so did its number in its slot: one
+    // word per entry moved (a pass over the slots cost 131,072 words a copy whatever the table
+    // held). An append renumbers nothing.
+    if (d.renumber) {
+        for (std::size_t e = d.pos; e < count; e++)
+            idx[slots_[e].name_slot].store(static_cast<std::uint32_t>(e),
+                                           std::memory_order_relaxed);
+    }
     // block[b] counts the entries starting below b << 16: one more or less for the blocks
     // above the one the entry starts in.
     // This loop is most of the cost of a change (up to 65,536 words a copy, whatever the size of

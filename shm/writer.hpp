@@ -48,9 +48,8 @@ struct Recovery {
 class TableWriter {
 public:
     // Opens the table at `path`, creating it (mode 0644) if it does not exist. A table of an
-    // older layout that readers still read (versions 1 and 2) is rewritten in this one with its
-    // ranges
-    // (`recovery().migrated`). Any other file that is not a usable table is retired (if it is a
+    // older layout that readers still read (versions 1 to 4) is rewritten in this one with its
+    // ranges (`recovery().migrated`). Any other file that is not a usable table is retired (if it is a
     // table) and replaced by an empty table; `recovery().replaced` says so. Fails with EBUSY if
     // another writer holds it.
     static Result<TableWriter> open(const std::string& path,
@@ -71,7 +70,8 @@ public:
     // Adds one range to the published table, or removes the one starting at `start`: the same
     // latch as publish(), but each copy gets only the change, not a rewrite, and nothing is
     // sorted. erase() marks the entry removed (kEntryFlagRemoved: one word of each copy, O(log n)
-    // in all); insert() moves the entries and indexes after the new one by one, after dropping
+    // in all); insert() moves the entries after the new one by one (none for an append or a
+    // reuse of a removed entry in place; a few name index words either way), after dropping
     // the removed entries its blocks or name collide with. When removed entries outnumber the
     // live ones (and at least kCompactAt), or take the room an insert needs, the table is
     // compacted (publish() of the live ranges). insert() requires what publish() does of the
@@ -80,14 +80,22 @@ public:
     Result<void> insert(const RangeEntry& entry);
     Result<void> erase(std::uint32_t start);
 
-    // The start of the published range called `name`, in O(log n).
+    // The start of the published range called `name`, in O(1) expected.
     std::optional<std::uint32_t> find_name(std::string_view name) const;
     // Live ranges; removed entries waiting for compaction are not counted.
     std::size_t size() const { return slots_.size() - removed_; }
     // Removed entries still in the table (for tests).
     std::size_t removed() const { return removed_; }
+    // The seed of the name index (layout.hpp's name_home_slot()) in both copies (for tests).
+    std::uint64_t name_seed() const { return name_seed_; }
+    // Re-seeds and rebuilds the name index, one copy at a time under the latch: what an insert
+    // of names crafted to collide does (for tests).
+    void reseed() { rehash(); }
 
     static constexpr std::size_t kCompactAt = 4096;
+    // An insert whose name lands more slots than this from its home slot re-seeds the name
+    // index (or more, if the best of a few seeds already has longer runs: see rehash()).
+    static constexpr std::uint32_t kMaxProbe = 32;
 
 private:
     TableWriter() = default;
@@ -99,16 +107,20 @@ private:
         std::uint32_t size = 0;
         std::array<char, kNameWords * 8> name{};
         bool removed = false;  // kEntryFlagRemoved
+        // Its slot in the name index: an entry that moves in start order changes number, and
+        // the slot holding it is found here, not by a pass over every slot.
+        std::uint32_t name_slot = 0;
     };
-    enum class Change { kInsert, kDrop, kMarkRemoved, kReplace };
-    // A change of one entry at `pos` (start order) and `name_pos` (name order).
+    enum class Change { kInsert, kDrop, kMarkRemoved, kReplace, kRehash };
+    // A change of one entry at `pos` (start order). The name index words it changed are in
+    // changed_slots_; `renumber`: the entries from `pos` on moved, and so did their numbers in
+    // their name index slots.
     struct Delta {
         Change change = Change::kInsert;
         std::size_t pos = 0;
-        std::size_t name_pos = 0;
         const RangeEntry* entry = nullptr;  // insert and replace only
         std::uint32_t start = 0;
-        std::size_t name_end = 0;  // replace: the name index words [name_pos, name_end) moved
+        bool renumber = false;
     };
     void remember(std::span<const RangeEntry> ranges);
     void drop(std::size_t pos);     // a removed entry, out of the table for good
@@ -116,7 +128,18 @@ private:
     Result<void> compact();
     void apply(const Delta& d);
     void apply_to_copy(int copy, const Delta& d);
-    std::size_t name_position(const std::array<char, kNameWords * 8>& name) const;
+    // The name index mirror (names_): the slot holding the entry named `name`, if any.
+    std::optional<std::uint32_t> find_slot(const std::array<char, kNameWords * 8>& name) const;
+    // Adds entry `e` (slots_[e]) to names_; returns how far from its home slot it landed.
+    std::uint32_t index_insert(std::uint32_t e);
+    // Empties slot `s` of names_ and shifts back the entries after it (Knuth's algorithm R).
+    void index_erase(std::uint32_t s);
+    // Rebuilds names_ from slots_ under a new seed (crafted collisions) and publishes it.
+    void rehash();
+    // Points every entry's name_slot at its slot in names_.
+    void locate_names();
+    // Entries slots_[from …] moved by one: their numbers in names_ follow.
+    void renumber_names(std::size_t from);
 
     std::string path_;
     UniqueFd lock_;  // flock()ed for the writer's lifetime
@@ -128,7 +151,10 @@ private:
     Recovery recovery_;
     std::vector<Slot> slots_;               // the published entries, in start order
     std::size_t removed_ = 0;               // slots_ marked removed
-    std::vector<std::uint32_t> by_name_;    // the published name index
+    std::vector<std::uint32_t> names_;      // the published name index (both copies' slots)
+    std::uint64_t name_seed_ = 0;           // and its seed
+    std::uint32_t probe_limit_ = kMaxProbe;  // an insert landing farther re-seeds
+    std::vector<std::uint32_t> changed_slots_;  // the slots of names_ the current change set
     // The block of the last entry: block index words above it hold kPastTheTop (writer.cpp).
     std::uint32_t top_block_ = 0;
 };

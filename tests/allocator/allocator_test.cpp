@@ -878,12 +878,13 @@ TEST_F(AllocatorTest, AllocatesAsFastWithAFullTableAsWithAFewRanges) {
     std::printf("[ timing   ] allocate: %.0f/s with 2,000 live ranges, %.0f/s with 27,000 "
                 "(%.2fx)\n",
                 few, full, full / few);
-    // 0.13-0.25 here (about 5 us a call against 30): what still grows is the name index, sorted
-    // by name, whose words from the new name's place on move in both copies; an O(log n) insert
-    // needs another index format. 0.1 catches anything that grows faster, such as a copy of the
-    // whole table per call. AddressSanitizer instruments that loop and not the rest: 0.097 in CI.
+    // Table version 4 gave 0.13-0.25 here: its name index, sorted by name, moved every word from
+    // the new name's place on in both copies. Version 5 hashes names (a few words per insert):
+    // 0.71-0.80 (about 670,000/s against 520,000/s, load 2.9, five runs). What still grows is
+    // cache misses on a larger table. 0.5 leaves room for a loaded machine and catches anything
+    // O(n) per call. Sanitizers instrument loops unevenly (0.097 under ASan with version 4).
 #ifndef TRANSIENT_TESTS_SANITIZED
-    EXPECT_GT(full / few, 0.1);
+    EXPECT_GT(full / few, 0.5);
 #endif
 }
 

@@ -274,7 +274,7 @@ double floor_batch(const shm::TableView& v, const std::vector<uid_t>& uids, int 
     char buf[1024];
     std::uint64_t sink = 0;
     auto touch = [&](uid_t uid) {
-        const std::uint32_t i = d::block_index(copy, v.capacity, uid >> 16);
+        const std::uint32_t i = d::block_index(v, copy, uid >> 16);
         sink += d::entry(copy, std::min(i, v.capacity - 1)).start_size.load(
                 std::memory_order_relaxed);
     };

@@ -326,16 +326,17 @@ TEST_F(NssCorruptTableTest, HugeCountsAndBogusIndexesNeverCrash) {
         for (int i = 0; i < 2; i++) {
             auto* idx = reinterpret_cast<std::atomic<std::uint32_t>*>(
                     copy(b, i) + shm::name_index_offset(64));
-            for (int k = 0; k < 64; k++)
-                idx[k].store(0xFFFFFFFFU - k);
+            // Every slot of the hash index (version 5) names no entry: a lookup skips them
+            // all, going round once, and finds nothing.
+            for (std::uint32_t k = 0; k < shm::name_slots(64); k++)
+                idx[k].store(0xFFFFFFFEU - k);
         }
     });
     probe_everything(nss());
     passwd pw{};
     char buf[256];
     int err;
-    EXPECT_EQ(getpwnam("vu-web-0", &pw, buf, sizeof buf, &err), NSS_STATUS_UNAVAIL);
-    EXPECT_EQ(err, EBADMSG);
+    EXPECT_EQ(getpwnam("vu-web-0", &pw, buf, sizeof buf, &err), NSS_STATUS_NOTFOUND);
     EXPECT_EQ(user_name(kWeb), "vu-web-0") << "lookups by UID do not use the name index";
     // Entries with invalid shapes and names, unsorted; one more range after them stays intact.
     constexpr std::uint32_t kIntact = kWeb + 9 * 0x10000;

@@ -255,7 +255,8 @@ void run_reader(const TableView& v, const Universe& u, std::uint64_t seed,
 
 // Publishes stable ∪ a fresh random half of the other slots, over and over, and between two
 // whole tables a burst of single changes (TableWriter::insert() and erase(), the allocator's
-// path): a random slot that is not stable comes or goes.
+// path): a random slot that is not stable comes or goes; every other burst ends with a re-seed
+// of the name index (each copy under its own seed while readers are on the other).
 // Publishes random states until `stop`; `published` counts them as they go.
 void run_writer(TableWriter& w, const Universe& u, const std::atomic<bool>& stop,
                 std::atomic<std::uint64_t>& published, std::string& error) {
@@ -289,6 +290,8 @@ void run_writer(TableWriter& w, const Universe& u, const std::atomic<bool>& stop
             present[i] = !present[i];
             published.fetch_add(1, std::memory_order_relaxed);
         }
+        if (published.load(std::memory_order_relaxed) % 2 == 0)
+            w.reseed();
     }
 }
 

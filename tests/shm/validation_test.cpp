@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <numeric>
 #include <random>
 #include <set>
 #include <string>
@@ -170,6 +171,7 @@ protected:
     std::size_t entry_at(int c, std::size_t i) const {
         return copy_offset_[c] + entries_offset() + i * sizeof(EntryWords);
     }
+    // Offset of name index word (version 5: slot) `i` of copy `c`.
     std::size_t name_index_at(int c, std::size_t i) const {
         return copy_offset_[c] + name_index_offset(kSmallCapacity) + i * 4;
     }
@@ -178,22 +180,40 @@ protected:
         return copy_offset_[c] + block_index_offset(kSmallCapacity) + std::size_t{b} * 4;
     }
 
-    // The same table in the version-1 layout: no block index, so smaller copies. Entries and
-    // name index sit at the same offsets in both versions.
-    std::vector<std::byte> version1_image() const {
-        const std::uint64_t copy1 = copy_size_for(kSmallCapacity, kVersionWithoutBlockIndex);
-        std::vector<std::byte> image(sizeof(FileHeader) + 2 * copy1);
+    // The same table in the layout of `version` (1 to 4): the name index `capacity` entry
+    // numbers sorted by name, and no block index in version 1. Entries sit at the same offsets
+    // in every version, and the block index words are the same.
+    std::vector<std::byte> older_image(std::uint32_t version) const {
+        const std::uint64_t copy = copy_size_for(kSmallCapacity, version);
+        std::vector<std::byte> image(sizeof(FileHeader) + 2 * copy);
         std::memcpy(image.data(), image_.data(), sizeof(FileHeader));
-        for (int c = 0; c < 2; c++)
-            std::memcpy(image.data() + sizeof(FileHeader) + c * copy1,
-                        image_.data() + copy_offset_[c], copy1);
+        std::vector<std::uint32_t> by_name(known_.size());
+        std::iota(by_name.begin(), by_name.end(), 0U);
+        std::sort(by_name.begin(), by_name.end(), [&](std::uint32_t a, std::uint32_t b) {
+            return known_[a].name < known_[b].name;  // bytewise, as the zero-padded compare
+        });
+        for (int c = 0; c < 2; c++) {
+            const std::size_t at = sizeof(FileHeader) + c * copy;
+            std::memcpy(image.data() + at, image_.data() + copy_offset_[c],
+                        name_index_offset(kSmallCapacity));
+            set_word(image, at + offsetof(CopyHeader, name_seed), 0);
+            for (std::size_t i = 0; i < by_name.size(); i++)
+                set_u32(image, at + name_index_offset(kSmallCapacity) + i * 4, by_name[i]);
+            if (version >= kVersionSingleBlock)
+                std::memcpy(image.data() + at + block_index_offset(kSmallCapacity, version),
+                            image_.data() + block_index_at(c, 0),
+                            std::size_t{kBlockIndexSize} * 4);
+        }
         const std::uint64_t vh = get_word(image_, kVersionAt);
-        set_word(image, kVersionAt, (vh & ~0xFFFFFFFFULL) | kVersionWithoutBlockIndex);
+        set_word(image, kVersionAt, (vh & ~0xFFFFFFFFULL) | version);
         set_word(image, kCopyOffsetAt[0], sizeof(FileHeader));
-        set_word(image, kCopyOffsetAt[1], sizeof(FileHeader) + copy1);
-        set_word(image, kCopySizeAt, copy1);
+        set_word(image, kCopyOffsetAt[1], sizeof(FileHeader) + copy);
+        set_word(image, kCopySizeAt, copy);
         set_word(image, kFileSizeAt, image.size());
         return image;
+    }
+    std::vector<std::byte> version1_image() const {
+        return older_image(kVersionWithoutBlockIndex);
     }
 
     // Applies `patch(image, copy_offset)` to both copies, so the active one is corrupt whatever
@@ -250,10 +270,12 @@ TEST_F(TableValidationTest, RejectsEveryCorruptedHeaderField) {
             {"state retired", kStateAt, 1, -ESTALE},
             {"state garbage", kStateAt, 0xDEADBEEF, -ESTALE},
             {"version 0", kVersionAt, vh & ~0xFFFFFFFFULL, -EPROTONOSUPPORT},
-            {"version 3", kVersionAt, (vh & ~0xFFFFFFFFULL) | (kVersion + 1), -EPROTONOSUPPORT},
+            {"version 6", kVersionAt, (vh & ~0xFFFFFFFFULL) | (kVersion + 1), -EPROTONOSUPPORT},
             // Version 1 is read, but its copies are smaller: the geometry no longer fits.
             {"version 1", kVersionAt, (vh & ~0xFFFFFFFFULL) | kVersionWithoutBlockIndex,
              -EBADMSG},
+            // So is version 4, whose name index is smaller.
+            {"version 4", kVersionAt, (vh & ~0xFFFFFFFFULL) | kVersionSortedNames, -EBADMSG},
             {"version max", kVersionAt, vh | 0xFFFFFFFFULL, -EPROTONOSUPPORT},
             {"header size 0", kVersionAt, kVersion, -EBADMSG},
             {"header size 64", kVersionAt, kVersion | (64ULL << 32), -EBADMSG},
@@ -436,22 +458,111 @@ TEST_F(TableValidationTest, ClampsHugeEntryCounts) {
     }
 }
 
-TEST_F(TableValidationTest, RejectsNameIndexEntriesOutOfRange) {
-    for (const std::uint32_t bad : {std::uint32_t{40}, kSmallCapacity, ~std::uint32_t{0}}) {
+// Version 5: whatever the slots of the name index hold, a lookup by name ends (at most one
+// probe per slot) and answers only an entry whose name it compared.
+TEST_F(TableValidationTest, SurvivesHostileNameIndexSlots) {
+    const std::uint32_t slots = name_slots(kSmallCapacity);
+    // Entry numbers out of range are skipped, in some slots or in all of them (no empty slot
+    // ends the probe: it wraps around once).
+    for (const std::uint32_t bad : {std::uint32_t{40}, kSmallCapacity, ~std::uint32_t{0} - 1}) {
         SCOPED_TRACE(bad);
         expect_safe_with_both_copies([&](auto& image, int c) {
-            for (std::size_t i = 0; i < known_.size(); i += 3)
+            for (std::size_t i = 0; i < slots; i += 3)
                 set_u32(image, name_index_at(c, i), bad);
         });
+        std::vector<std::byte> image = image_;
+        for (int c = 0; c < 2; c++)
+            for (std::size_t i = 0; i < slots; i++)
+                set_u32(image, name_index_at(c, i), bad);
+        TableView v;
+        ASSERT_EQ(view(image, &v), 0);
+        RangeRecord r;
+        for (const auto& e : known_)
+            EXPECT_EQ(find_by_name(v, e.name.c_str(), &r), -ESRCH) << e.name;
     }
+    // Every slot full, naming one entry over and over (a cycle): only that entry's name is
+    // found, every other lookup ends after one round.
     std::vector<std::byte> image = image_;
     for (int c = 0; c < 2; c++)
-        for (std::size_t i = 0; i < known_.size(); i++)
-            set_u32(image, name_index_at(c, i), ~std::uint32_t{0});
+        for (std::size_t i = 0; i < slots; i++)
+            set_u32(image, name_index_at(c, i), 7);
     TableView v;
     ASSERT_EQ(view(image, &v), 0);
     RangeRecord r;
-    EXPECT_EQ(find_by_name(v, known_[5].name.c_str(), &r), -EBADMSG);
+    for (std::size_t k = 0; k < known_.size(); k++)
+        EXPECT_EQ(find_by_name(v, known_[k].name.c_str(), &r), k == 7 ? 0 : -ESRCH)
+                << known_[k].name;
+    EXPECT_EQ(r.start, known_[7].start);
+    // Every slot a different valid entry, no empty one: all found, by the name compare.
+    for (int c = 0; c < 2; c++)
+        for (std::size_t i = 0; i < slots; i++)
+            set_u32(image, name_index_at(c, i), static_cast<std::uint32_t>(i % known_.size()));
+    ASSERT_EQ(view(image, &v), 0);
+    for (const auto& e : known_) {
+        ASSERT_EQ(find_by_name(v, e.name.c_str(), &r), 0) << e.name;
+        EXPECT_EQ(testing::to_entry(r), e);
+    }
+    EXPECT_EQ(find_by_name(v, "nosuchrange", &r), -ESRCH);
+    // Any seed: lookups still end and answer only what they compared.
+    for (const std::uint64_t seed : {std::uint64_t{0}, ~std::uint64_t{0}, std::uint64_t{12345}}) {
+        std::vector<std::byte> reseeded = image_;
+        for (int c = 0; c < 2; c++)
+            set_word(reseeded, copy_offset_[c] + offsetof(CopyHeader, name_seed), seed);
+        ASSERT_EQ(view(reseeded, &v), 0);
+        std::mt19937_64 rng(seed);
+        check_readers(v, known_, rng);
+    }
+}
+
+// A version-4 table (sorted name index) is read with a binary search, and the writer rewrites
+// it as version 5 with every range, retiring it so that its readers move over.
+TEST_F(TableValidationTest, ReadsAndMigratesAVersion4Table) {
+    const std::vector<std::byte> v4 = older_image(kVersionSortedNames);
+    TableView old_view;
+    ASSERT_EQ(view(v4, &old_view), 0);
+    EXPECT_EQ(old_view.version, kVersionSortedNames);
+    std::mt19937_64 rng(4);
+    check_readers(old_view, known_, rng);
+    RangeRecord r;
+    for (const auto& e : known_) {
+        ASSERT_EQ(find_by_name(old_view, e.name.c_str(), &r), 0) << e.name;
+        EXPECT_EQ(testing::to_entry(r), e);
+        ASSERT_EQ(find_by_id(old_view, e.start + e.size - 1, &r), 0) << e.name;
+    }
+    EXPECT_EQ(find_by_name(old_view, "nosuchrange", &r), -ESRCH);
+    // A corrupt sorted index is still refused as before.
+    std::vector<std::byte> bad = v4;
+    for (int c = 0; c < 2; c++)
+        for (std::size_t i = 0; i < known_.size(); i++)
+            set_u32(bad, get_word(bad, kCopyOffsetAt[c]) + name_index_offset(kSmallCapacity) +
+                                 i * 4,
+                    ~std::uint32_t{0});
+    ASSERT_EQ(view(bad, &old_view), 0);
+    EXPECT_EQ(find_by_name(old_view, known_[5].name.c_str(), &r), -EBADMSG);
+
+    TempDir dir;
+    testing::write_file(dir.table(), v4);
+    const int old_fd = ::open(dir.table().c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(old_fd, 0);
+    void* old_map = ::mmap(nullptr, v4.size(), PROT_READ, MAP_SHARED, old_fd, 0);
+    ::close(old_fd);
+    ASSERT_NE(old_map, MAP_FAILED);
+    ASSERT_EQ(view_table(old_map, v4.size(), &old_view), 0);
+    auto w = TableWriter::open(dir.table(), kSmallCapacity);
+    ASSERT_TRUE(w) << w.error().message();
+    EXPECT_TRUE(w->recovery().migrated);
+    EXPECT_EQ(w->recovery().dropped, 0U);
+    EXPECT_EQ(w->recovery().ranges, known_);
+    EXPECT_TRUE(table_retired(old_view)) << "readers of the old file must move over";
+    ::munmap(old_map, v4.size());
+    TableReader reader(dir.table());
+    auto v = reader.view();
+    ASSERT_TRUE(v) << v.error().message();
+    EXPECT_EQ((*v)->version, kVersion);
+    for (const auto& e : known_) {
+        ASSERT_EQ(find_by_name(**v, e.name.c_str(), &r), 0) << e.name;
+        EXPECT_EQ(testing::to_entry(r), e);
+    }
 }
 
 // find_by_id() reads only the entries the block index names for the ID's 64K block: proven by
@@ -647,9 +758,7 @@ TEST_F(TableValidationTest, SurvivesHostileMultiBlockEntries) {
 // which would miss the later blocks of a multi-block range, refuse the new file instead.
 TEST_F(TableValidationTest, WriterMigratesAVersion2Table) {
     TempDir dir;
-    std::vector<std::byte> v2 = image_;
-    const std::uint64_t vh = get_word(v2, kVersionAt);
-    set_word(v2, kVersionAt, (vh & ~0xFFFFFFFFULL) | kVersionSingleBlock);
+    const std::vector<std::byte> v2 = older_image(kVersionSingleBlock);
     testing::write_file(dir.table(), v2);
     TableView old_view;
     ASSERT_EQ(view(v2, &old_view), 0);
