@@ -108,10 +108,11 @@ private:
         std::array<char, kNameWords * 8> name{};
         bool removed = false;  // kEntryFlagRemoved
         // Its slot in the name index: an entry that moves in start order changes number, and
-        // the slot holding it is found here, not by a pass over every slot.
+        // the slot holding it is found here, not by a pass over every slot. kNameSlotEmpty for
+        // a removed entry whose name was taken by another (unname(): its name is all zeros).
         std::uint32_t name_slot = 0;
     };
-    enum class Change { kInsert, kDrop, kMarkRemoved, kReplace, kRehash };
+    enum class Change { kInsert, kDrop, kMarkRemoved, kReplace, kUnname, kRehash };
     // A change of one entry at `pos` (start order). The name index words it changed are in
     // changed_slots_; `renumber`: the entries from `pos` on moved, and so did their numbers in
     // their name index slots.
@@ -125,6 +126,9 @@ private:
     void remember(std::span<const RangeEntry> ranges);
     void drop(std::size_t pos);     // a removed entry, out of the table for good
     void replace(std::size_t pos, const RangeEntry& entry);  // a removed entry, by a new one
+    // A removed entry's name leaves the name index and the entry (its name words zeroed), for a
+    // new range of that name elsewhere; the entry keeps its place, so no entry moves.
+    void unname(std::size_t pos);
     Result<void> compact();
     void apply(const Delta& d);
     void apply_to_copy(int copy, const Delta& d);

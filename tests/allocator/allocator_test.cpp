@@ -648,10 +648,12 @@ TEST_F(AllocatorTest, AnOverQuotaRequestChecksOnlyTheCallersBindings) {
             probe_->state[ino] = Liveness::kDead;
             probe_->checks = 0;
             const auto t0 = std::chrono::steady_clock::now();
-            // The freed slot is taken by y0; then the quota holds.
-            EXPECT_TRUE(a->allocate("y0", 1, 1000));
+            // The freed slot is taken by y0; then the quota holds. 64K ranges: a single ID goes
+            // in front of every container range in the table's start order, and that move of
+            // the 8,000 others' entries is the table's cost, not the quota check's.
+            EXPECT_TRUE(a->allocate("y0", 65536, 1000));
             for (int i = 1; i < 50; i++)
-                EXPECT_EQ(a->allocate("y" + std::to_string(i), 1, 1000).error().kind,
+                EXPECT_EQ(a->allocate("y" + std::to_string(i), 65536, 1000).error().kind,
                           ErrorKind::kQuotaExceeded);
             best = std::min(best, std::chrono::steady_clock::now() - t0);
             *checks = std::max(*checks, probe_->checks);
@@ -926,15 +928,15 @@ TEST_F(AllocatorTest, AllocatesReleasedNamesAgainAsFastWithAFullTable) {
         std::printf("[ timing   ] allocate released names again%s: %.0f/s with 2,000 live ranges, "
                     "%.0f/s with 20,000 (%.2fx)\n",
                     used_up ? " (pool used up)" : "", few, full, full / few);
-        // With never-used blocks left (DESIGN: they go first) the new entry is appended and the
-        // removed one holding its name is dropped from the middle of the table: every entry after
-        // it moves and both indexes are rewritten, in both copies (shm::TableWriter::insert(),
-        // 0.12-0.13x here, 130-300 us a call at 20,000; most of the daemon's decline in
-        // bench_alloc.sh). With the pool used up each name gets its own block back, the oldest
-        // released, and the entry is replaced in place (0.70-0.75x). The writer is not this
-        // test's to change: the bounds catch anything slower still, such as a whole publish.
+        // With never-used blocks left (DESIGN: they go first) the new entry is appended, and the
+        // removed entry holding its name gives up only the name (shm::TableWriter::unname()):
+        // dropping it from the middle of the table moved every entry after it and rewrote the
+        // indexes in both copies, 0.12-0.13x here (130-300 us a call at 20,000; most of the
+        // daemon's decline in bench_alloc.sh); now 0.75-0.76x. With the pool used up each name
+        // gets its own block back, the oldest released, and the entry is replaced in place
+        // (0.70-0.75x before, 0.75x now). 0.4 on a shared machine.
 #ifndef TRANSIENT_TESTS_SANITIZED
-        EXPECT_GT(full / few, used_up ? 0.3 : 0.03);
+        EXPECT_GT(full / few, 0.4);
 #endif
     }
 }
