@@ -122,7 +122,8 @@ inline constexpr std::uint32_t kEntryFlagNoGid = 1U << 4;
 // Released (version 4): the entry holds its place in start order, so that a release changes one
 // word of each copy instead of moving every entry after it, and a reader treats it as absent
 // (no lookup answers it, enumeration skips it). The writer drops removed entries when their
-// blocks or name are taken again and compacts the table when they outnumber the live ones.
+// blocks are taken again (version 4: or their name; version 5 takes only the name, see
+// CopyHeader) and compacts the table when they outnumber the live ones.
 inline constexpr std::uint32_t kEntryFlagRemoved = 1U << 5;
 // Readers ignore flags they do not know, so that a newer writer can add some.
 
@@ -144,8 +145,10 @@ inline constexpr std::uint32_t kEntryFlagRemoved = 1U << 5;
 // The entry named N sits in the first slot from name_home_slot(N, name_seed) on (wrapping
 // around) that is not taken by another name: linear probing, no tombstones (the writer deletes
 // by shifting back, Knuth's algorithm R). Removed entries (kEntryFlagRemoved) keep their slot
-// until the writer drops or replaces them; a lookup that reaches one answers "not found" (names
-// are unique among all entries). Readers stop at an empty slot or after name_slots probes,
+// until the writer drops or replaces them, or a new range takes their name elsewhere: then the
+// removed entry's name words are zeroed and it is in no slot, so that the entries after it need
+// not move. A lookup that reaches a removed entry answers "not found"; names are unique among all
+// entries whose name is not all zeros. Readers stop at an empty slot or after name_slots probes,
 // ignore entry numbers at or above the count, and compare the name in the entry. The seed is
 // per copy, so that the writer can re-seed (and rebuild) one copy at a time under the latch
 // when crafted names collide.
