@@ -361,18 +361,25 @@ TEST_F(UserdbTest, RejectsOversizedFilterArraysByName) {
 }
 
 // Matching is linear in names x records, and cheap per pair: the worst filter allowed costs the
-// server less CPU than the same enumeration without a filter (which formats every record).
-TEST_F(UserdbTest, TheWorstAllowedFilterCostsLessThanAPlainEnumeration) {
+// server about as much CPU as the same enumeration without a filter (which formats every record
+// and matches none): 0.9-1.1x here, interleaved. Issue 8's 24,000 names took seconds; 2x bounds
+// it on a shared machine.
+TEST_F(UserdbTest, TheWorstAllowedFilterCostsAboutAPlainEnumeration) {
     publish_many(2000);
     json worst = json::array();
     for (std::size_t i = 0; i < kMaxFuzzyNames; i++)
         worst.push_back("transient range " + std::to_string(100000 + i));
-    const auto plain = enumeration_cpu(with_service({}));
-    const auto filtered = enumeration_cpu(with_service({{"fuzzyNames", worst}}));
+    // Interleaved, the fastest of each: five of one kind and then five of the other gave
+    // 0.70-0.78x here (the first kind paid the warm-up) and once 1.10x in CI (the load moved).
+    auto plain = std::chrono::nanoseconds::max(), filtered = plain;
+    for (int round = 0; round < 7; round++) {
+        plain = std::min(plain, enumeration_cpu(with_service({}), 1));
+        filtered = std::min(filtered, enumeration_cpu(with_service({{"fuzzyNames", worst}}), 1));
+    }
     std::printf("CPU per enumeration of 2003 records: %.2f ms plain, %.2f ms with %zu fuzzy "
                 "names\n",
                 plain.count() / 1e6, filtered.count() / 1e6, kMaxFuzzyNames);
-    EXPECT_LT(filtered, plain);
+    EXPECT_LT(filtered, 2 * plain);
 }
 
 // Eight connections sending the request of issue 8 (24,000 fuzzy names, 120 KB) and then the
