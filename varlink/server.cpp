@@ -419,6 +419,11 @@ void Connection::queue(std::string_view message) {
     server_.add_output(uid_, message.size() + 1);
 }
 
+void Connection::hang_up() {
+    hung_up_ = true;
+    discard_output();
+}
+
 void Connection::discard_output() {
     server_.remove_output(uid_, pending_output());
     out_.clear();
@@ -523,14 +528,12 @@ bool Connection::arm_timer() {
 }
 
 bool Connection::handle_io(uint32_t revents) {
-    if (revents & EPOLLERR)
-        return false;
-    if (revents & EPOLLHUP) {
-        // The peer closed its socket. Nobody will read answers any more, but what it sent
-        // before closing still counts: a oneway call followed by close() is a complete
-        // conversation. Drop the output and read on until EOF.
-        hung_up_ = true;
-        discard_output();
+    if (revents & (EPOLLHUP | EPOLLERR)) {
+        // The peer closed its socket; if it left answers of ours unread, the kernel calls that
+        // a reset (EPOLLERR, and ECONNRESET from recv() once what was sent is read). Nobody
+        // will read answers any more, but what it sent before closing still counts: a oneway
+        // call followed by close() is a complete conversation. Drop the output and read on.
+        hang_up();
         // Requests behind a deferred call would have to wait for it, for nobody: the deferred
         // answer is dropped, and what the client sent after that call with it.
         if (deferred_)
@@ -582,8 +585,14 @@ bool Connection::read_once() {
     msg.msg_controllen = control.size();
 
     const ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0)
+    if (n < 0) {
+        if (errno == ECONNRESET) {  // everything sent before the reset has been read
+            hang_up();
+            eof_ = true;
+            return true;
+        }
         return errno == EAGAIN || errno == EINTR;
+    }
 
     std::vector<base::UniqueFd> fds;  // owned from here on, closed on every early return
     collect_fds(msg, fds);
@@ -678,7 +687,8 @@ bool Connection::process_buffered() {
 }
 
 bool Connection::flush() {
-    const std::size_t before = pending_output();
+    std::size_t written = 0;
+    bool reset = false;
     while (pending_output() > 0) {  // always empty once hung up
         const ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, pending_output(),
                                  MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -687,13 +697,22 @@ bool Connection::flush() {
                 continue;
             if (errno == EAGAIN)
                 break;
-            return false;
+            // The peer is gone, perhaps before epoll said so: the requests it sent still run.
+            if (errno != EPIPE && errno != ECONNRESET)
+                return false;
+            reset = true;
+            break;
         }
         out_pos_ += static_cast<std::size_t>(n);
+        written += static_cast<std::size_t>(n);
     }
-    if (const std::size_t written = before - pending_output(); written > 0) {
+    if (written > 0) {
         last_progress_usec_ = server_.now_usec();
         server_.remove_output(uid_, written);
+    }
+    if (reset) {
+        hang_up();  // discards what is left
+        return true;
     }
     if (out_pos_ == out_.size()) {
         out_.clear();

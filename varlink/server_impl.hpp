@@ -175,6 +175,8 @@ private:
     bool budget_holds() const { return !hung_up_ && (throttled() || over_budget()); }
     // True while requests must wait: too much unread output, or a deferred call outstanding.
     bool held() const { return deferred_ != nullptr || budget_holds(); }
+    // The client is gone: nothing more is queued for it, and what was is discarded.
+    void hang_up();
     // Drops everything queued (the client is gone) and gives the budget back.
     void discard_output();
     // The time the connection is closed unless something happens first; 0 for never.

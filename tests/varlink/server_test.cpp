@@ -5,6 +5,7 @@
 // fd passing, peer credentials, listening sockets.
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
@@ -133,6 +134,24 @@ TEST_F(VarlinkServerTest, RunsAOnewayCallSentJustBeforeHangingUp) {
         ASSERT_TRUE(raw.send_message(R"({"method":"io.test.Echo.Touch"})"));
         ASSERT_TRUE(raw.send_message(R"({"method":"io.test.Echo.Touch","oneway":true})"));
     }  // closed without reading the first answer
+    const auto deadline = std::chrono::steady_clock::now() + 2s;
+    while (state_.touches < 2 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    EXPECT_EQ(state_.touches, 2);
+    EXPECT_TRUE(server_.wait_for_connections(0));
+}
+
+// The kernel tells a socket whose peer closed with data unread that the connection was reset
+// (EPOLLERR, then ECONNRESET from recv() once the queue is read, EPIPE or ECONNRESET from send()):
+// the requests that came before still run.
+TEST_F(VarlinkServerTest, RunsAOnewayCallSentAfterAnAnswerLeftUnread) {
+    {
+        RawConnection raw(path_);
+        ASSERT_TRUE(raw.send_message(R"({"method":"io.test.Echo.Touch"})"));
+        pollfd answered{raw.fd(), POLLIN, 0};
+        ASSERT_EQ(::poll(&answered, 1, 2000), 1);  // the answer waits in our socket, unread
+        ASSERT_TRUE(raw.send_message(R"({"method":"io.test.Echo.Touch","oneway":true})"));
+    }
     const auto deadline = std::chrono::steady_clock::now() + 2s;
     while (state_.touches < 2 && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(5ms);
