@@ -53,6 +53,21 @@ Lookup lookup(std::vector<char>& buf, Fn&& fn) {
     return Lookup::kFailed;
 }
 
+Lookup found_if(bool found) {
+    return found ? Lookup::kFound : Lookup::kNotFound;
+}
+
+// Why an ID whose record a lookup found, or could not look for, is taken; `kind` is "UID" or
+// "GID", `record` "user" or "group".
+std::optional<std::string> id_refusal(const char* kind, std::uint32_t id, Lookup result,
+                                      const char* record) {
+    if (result == Lookup::kNotFound)
+        return std::nullopt;
+    return std::string(kind) + " " + std::to_string(id) +
+           (result == Lookup::kFound ? std::string(" has a ") + record + " record"
+                                     : std::string(" could not be looked up"));
+}
+
 }  // namespace
 
 void bypass_own_sources() {
@@ -353,28 +368,26 @@ std::optional<std::string> SystemCollisionChecker::registry_claims(std::uint32_t
 }
 
 std::optional<std::string> SystemCollisionChecker::probe_id(std::uint32_t id) {
-    if (files_only_) {
-        if (files_.has_uid(id))
-            return "UID " + std::to_string(id) + " has a user record";
-        if (files_.has_gid(id))
-            return "GID " + std::to_string(id) + " has a group record";
-        return std::nullopt;
-    }
-    lookups_++;
-    const Lookup u = lookup<passwd>(buf_, [&](passwd* e, char* b, size_t n, passwd** res) {
-        return ::getpwuid_r(id, e, b, n, res);
-    });
-    if (u != Lookup::kNotFound)
-        return "UID " + std::to_string(id) +
-               (u == Lookup::kFound ? " has a user record" : " could not be looked up");
-    lookups_++;
-    const Lookup g = lookup<group>(buf_, [&](group* e, char* b, size_t n, group** res) {
-        return ::getgrgid_r(id, e, b, n, res);
-    });
-    if (g != Lookup::kNotFound)
-        return "GID " + std::to_string(id) +
-               (g == Lookup::kFound ? " has a group record" : " could not be looked up");
-    return std::nullopt;
+    // With files the only source, its parsed copy answers; otherwise glibc asks every source.
+    const auto user_record = [&] {
+        if (files_only_)
+            return found_if(files_.has_uid(id));
+        lookups_++;
+        return lookup<passwd>(buf_, [&](passwd* e, char* b, size_t n, passwd** res) {
+            return ::getpwuid_r(id, e, b, n, res);
+        });
+    };
+    const auto group_record = [&] {
+        if (files_only_)
+            return found_if(files_.has_gid(id));
+        lookups_++;
+        return lookup<group>(buf_, [&](group* e, char* b, size_t n, group** res) {
+            return ::getgrgid_r(id, e, b, n, res);
+        });
+    };
+    if (auto why = id_refusal("UID", id, user_record(), "user"))
+        return why;
+    return id_refusal("GID", id, group_record(), "group");
 }
 
 std::optional<std::string> SystemCollisionChecker::probed(std::uint32_t id) {
