@@ -26,6 +26,7 @@
 
 #include "allocator/collision.hpp"
 #include "allocator/system_locks.hpp"
+#include "tests/lib/temp_dir.hpp"
 
 namespace transient::allocator {
 namespace {
@@ -139,9 +140,6 @@ bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0;
 class CollisionTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        char tmpl[] = "/tmp/transient-collision-test.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
         run_ = dir_ + "/run/systemd";
         ASSERT_TRUE(make_directories(run_));
         sources_.subuid = dir_ + "/subuid";
@@ -152,9 +150,8 @@ protected:
         sources_.nsswitch = dir_ + "/nsswitch.conf";
         std::ofstream(sources_.nsswitch) << "passwd: files systemd\ngroup: files systemd\n";
     }
-    void TearDown() override { std::filesystem::remove_all(dir_); }
-
-    std::string dir_, run_;
+    transient::testing::TempDir tmp_{"transient-collision-test"};
+    std::string dir_ = tmp_.path(), run_;
     CollisionSources sources_;
 };
 
@@ -484,17 +481,11 @@ TEST(SubidTest, ParsesAFileOncePerChange) {
 class FilesDatabasesTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        char tmpl[] = "/tmp/transient-files-test.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
         write("nsswitch.conf", "passwd: files\ngroup: files\n");
         write("passwd", "root:x:0:0:root:/root:/bin/bash\n");
         write("group", "root:x:0:\n");
     }
-    void TearDown() override {
-        std::filesystem::remove_all(dir_);
-        ::unsetenv("TRANSIENT_NSS_BYPASS");
-    }
+    void TearDown() override { ::unsetenv("TRANSIENT_NSS_BYPASS"); }
     void write(const std::string& name, const std::string& text) {
         std::ofstream(dir_ + "/" + name) << text;
     }
@@ -503,7 +494,8 @@ protected:
         FilesDatabases f(dir_ + "/nsswitch.conf", dir_ + "/passwd", dir_ + "/group");
         return f.usable();
     }
-    std::string dir_;
+    transient::testing::TempDir tmp_{"transient-files-test"};
+    std::string dir_ = tmp_.path();
 };
 
 TEST_F(FilesDatabasesTest, IsUsableOnlyWhereTheFilesAreEverySource) {

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "allocator/config.hpp"
+#include "tests/lib/temp_dir.hpp"
 
 namespace transient::allocator {
 namespace {
@@ -172,13 +173,8 @@ TEST(ConfigTest, TheExampleFileParsesToTheDefaults) {
 
 class ConfigFileTest : public ::testing::Test {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/transient-config-test.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
-    }
-    void TearDown() override { std::filesystem::remove_all(dir_); }
-    std::string dir_;
+    transient::testing::TempDir tmp_{"transient-config-test"};
+    std::string dir_ = tmp_.path();
 };
 
 TEST_F(ConfigFileTest, AMissingDefaultFileMeansDefaults) {

@@ -19,6 +19,7 @@
 
 #include "allocator/interface.hpp"
 #include "allocator/service.hpp"
+#include "tests/lib/temp_dir.hpp"
 
 namespace transient::allocator {
 namespace {
@@ -179,9 +180,8 @@ TEST(InterfaceTest, ServedIdlDeclaresExactlyTheTables) {
 }
 
 TEST(InterfaceTest, MakeInterfaceServesTheDeclaration) {
-    char tmpl[] = "/tmp/transient-interface-test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    const std::string dir = tmpl;
+    const transient::testing::TempDir tmp("transient-interface-test");
+    const std::string& dir = tmp.path();
     {
         struct NoCollisions : CollisionChecker {
             std::optional<std::string> range_taken(std::uint32_t, std::uint32_t) override {
@@ -225,7 +225,6 @@ TEST(InterfaceTest, MakeInterfaceServesTheDeclaration) {
             }
         }
     }
-    std::filesystem::remove_all(dir);
 }
 
 // ListRanges' serialized replies are byte for byte what nlohmann makes of {"range":

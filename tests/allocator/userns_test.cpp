@@ -27,6 +27,7 @@
 #include <gtest/gtest.h>
 
 #include "allocator/userns.hpp"
+#include "tests/lib/temp_dir.hpp"
 
 namespace transient::allocator {
 namespace {
@@ -159,13 +160,6 @@ protected:
                 GTEST_SKIP() << "root cannot see all of /proc here (" << blind
                              << "); covered by allocator.scan_in_private_pid_namespace";
         probe_ = std::move(*p);
-        char tmpl[] = "/tmp/transient-userns-test.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
-    }
-    void TearDown() override {
-        if (!dir_.empty())
-            std::filesystem::remove_all(dir_);
     }
 
     Liveness check(const shm::RangeEntry& e) {
@@ -193,7 +187,8 @@ protected:
     }
 
     std::unique_ptr<UsernsProbe> probe_;
-    std::string dir_;
+    transient::testing::TempDir tmp_{"transient-userns-test"};
+    std::string dir_ = tmp_.path();
 };
 
 TEST_P(UsernsProbeTest, ReportsAKilledNamespaceGone) {

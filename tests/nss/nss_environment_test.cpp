@@ -22,6 +22,7 @@
 
 #include "shm/layout.hpp"
 #include "shm/writer.hpp"
+#include "tests/lib/temp_dir.hpp"
 
 #ifndef TRANSIENT_NSS_PROBE_PATH
 #error "TRANSIENT_NSS_PROBE_PATH must name the built transient_nss_probe"
@@ -41,16 +42,10 @@ constexpr std::uint32_t kForeign0 = shm::kForeignBase;
 class NssEnvironmentTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        char tmpl[] = "/tmp/transient-nss-env.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        root_ = tmpl;
         a_ = table_dir("a", "alpha");
         b_ = table_dir("b", "beta");
     }
-    void TearDown() override {
-        writers_.clear();
-        std::filesystem::remove_all(root_);
-    }
+    void TearDown() override { writers_.clear(); }
 
     // A runtime directory whose table has one range, `range`, at kWeb.
     std::string table_dir(const std::string& sub, const std::string& range) {
@@ -111,7 +106,8 @@ protected:
     static std::string found(const std::string& name) { return "SUCCESS " + name; }
     static std::string not_found() { return "NOTFOUND " + std::to_string(ENOENT); }
 
-    std::string root_, a_, b_;
+    transient::testing::TempDir tmp_{"transient-nss-env"};
+    std::string root_ = tmp_.path(), a_, b_;
     std::vector<shm::TableWriter> writers_;
 };
 

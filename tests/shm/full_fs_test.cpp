@@ -25,6 +25,7 @@
 #include "shm/reader.hpp"
 #include "shm/table_reader.hpp"
 #include "shm/writer.hpp"
+#include "tests/lib/temp_dir.hpp"
 
 namespace transient::shm {
 namespace {
@@ -33,12 +34,6 @@ constexpr int kCannotSandbox = 77;
 
 class FullFileSystemTest : public ::testing::Test {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/transient-fullfs-test.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
-    }
-    void TearDown() override { std::filesystem::remove_all(dir_); }
 
     // Runs `body(mount point)` in a child with a tmpfs of `size` mounted over dir_ in a private
     // mount namespace. The child's exit code is body's: 0 for success, a step number otherwise.
@@ -78,7 +73,8 @@ protected:
         }
     }
 
-    std::string dir_;
+    transient::testing::TempDir tmp_{"transient-fullfs-test"};
+    std::string dir_ = tmp_.path();
 };
 
 TEST_F(FullFileSystemTest, CreatingATableOnAFullFileSystemIsEnospc) {

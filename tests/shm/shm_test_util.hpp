@@ -26,6 +26,7 @@
 #include "shm/layout.hpp"
 #include "shm/reader.hpp"
 #include "shm/writer.hpp"
+#include "tests/lib/temp_dir.hpp"
 
 namespace transient::shm::testing {
 
@@ -36,28 +37,10 @@ inline std::size_t round_up_page(std::size_t n) {
 }
 
 // A private directory under /dev/shm (tmpfs, like /run/transient), removed with its contents.
-class TempDir {
+class TempDir : public transient::testing::TempDir {
 public:
-    TempDir() {
-        char tmpl[] = "/dev/shm/transient-shm-test.XXXXXX";
-        if (::mkdtemp(tmpl) == nullptr) {
-            std::perror("mkdtemp");
-            std::abort();
-        }
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    const std::string& path() const { return path_; }
-    std::string table() const { return path_ + "/" + kTableFileName; }
-
-private:
-    std::string path_;
+    TempDir() : transient::testing::TempDir("transient-shm-test", "/dev/shm") {}
+    std::string table() const { return path() + "/" + kTableFileName; }
 };
 
 // A read-only view of `size` bytes followed by a PROT_NONE page, so that a reader that reads

@@ -23,6 +23,7 @@
 
 #include "shm/table_reader.hpp"
 #include "shm/writer.hpp"
+#include "tests/lib/temp_dir.hpp"
 #include "userdb/records.hpp"
 #include "userdb/service.hpp"
 #include "varlink/varlink.hpp"
@@ -38,9 +39,6 @@ constexpr std::uint32_t kDb = 524288 + 65536 * 5;
 class UserdbTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        char tmpl[] = "/tmp/transient-userdb-test.XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
         auto w = shm::TableWriter::open(dir_ + "/ranges.table");
         ASSERT_TRUE(w);
         writer_.emplace(std::move(*w));
@@ -59,7 +57,6 @@ protected:
         server_.reset();
         sd_event_unref(event_);
         ::close(stop_fd_);
-        std::filesystem::remove_all(dir_);
     }
 
     void publish(std::vector<shm::RangeEntry> ranges) {
@@ -152,7 +149,8 @@ protected:
         ::munmap(m, st.st_size);
     }
 
-    std::string dir_, socket_;
+    transient::testing::TempDir tmp_{"transient-userdb-test"};
+    std::string dir_ = tmp_.path(), socket_;
     std::optional<shm::TableWriter> writer_;
     std::optional<shm::TableReader> table_;
     sd_event* event_ = nullptr;

@@ -30,6 +30,7 @@
 #include <gtest/gtest.h>
 #include <systemd/sd-event.h>
 
+#include "tests/lib/temp_dir.hpp"
 #include "varlink/varlink.hpp"
 
 namespace transient::varlink::testing {
@@ -37,24 +38,9 @@ namespace transient::varlink::testing {
 using namespace std::chrono_literals;
 
 // A directory under /tmp that disappears with the object.
-class TempDir {
+class TempDir : public transient::testing::TempDir {
 public:
-    TempDir() {
-        char tmpl[] = "/tmp/transient-varlink-test.XXXXXX";
-        if (::mkdtemp(tmpl) != nullptr)
-            path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        if (!path_.empty())
-            std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
+    TempDir() : transient::testing::TempDir("transient-varlink-test") {}
 };
 
 class ServerThread {
