@@ -611,6 +611,53 @@ TEST_F(TableTest, ASingleIdMovesNoEntry) {
     EXPECT_EQ(first_entry_of_block(path_, pool_block), before);
 }
 
+TEST_F(TableTest, AFullTableMakesRoomFromTheHeldPlaces) {
+    // Every container slot taken and every free ID of the dynamic pool held fills the default
+    // capacity exactly. A range that is neither (an imported one) finds room by compaction if
+    // a removed entry is waiting for it, else by giving up one held place; a single ID whose
+    // place went so is inserted as before. Every live range is found throughout.
+    std::vector<RangeEntry> ranges = numbered(kContainerSlots);
+    auto w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(w->publish(ranges));
+    ASSERT_EQ(first_entry_of_block(path_, kContainerPoolFirst >> 16)[0], kDynamicSlots);
+    ASSERT_TRUE(w->erase(ranges[7].start));
+    const RangeEntry imported{"subuid-a", 100000, 65536, 1000, kEntryFlagImported, 1, 0, 0};
+    ASSERT_TRUE(w->insert(imported));
+    EXPECT_EQ(w->removed(), 0U) << "compacted to make room";
+    const RangeEntry imported2{"subuid-b", 200000, 1000, 1000, kEntryFlagImported, 1, 0, 0};
+    ASSERT_TRUE(w->insert(imported2));
+    const RangeEntry last{"one-last", kDynamicPoolLast, 1, 0, 0, 1, 0, 0};
+    ASSERT_TRUE(w->insert(last)) << "its place was given up for subuid-b: inserted";
+    const RangeEntry first{"one-first", kDynamicPoolFirst, 1, 0, 0, 1, 0, 0};
+    ASSERT_TRUE(w->insert(first));
+    EXPECT_EQ(w->size(), kContainerSlots + 3);
+    auto full = w->insert(RangeEntry{"one-more", kDynamicPoolFirst + 1, 1, 0, 0, 1, 0, 0});
+    EXPECT_TRUE(full) << "a held place is revived without room";
+    ASSERT_EQ(name_index_problems(path_), "");
+    TableReader reader(path_);
+    auto t = reader.view();
+    ASSERT_TRUE(t);
+    RangeRecord r;
+    for (const RangeEntry& e : {imported, imported2, last, first}) {
+        ASSERT_EQ(find_by_id(**t, e.start + e.size - 1, &r), 0) << e.name;
+        ASSERT_EQ(find_by_name(**t, e.name.c_str(), &r), 0) << e.name;
+    }
+    for (std::size_t i = 0; i < ranges.size(); i++)
+        ASSERT_EQ(find_by_id(**t, ranges[i].start, &r), i == 7 ? -ESRCH : 0) << i;
+    for (std::uint32_t id = kDynamicPoolFirst + 2; id < kDynamicPoolLast; id++)
+        ASSERT_EQ(find_by_id(**t, id, &r), -ESRCH) << id;
+    EXPECT_EQ(w->size(), kContainerSlots + 4);
+    // A restarted writer recovers every live range; the places no longer all fit beside them.
+    w = std::unexpected(std::error_code());
+    w = TableWriter::open(path_);
+    ASSERT_TRUE(w);
+    EXPECT_EQ(w->recovery().ranges.size(), kContainerSlots + 4);
+    EXPECT_EQ(w->recovery().dropped, 0U);
+    ASSERT_TRUE(w->insert(RangeEntry{"one-over", kDynamicPoolFirst + 2, 1, 0, 0, 1, 0, 0}));
+    EXPECT_EQ(find_by_id(**t, kDynamicPoolFirst + 2, &r), 0);
+}
+
 TEST_F(TableTest, HeldDynamicPoolPlacesCostReadersLittle) {
     // The dynamic pool's free IDs are held by removed entries (ASingleIdMovesNoEntry): 4,336
     // entries in block 0 that a lookup there binary-searches over and an enumeration skips.
