@@ -112,10 +112,9 @@ void ReleaseHistory::record(std::span<const RangeEntry> released) {
         for_each_key(r, [&](std::uint32_t id) {
             auto& rank = ranks_[id];
             if (rank != 0)
-                free_.erase({rank, id});
+                free_of(id).erase({rank, id});
             rank = next_++;
-            if (id % shm::kContainerRangeSize == 0)
-                free_.emplace(rank, id);
+            free_of(id).emplace(rank, id);
             text += std::to_string(id) + "\n";
             lines_++;
         });
@@ -140,14 +139,18 @@ std::optional<std::uint64_t> ReleaseHistory::rank(std::uint32_t id) const {
 
 void ReleaseHistory::free_all() {
     free_.clear();
+    free_ids_.clear();
     for (const auto& [id, rank] : ranks_)
-        if (id % shm::kContainerRangeSize == 0)
-            free_.emplace(rank, id);
+        free_of(id).emplace(rank, id);
 }
 
 void ReleaseHistory::take(std::uint32_t id) {
     if (auto it = ranks_.find(id); it != ranks_.end())
-        free_.erase({it->second, id});
+        free_of(id).erase({it->second, id});
+}
+
+ReleaseHistory::FreeBlocks& ReleaseHistory::free_of(std::uint32_t id) {
+    return id % shm::kContainerRangeSize == 0 ? free_ : free_ids_;
 }
 
 bool is_valid_range_name(std::string_view name) {
@@ -331,27 +334,42 @@ std::optional<std::uint32_t> Allocator::pick_released_block() {
 }
 
 std::optional<std::uint32_t> Allocator::pick_dynamic_id() {
-    // As pick_container_base(): never-used IDs first, then the least recently released.
-    std::vector<std::pair<std::uint64_t, std::uint32_t>> reused;  // (release, ID)
-    auto it = first_ending_above(policy_.pools.dynamic_first);
-    for (std::uint64_t id = policy_.pools.dynamic_first; id <= policy_.pools.dynamic_last; id++) {
+    // As pick_container_base(): never-used IDs first, from a cursor that moves past the IDs
+    // that are ours or were released (never back: publish() of a whole table starts it over),
+    // then the least recently released free ones, from the history's free IDs in release order.
+    // Walking the pool from its first ID and sorting every released one met on the way cost
+    // each allocation O(IDs used so far), the whole pool once it had been used
+    // (AllocatorTest.PicksASingleIdAsFastWithAUsedPoolAsWithANewOne).
+    const std::uint64_t first = policy_.pools.dynamic_first, last = policy_.pools.dynamic_last;
+    std::uint64_t id = std::max(never_used_id_, first);
+    bool cursor = true;  // every ID before `id` is ours or was released
+    for (auto it = first_ending_above(id); id <= last; id++) {
         while (it != ranges_.end() && it->second.end() <= id)
             ++it;
-        if (it != ranges_.end() && it->second.start <= id)
-            continue;
-        if (!shm::is_valid_range_shape(static_cast<std::uint32_t>(id), 1))
-            continue;
-        if (auto rank = history_.rank(static_cast<std::uint32_t>(id))) {
-            reused.emplace_back(*rank, static_cast<std::uint32_t>(id));
+        const auto candidate = static_cast<std::uint32_t>(id);
+        if ((it != ranges_.end() && it->second.start <= id) || history_.rank(candidate)) {
+            if (cursor)
+                never_used_id_ = id + 1;
             continue;
         }
-        if (candidate_free(static_cast<std::uint32_t>(id), 1))
-            return static_cast<std::uint32_t>(id);
+        cursor = false;  // another source's ID, or one it may take later: asked every time
+        if (shm::is_valid_range_shape(candidate, 1) && candidate_free(candidate, 1))
+            return candidate;
     }
-    std::sort(reused.begin(), reused.end());
-    for (const auto& [rank, id] : reused)
-        if (candidate_free(id, 1))
-            return id;
+    // An ID a range holds (an imported one) or outside the pool (an earlier configuration) is
+    // dropped from the free ones as met, so each costs once.
+    const auto& free = history_.free_ids();
+    for (auto next = free.begin(); next != free.end();) {
+        const std::uint32_t candidate = (next++)->second;
+        const auto held = first_ending_above(candidate);
+        if (candidate < first || candidate > last ||
+            (held != ranges_.end() && held->second.start <= candidate)) {
+            history_.take(candidate);
+            continue;
+        }
+        if (shm::is_valid_range_shape(candidate, 1) && candidate_free(candidate, 1))
+            return candidate;
+    }
     return std::nullopt;
 }
 
@@ -374,7 +392,7 @@ Outcome<void> Allocator::publish(std::vector<RangeEntry> next) {
     }
     reset_ranges(next);
     history_.record(gone);
-    never_used_ = 0;
+    never_used_ = never_used_id_ = 0;
     return {};
 }
 

@@ -122,6 +122,8 @@ public:
     // O(log n) rather than walking the pool for the oldest release.
     using FreeBlocks = std::set<std::pair<std::uint64_t, std::uint32_t>>;
     const FreeBlocks& free_blocks() const { return free_; }
+    // The same for released single IDs (keys that are no 64K block start).
+    const FreeBlocks& free_ids() const { return free_ids_; }
     void take(std::uint32_t id);
     // Every released block back among the free ones, before a whole table is taken anew.
     void free_all();
@@ -129,10 +131,12 @@ public:
 private:
     void load();
     void save();
+    FreeBlocks& free_of(std::uint32_t id);  // free_ or free_ids_, by the kind of key
 
     std::string path_;
     std::unordered_map<std::uint32_t, std::uint64_t> ranks_;
     FreeBlocks free_;
+    FreeBlocks free_ids_;
     std::uint64_t next_ = 1;
     std::size_t lines_ = 0;  // in the file, superseded ones included
 };
@@ -303,6 +307,8 @@ private:
     ReleaseHistory history_;
     // Every 64K block of the container pool below this is ours or was released before.
     std::uint64_t never_used_ = 0;
+    // The same for the dynamic pool: every ID below it is ours or was released before.
+    std::uint64_t never_used_id_ = 0;
 };
 
 // Where the allocator keeps its ReleaseHistory for the table at `table_path`: beside it.

@@ -124,6 +124,10 @@ inline constexpr std::uint32_t kEntryFlagNoGid = 1U << 4;
 // (no lookup answers it, enumeration skips it). The writer drops removed entries when their
 // blocks are taken again (version 4: or their name; version 5 takes only the name, see
 // CopyHeader) and compacts the table when they outnumber the live ones.
+// The writer also holds each ID of the dynamic pool that no range covers with a removed entry
+// of size 1 without a name (no name index slot), when the capacity holds them all beside the
+// live ranges (the default capacity does): a single ID then takes its place without moving
+// every container entry after it. Nothing for readers to know: they are removed entries.
 inline constexpr std::uint32_t kEntryFlagRemoved = 1U << 5;
 // Readers ignore flags they do not know, so that a newer writer can add some.
 

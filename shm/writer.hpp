@@ -61,7 +61,9 @@ public:
 
     // Publishes `ranges` as the complete table. REQUIRES: sorted by start, non-overlapping,
     // valid and unique names, valid shapes (checked; EINVAL otherwise), at most capacity()
-    // entries (ENOSPC).
+    // entries (ENOSPC). The IDs of systemd's dynamic pool that no range covers are held by
+    // removed entries without a name, as many as the capacity leaves room for (lowest first),
+    // so that a single ID takes its place in start order without moving the entries after it.
     Result<void> publish(std::span<const RangeEntry> ranges);
 
     // Validates what publish() requires. Exposed for tests and for the allocator's own checks.
@@ -74,7 +76,10 @@ public:
     // reuse of a removed entry in place; a few name index words either way), after dropping
     // the removed entries its blocks or name collide with. When removed entries outnumber the
     // live ones (and at least kCompactAt), or take the room an insert needs, the table is
-    // compacted (publish() of the live ranges). insert() requires what publish() does of the
+    // compacted (publish() of the live ranges; an insert that still finds no room drops one
+    // entry holding a dynamic-pool ID). A single ID of the dynamic pool revives the removed
+    // entry holding its place (publish()), and its release marks it removed again: neither
+    // moves an entry nor counts towards compaction. insert() requires what publish() does of the
     // table that results (EINVAL, ENOSPC otherwise); erase() fails with ENOENT if no live range
     // starts there. Both leave the table unchanged when they fail.
     Result<void> insert(const RangeEntry& entry);
@@ -84,8 +89,9 @@ public:
     std::optional<std::uint32_t> find_name(std::string_view name) const;
     // Live ranges; removed entries waiting for compaction are not counted.
     std::size_t size() const { return slots_.size() - removed_; }
-    // Removed entries still in the table (for tests).
-    std::size_t removed() const { return removed_; }
+    // Removed entries waiting for compaction (for tests); those holding dynamic-pool IDs, which
+    // compaction keeps, are not counted.
+    std::size_t removed() const { return removed_ - held_; }
     // The seed of the name index (layout.hpp's name_home_slot()) in both copies (for tests).
     std::uint64_t name_seed() const { return name_seed_; }
     // Re-seeds and rebuilds the name index, one copy at a time under the latch: what an insert
@@ -130,6 +136,11 @@ private:
     // new range of that name elsewhere; the entry keeps its place, so no entry moves.
     void unname(std::size_t pos);
     Result<void> compact();
+    // Whether the entry at `pos` is removed and holds an ID of the dynamic pool: publish() puts
+    // it back, so compaction neither counts nor drops it.
+    bool holds_pool_id(std::size_t pos) const;
+    // The last entry holding a dynamic-pool ID (REQUIRES: held_ > 0).
+    std::size_t last_held() const;
     void apply(const Delta& d);
     void apply_to_copy(int copy, const Delta& d);
     // The name index mirror (names_): the slot holding the entry named `name`, if any.
@@ -155,6 +166,7 @@ private:
     Recovery recovery_;
     std::vector<Slot> slots_;               // the published entries, in start order
     std::size_t removed_ = 0;               // slots_ marked removed
+    std::size_t held_ = 0;                  // of which hold a dynamic-pool ID (holds_pool_id())
     std::vector<std::uint32_t> names_;      // the published name index (both copies' slots)
     std::uint64_t name_seed_ = 0;           // and its seed
     std::uint32_t probe_limit_ = kMaxProbe;  // an insert landing farther re-seeds

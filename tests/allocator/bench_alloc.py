@@ -4,7 +4,7 @@
 connection, per band of live ranges, from an empty table up to RANGES live 64K ranges and back.
 
   bench_alloc.py SOCKET [--ranges N] [--band N] [--window N] [--reps N] [--chunk N]
-                 [--min-ratio R] [--json] [--at-full CMD]
+                 [--min-ratio R] [--singles N] [--json] [--at-full CMD]
 
 Allocates RANGES ranges of 65536 IDs (names bench-0 …) as root, timing each band of BAND calls,
 then releases them in a shuffled (seeded) order, band by band. Each call waits for its reply
@@ -12,7 +12,8 @@ before the next is sent unless --window lets up to N calls be in flight (pipelin
 connection). After each band filled, REPS interleaved repetitions of CHUNK calls of each kind
 are timed at that level: org.varlink.service.GetInfo (the round-trip floor of this client and
 the daemon's loop, measured in the same run), ReleaseRange of random live ranges, AllocateRange
-of them again; the median of each. Prints both tables (rates as ratios against the fewest live
+of them again; the median of each. With --singles N, each repetition also allocates N single
+IDs (size 1, the dynamic pool, names one-0 …) and releases them again, timed apart. Prints both tables (rates as ratios against the fewest live
 ranges). Exit status 1 if a call fails, or if allocation or release at the last two levels runs
 below --min-ratio × its median rate at the first two (default 0: never). --at-full runs CMD (a
 shell command) while every range is allocated.
@@ -86,7 +87,8 @@ def measure_level(conn, live_names, args, rng):
     ranges and CHUNK allocations of them again; the median rate of each, so that a burst of
     load on the shared machine moves one repetition, not the band."""
     chunk = min(args.chunk, len(live_names))
-    floor, release, allocate = [], [], []
+    floor, release, allocate, single, single_release = [], [], [], [], []
+    singles = [f"one-{i}" for i in range(args.singles)]
     for _ in range(args.reps):
         floor.append(chunk / run_band(conn, FLOOR_METHOD, [{}] * chunk, args.window))
         picked = rng.sample(live_names, chunk)
@@ -94,11 +96,20 @@ def measure_level(conn, live_names, args, rng):
                                         args.window))
         allocate.append(chunk / run_band(
             conn, "AllocateRange", [{"name": n, "size": 65536} for n in picked], args.window))
+        if singles:
+            single.append(len(singles) / run_band(
+                conn, "AllocateRange", [{"name": n, "size": 1} for n in singles], args.window))
+            single_release.append(len(singles) / run_band(
+                conn, "ReleaseRange", [{"name": n} for n in singles], args.window))
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    return {"live": len(live_names), "floor": statistics.median(floor),
-            "allocate": statistics.median(allocate), "release": statistics.median(release),
-            "load": load}
+    level = {"live": len(live_names), "floor": statistics.median(floor),
+             "allocate": statistics.median(allocate), "release": statistics.median(release),
+             "load": load}
+    if singles:
+        level["single"] = statistics.median(single)
+        level["single_release"] = statistics.median(single_release)
+    return level
 
 
 def main():
@@ -111,6 +122,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5,
                     help="repetitions per band of (floor, release, allocate) CHUNK calls")
     ap.add_argument("--chunk", type=int, default=200)
+    ap.add_argument("--singles", type=int, default=0,
+                    help="single IDs allocated and released again per repetition at each level")
     ap.add_argument("--json", action="store_true", help="one JSON line instead of the table")
     ap.add_argument("--at-full", help="a shell command to run when every range is allocated")
     ap.add_argument("--list-only", action="store_true",
@@ -169,7 +182,11 @@ def main():
         "release": [{"live": lv, "rate": round(r), "ratio": round(r / rr[-1], 2)}
                     for (lv, _, _), r in zip(release, rr)],
         "levels": [dict(lv, allocate_ratio=round(lv["allocate"] / levels[0]["allocate"], 2),
-                        release_ratio=round(lv["release"] / levels[0]["release"], 2))
+                        release_ratio=round(lv["release"] / levels[0]["release"], 2),
+                        **({"single_ratio": round(lv["single"] / levels[0]["single"], 2),
+                            "single_release_ratio": round(lv["single_release"] /
+                                                          levels[0]["single_release"], 2)}
+                           if args.singles else {}))
                    for lv in levels],
     }
     if args.json:
@@ -196,11 +213,20 @@ def main():
                   f"{lv['allocate']:>10.0f} {lv['allocate_ratio']:>6.2f} "
                   f"{lv['allocate'] / lv['floor']:>6.2f} | {lv['release']:>10.0f} "
                   f"{lv['release_ratio']:>6.2f} {lv['release'] / lv['floor']:>6.2f}")
+        if args.singles:
+            print(f"\nsingle IDs: {args.singles} allocated, then released, in each repetition; "
+                  f"ratio: against the first level")
+            print(f"{'live':>7} {'load':>6} | {'allocate/s':>10} {'ratio':>6} | "
+                  f"{'release/s':>10} {'ratio':>6}")
+            for lv in result["levels"]:
+                print(f"{lv['live']:>7} {lv['load']:>6} | {lv['single']:>10.0f} "
+                      f"{lv['single_ratio']:>6.2f} | {lv['single_release']:>10.0f} "
+                      f"{lv['single_release_ratio']:>6.2f}")
     # The check is on ratios only (never a rate: the machine is shared), over two levels at each
     # end, each the median of its repetitions.
     ends = min(2, len(levels) // 2) or 1
     failed = False
-    for op in ("allocate", "release"):
+    for op in ("allocate", "release") + (("single", "single_release") if args.singles else ()):
         ratio = (sum(lv[op] for lv in levels[-ends:]) /
                  sum(lv[op] for lv in levels[:ends]))
         print(f"{op}, last {ends} levels against the first {ends}: {ratio:.2f}×")

@@ -13,7 +13,7 @@
 # with 1,000-2,000, medians of interleaved repetitions (the old code, rewriting and re-sorting
 # the whole table on every change, fell to 0.19× by 6,000 ranges; this one stays near 1×).
 # Other ARGS go to bench_alloc.py (--ranges N, --band N, --window N, --reps N, --chunk N,
-# --min-ratio R).
+# --min-ratio R, --singles N: also N single IDs allocated and released at each level).
 . "$(dirname "$0")/../integration/lib.sh"
 
 if [ "${1:-}" = __at_full ]; then

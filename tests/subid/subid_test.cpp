@@ -106,14 +106,30 @@ protected:
         }
         ::close(fd);
     }
+    // The offset in a copy of live entry `i` (in start order): the writer holds the dynamic
+    // pool's free IDs with removed entries in between (shm::TableWriter::publish()).
+    static std::uint64_t live_entry(std::uint64_t i) {
+        const int fd = ::open(table_path().c_str(), O_RDONLY | O_CLOEXEC);
+        EXPECT_GE(fd, 0);
+        std::uint64_t off = 0, at = shm::entries_offset();
+        EXPECT_EQ(::pread(fd, &off, 8, offsetof(shm::FileHeader, copy_offset)), 8);
+        for (;; at += sizeof(shm::EntryWords)) {
+            std::uint64_t of = 0;
+            EXPECT_EQ(::pread(fd, &of, 8,
+                              static_cast<off_t>(off + at + offsetof(shm::EntryWords, owner_flags))),
+                      8);
+            if (((of >> 32) & shm::kEntryFlagRemoved) == 0 && i-- == 0)
+                break;
+        }
+        ::close(fd);
+        return at;
+    }
     static void patch_entry(std::uint64_t i, std::uint32_t start, std::uint32_t size) {
-        patch_copies(shm::entries_offset() + i * sizeof(shm::EntryWords) +
-                             offsetof(shm::EntryWords, start_size),
+        patch_copies(live_entry(i) + offsetof(shm::EntryWords, start_size),
                      start | std::uint64_t{size} << 32);
     }
     static void patch_owner_flags(std::uint64_t i, std::uint32_t owner, std::uint32_t flags) {
-        patch_copies(shm::entries_offset() + i * sizeof(shm::EntryWords) +
-                             offsetof(shm::EntryWords, owner_flags),
+        patch_copies(live_entry(i) + offsetof(shm::EntryWords, owner_flags),
                      owner | std::uint64_t{flags} << 32);
     }
 
@@ -322,7 +338,7 @@ TEST_F(SubidTest, InvalidEntriesAuthorizeNothing) {
     EXPECT_EQ(owners(0xFFFF0000U), std::vector<long>{});
     // A name the writer would never write.
     publish({range("a", kA, k64K, kRoot)});
-    patch_copies(shm::entries_offset() + offsetof(shm::EntryWords, name), 0x2F2E2E);  // "../"
+    patch_copies(live_entry(0) + offsetof(shm::EntryWords, name), 0x2F2E2E);  // "../"
     EXPECT_EQ(has("root", kA, 1), 0);
 }
 

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <thread>
@@ -461,10 +462,18 @@ TEST_F(UserdbTest, NamesWithANulInsideFindNothing) {
 // A reader error in the middle of an enumeration (here a corrupt entry: -EBADMSG) ends it with
 // an error after what was sent, never as a complete listing.
 TEST_F(UserdbTest, EnumerationStoppedByACorruptEntryEndsWithAnError) {
-    // Entries in start order: one, web, db-main. Break web's name.
-    damage_table([](std::byte* copy) {
+    // Entries in start order: one, web, db-main (and, around "one", removed entries holding the
+    // dynamic pool's free IDs). Break web's name.
+    auto named = [](std::byte* copy, const char* name) -> shm::EntryWords& {
         auto* e = reinterpret_cast<shm::EntryWords*>(copy + shm::entries_offset());
-        e[1].name[0].store(0x2F2F2F2F2F2F2F2FULL);  // "////////"
+        std::uint64_t word = 0;
+        std::memcpy(&word, name, std::min<std::size_t>(std::strlen(name) + 1, 8));
+        while (e->name[0].load() != word)
+            e++;
+        return *e;
+    };
+    damage_table([&](std::byte* copy) {
+        named(copy, "web").name[0].store(0x2F2F2F2F2F2F2F2FULL);  // "////////"
     });
     auto replies = call_more("GetUserRecord", with_service({}));
     ASSERT_EQ(replies.size(), 2U);
@@ -472,9 +481,8 @@ TEST_F(UserdbTest, EnumerationStoppedByACorruptEntryEndsWithAnError) {
     EXPECT_TRUE(replies[0].continues);
     EXPECT_EQ(replies[1].error, "io.systemd.UserDatabase.ServiceNotAvailable");
     // Entirely unreadable: the error alone, not NoRecordFound (which says there are none).
-    damage_table([](std::byte* copy) {
-        auto* e = reinterpret_cast<shm::EntryWords*>(copy + shm::entries_offset());
-        e[0].name[0].store(0x2F2F2F2F2F2F2F2FULL);
+    damage_table([&](std::byte* copy) {
+        named(copy, "one").name[0].store(0x2F2F2F2F2F2F2F2FULL);
     });
     replies = call_more("GetGroupRecord", with_service({}));
     ASSERT_EQ(replies.size(), 1U);
