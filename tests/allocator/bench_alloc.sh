@@ -10,8 +10,10 @@
 #
 # --smoke (CI, label bench): 6,000 ranges in bands of 1,000, and only a loose check on ratios
 # (never a rate): allocation and release with 5,000-6,000 live ranges at least 0.5× their rate
-# with 1,000-2,000, medians of interleaved repetitions (the old code, rewriting and re-sorting
-# the whole table on every change, fell to 0.19× by 6,000 ranges; this one stays near 1×).
+# with 1,000-2,000, as shares of the round-trip floor measured just before each, medians of
+# interleaved repetitions (the old code, rewriting and re-sorting
+# the whole table on every change, fell to 0.19× by 6,000 ranges; this one stays near 1×), and
+# the same for 100 single IDs at each level.
 # Other ARGS go to bench_alloc.py (--ranges N, --band N, --window N, --reps N, --chunk N,
 # --min-ratio R, --singles N: also N single IDs allocated and released at each level).
 . "$(dirname "$0")/../integration/lib.sh"
@@ -48,7 +50,7 @@ fi
 args=()
 if [ "${1:-}" = --smoke ]; then
     shift
-    args=(--ranges 6000 --band 1000 --min-ratio 0.5)
+    args=(--ranges 6000 --band 1000 --min-ratio 0.5 --singles 100)
     # transientctl list / getent passwd, loosely: a JSON tree per range on both sides of
     # ListRanges made it 22× and more, reading and writing the text directly about 4-16×.
     export BENCH_MAX_LIST_RATIO=${BENCH_MAX_LIST_RATIO:-30}
