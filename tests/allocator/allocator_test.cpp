@@ -815,15 +815,8 @@ TEST_F(AllocatorTest, ReleasesAsFastWithAFullPoolAsWithAFewRanges) {
         }
         return best;
     };
-    const double ratio = transient::testing::measure_until_passes(
-            [&] {
-                const double few = best_rate(2000), full = best_rate(28000);
-                std::printf("[ timing   ] release: %.0f/s from 2,000 live ranges, %.0f/s from "
-                            "28,000 (%.2fx)\n",
-                            few, full, full / few);
-                return full / few;
-            },
-            [](double r) { return r > 0.5; });
+    const double ratio = transient::testing::rate_ratio("release", best_rate, 2000, 28000,
+                                                        [](double r) { return r > 0.5; });
     // 0.5 rather than the 0.8: the machine is shared; the vector gave about 0.2.
     EXPECT_GT(ratio, 0.5);
 }
@@ -859,15 +852,8 @@ TEST_F(AllocatorTest, ReusesAReleasedBlockAsFastWithAFullPoolAsWithASmallOne) {
         }
         return best;
     };
-    const double ratio = transient::testing::measure_until_passes(
-            [&] {
-                const double small = best_rate(2000), full = best_rate(28000);
-                std::printf("[ timing   ] reuse: %.0f/s in a full pool of 2,000 blocks, %.0f/s "
-                            "of 28,000 (%.2fx)\n",
-                            small, full, full / small);
-                return full / small;
-            },
-            [](double r) { return r > 0.25; });
+    const double ratio = transient::testing::rate_ratio("reuse in a full pool", best_rate, 2000,
+                                                        28000, [](double r) { return r > 0.25; });
     // The walk gave 0.01-0.13 here; the set 0.34-0.57 (a few microseconds a call, where the
     // caches of a 28,000-range table show): 0.25 on a shared machine.
     EXPECT_GT(ratio, 0.25);
@@ -897,15 +883,8 @@ TEST_F(AllocatorTest, AllocatesAsFastWithAFullTableAsWithAFewRanges) {
         }
         return best;
     };
-    const double ratio = transient::testing::measure_until_passes(
-            [&] {
-                const double few = best_rate(2000), full = best_rate(27000);
-                std::printf("[ timing   ] allocate: %.0f/s with 2,000 live ranges, %.0f/s with "
-                            "27,000 (%.2fx)\n",
-                            few, full, full / few);
-                return full / few;
-            },
-            [](double r) { return r > 0.5; });
+    const double ratio = transient::testing::rate_ratio("allocate", best_rate, 2000, 27000,
+                                                        [](double r) { return r > 0.5; });
     // Table version 4 gave 0.13-0.25 here: its name index, sorted by name, moved every word from
     // the new name's place on in both copies. Version 5 hashes names (a few words per insert):
     // 0.71-0.80 (about 670,000/s against 520,000/s, load 2.9, five runs). What still grows is
@@ -950,15 +929,10 @@ TEST_F(AllocatorTest, AllocatesReleasedNamesAgainAsFastWithAFullTable) {
         return best;
     };
     for (const bool used_up : {false, true}) {
-        const double ratio = transient::testing::measure_until_passes(
-                [&] {
-                    const double few = best_rate(2000, used_up);
-                    const double full = best_rate(20000, used_up);
-                    std::printf("[ timing   ] allocate released names again%s: %.0f/s with 2,000 "
-                                "live ranges, %.0f/s with 20,000 (%.2fx)\n",
-                                used_up ? " (pool used up)" : "", few, full, full / few);
-                    return full / few;
-                },
+        const double ratio = transient::testing::rate_ratio(
+                used_up ? "allocate released names again (pool used up)"
+                        : "allocate released names again",
+                [&](std::uint32_t n) { return best_rate(n, used_up); }, 2000, 20000,
                 [](double r) { return r > 0.4; });
         // With never-used blocks left (DESIGN: they go first) the new entry is appended, and the
         // removed entry holding its name gives up only the name (shm::TableWriter::unname()):

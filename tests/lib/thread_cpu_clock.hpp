@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <ctime>
 
 namespace transient::testing {
@@ -37,6 +38,22 @@ double measure_until_passes(Measure&& measure, Passes&& passes, int attempts = 3
     for (int i = 1; i < attempts && !passes(ratio); i++)
         ratio = measure();
     return ratio;
+}
+
+// rate(few) and rate(full), calls per second with `few` and with `full` ranges in the table,
+// printed as a "[ timing ]" line about `what`, measured again while passes(ratio) says no (as
+// measure_until_passes()); the ratio rate(full) / rate(few).
+template <typename Rate, typename Passes>
+double rate_ratio(const char* what, Rate&& rate, std::uint32_t few, std::uint32_t full,
+                  Passes&& passes) {
+    return measure_until_passes(
+            [&] {
+                const double at_few = rate(few), at_full = rate(full);
+                std::printf("[ timing   ] %s: %.0f/s with %u ranges, %.0f/s with %u (%.2fx)\n",
+                            what, at_few, few, at_full, full, at_full / at_few);
+                return at_full / at_few;
+            },
+            passes);
 }
 
 }  // namespace transient::testing
