@@ -883,8 +883,8 @@ TEST_F(AllocatorTest, AllocatesAsFastWithAFullTableAsWithAFewRanges) {
         }
         return best;
     };
-    const double ratio = transient::testing::rate_ratio("allocate", best_rate, 2000, 27000,
-                                                        [](double r) { return r > 0.5; });
+    [[maybe_unused]] const double ratio = transient::testing::rate_ratio(
+            "allocate", best_rate, 2000, 27000, [](double r) { return r > 0.5; });
     // Table version 4 gave 0.13-0.25 here: its name index, sorted by name, moved every word from
     // the new name's place on in both copies. Version 5 hashes names (a few words per insert):
     // 0.71-0.80 (about 670,000/s against 520,000/s, load 2.9, five runs). What still grows is
@@ -929,7 +929,7 @@ TEST_F(AllocatorTest, AllocatesReleasedNamesAgainAsFastWithAFullTable) {
         return best;
     };
     for (const bool used_up : {false, true}) {
-        const double ratio = transient::testing::rate_ratio(
+        [[maybe_unused]] const double ratio = transient::testing::rate_ratio(
                 used_up ? "allocate released names again (pool used up)"
                         : "allocate released names again",
                 [&](std::uint32_t n) { return best_rate(n, used_up); }, 2000, 20000,
@@ -974,7 +974,8 @@ TEST_F(AllocatorTest, AllocatesSingleIdsAsFastWithAFullTableAsWithAFewRanges) {
                 EXPECT_TRUE(r && r->size == 1U && r->start >= shm::kDynamicPoolFirst &&
                             r->start <= shm::kDynamicPoolLast);
             }
-            double secs = std::chrono::duration<double>(testing::ThreadCpuClock::now() - t0).count();
+            double secs =
+                    std::chrono::duration<double>(testing::ThreadCpuClock::now() - t0).count();
             best.allocate = std::max(best.allocate, 100 / std::max(secs, 1e-9));
             t0 = testing::ThreadCpuClock::now();
             for (const std::string& name : names)
@@ -985,7 +986,7 @@ TEST_F(AllocatorTest, AllocatesSingleIdsAsFastWithAFullTableAsWithAFewRanges) {
         return best;
     };
     // The smaller of the two ratios.
-    const double ratio = transient::testing::measure_until_passes(
+    [[maybe_unused]] const double ratio = transient::testing::measure_until_passes(
             [&] {
                 const Rates few = best_rates(2000), full = best_rates(20000);
                 std::printf("[ timing   ] single IDs: allocate %.0f/s with 2,000 live 64K ranges, "
@@ -1040,7 +1041,7 @@ TEST_F(AllocatorTest, PicksASingleIdAsFastWithAUsedPoolAsWithANewOne) {
         }
         return best;
     };
-    const double ratio = transient::testing::measure_until_passes(
+    [[maybe_unused]] const double ratio = transient::testing::measure_until_passes(
             [&] {
                 const double fresh = best_rate(false), used = best_rate(true);
                 std::printf("[ timing   ] single IDs: %.0f/s from a new pool, %.0f/s from a used "

@@ -1034,7 +1034,7 @@ TEST_F(TableTest, InsertsAndReusesCostTheSameWithAFullTableAsWithAFewRanges) {
         }
         return best;
     };
-    const double ratio = transient::testing::measure_until_passes(
+    [[maybe_unused]] const double ratio = transient::testing::measure_until_passes(
             [&] {
                 const double few = best_cost(2000), full = best_cost(27000);
                 std::printf("[ timing   ] a reuse and an append: %.2f us with 2,000 ranges, "
