@@ -75,6 +75,9 @@ struct Server::Impl {
     void remove_output(detail::UidState& uid, std::size_t n);
     // Unread output in all past which every UID but root is held back, reserves included.
     std::size_t output_hard_limit() const;
+    // Gives the heap that a burst of buffered requests and answers freed back to the kernel,
+    // once the burst is over.
+    void trim_if_quiet();
     // Closes connections that leave answers unread (longest without progress first, of UIDs
     // past their reserve, never root's or `requester`'s) until the total is under
     // output_hard_limit() again, for a connection under its reserve that waits for room.
@@ -109,6 +112,8 @@ struct Server::Impl {
     // Node-based: connections keep pointers to their UID's entry.
     std::unordered_map<uid_t, detail::UidState> uids_;
     std::size_t total_output_ = 0;
+    // Bytes read or queued since the heap was last trimmed (trim_if_quiet()).
+    std::size_t churn_since_trim_ = 0;
     std::deque<detail::Connection*> wake_queue_;
     detail::SourcePtr wake_source_;
     // The log's rate limit.
