@@ -240,7 +240,6 @@ void Server::Impl::remove_output(detail::UidState& uid, std::size_t n) {
     const bool reserve_was_over = uid.output > limits_.output_reserve_per_uid;
     uid.output -= n;
     total_output_ -= n;
-    trim_if_quiet();
     auto wake_all = [](detail::UidState& state) {
         for (detail::Connection* c : state.waiting)
             c->stop_waiting_and_wake();
@@ -355,7 +354,7 @@ void Server::Impl::close_connection(detail::Connection& connection) {
     auto it = uids_.find(uid);
     if (it != uids_.end() && --it->second.connections == 0)
         uids_.erase(it);
-    trim_if_quiet();
+    trim_if_quiet();  // after the connection's buffers are freed, not from its destructor
 }
 
 // ---- Connection --------------------------------------------------------------------------
@@ -735,8 +734,10 @@ bool Connection::flush() {
     if (out_pos_ == out_.size()) {
         out_.clear();
         out_pos_ = 0;
-        if (out_.capacity() > kKeepCapacity)
+        if (out_.capacity() > kKeepCapacity) {
             out_.shrink_to_fit();
+            server_.trim_if_quiet();  // once the buffer is freed, not while it is drained
+        }
     } else if (out_pos_ > kKeepCapacity) {
         out_.erase(0, out_pos_);
         out_pos_ = 0;
