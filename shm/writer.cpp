@@ -334,12 +334,12 @@ bool in_dynamic_pool(std::uint32_t start, std::uint32_t size) {
 // What publish() writes: `ranges` and, in each ID of systemd's dynamic pool that none of them
 // covers, a removed entry without a name (no name index slot, as unname() leaves one), if the
 // capacity holds them all beside the ranges (the default capacity is both pools exactly; a
-// smaller table holds none, and its single IDs are inserted as before). Every single ID sorts before every container
-// range (block 0), so inserting one moved every container entry in both copies and the block
-// index words above block 0 (bench_alloc.sh: single IDs at 0.49x their rate at 20,000 live 64K
-// ranges against 2,000); with its place held, insert() revives the entry where it is. Readers
-// of version 5 already skip removed entries everywhere: no format change. No placeholder
-// starts inside a live range (find_by_id() would take it for the candidate).
+// smaller table holds none, and its single IDs are inserted as before). Every single ID sorts
+// before every container range (block 0), so inserting one moved every container entry in both
+// copies and the block index words above block 0 (bench_alloc.sh: single IDs at 0.49x their
+// rate at 20,000 live 64K ranges against 2,000); with its place held, insert() revives the entry
+// where it is. Readers of version 5 already skip removed entries everywhere: no format change.
+// No placeholder starts inside a live range (find_by_id() would take it for the candidate).
 std::vector<RangeEntry> with_pool_places(std::span<const RangeEntry> ranges,
                                          std::uint32_t capacity) {
     std::vector<RangeEntry> out;

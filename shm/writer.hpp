@@ -49,8 +49,8 @@ class TableWriter {
 public:
     // Opens the table at `path`, creating it (mode 0644) if it does not exist. A table of an
     // older layout that readers still read (versions 1 to 4) is rewritten in this one with its
-    // ranges (`recovery().migrated`). Any other file that is not a usable table is retired (if it is a
-    // table) and replaced by an empty table; `recovery().replaced` says so. Fails with EBUSY if
+    // ranges (`recovery().migrated`). Any other file that is not a usable table is retired (if
+    // it is a table) and replaced by an empty table; `recovery().replaced` says so. Fails with EBUSY if
     // another writer holds it.
     static Result<TableWriter> open(const std::string& path,
                                     std::uint32_t capacity = kDefaultCapacity);

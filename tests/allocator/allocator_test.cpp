@@ -101,10 +101,6 @@ UsernsIdentity ns_of(std::uint64_t ino, uid_t owner = 0) {
 
 class AllocatorTest : public ::testing::Test {
 protected:
-    void SetUp() override {
-        dir_ = tmp_.path();
-    }
-
     std::unique_ptr<Allocator> make(Policy policy = {}) {
         auto w = shm::TableWriter::open(dir_ + "/ranges.table");
         EXPECT_TRUE(w);
@@ -121,9 +117,21 @@ protected:
         p.pools = pools;
         return make(p);
     }
+    // The timing tests' start: a new table of `n` live 64K ranges named <prefix>0, <prefix>1…,
+    // whose checker takes no snapshot of the table per choice (that is not what they time).
+    std::unique_ptr<Allocator> filled(std::uint32_t n, const std::string& prefix,
+                                      Policy policy = {}) {
+        std::filesystem::remove_all(dir_);
+        std::filesystem::create_directory(dir_);
+        auto a = make(policy);
+        checker_->table_path.clear();
+        for (std::uint32_t i = 0; i < n; i++)
+            EXPECT_TRUE(a->allocate(prefix + std::to_string(i), 65536, 0));
+        return a;
+    }
 
     transient::testing::TempDir tmp_{"transient-alloc-test"};
-    std::string dir_;
+    std::string dir_ = tmp_.path();
     FakeChecker* checker_ = nullptr;
     FakeProbe* probe_ = nullptr;
 };
@@ -795,12 +803,7 @@ TEST_F(AllocatorTest, ReleasesAsFastWithAFullPoolAsWithAFewRanges) {
     // rate with 28,000 at least 0.8x the rate with 1,000). Five batches of 200 releases in a
     // shuffled order at each size; the best batch of each, as a rate ratio.
     auto best_rate = [&](std::uint32_t n) {
-        std::filesystem::remove_all(dir_);
-        std::filesystem::create_directory(dir_);
-        auto a = make();
-        checker_->table_path.clear();  // its snapshot of the table per choice is not timed here
-        for (std::uint32_t i = 0; i < n; i++)
-            EXPECT_TRUE(a->allocate("r" + std::to_string(i), 65536, 0));
+        auto a = filled(n, "r");
         std::vector<std::uint32_t> order(n);
         for (std::uint32_t i = 0; i < n; i++)
             order[i] = (i * 7919U) % n;  // 7919 is prime and divides neither size: a permutation
@@ -827,12 +830,7 @@ TEST_F(AllocatorTest, ReusesAReleasedBlockAsFastWithAFullPoolAsWithASmallOne) {
     // order give it in O(log n). Each pool is filled, then five batches of 200 shuffled
     // releases and 200 allocations (each reusing a block) are timed; the best batch of each.
     auto best_rate = [&](std::uint32_t n) {
-        std::filesystem::remove_all(dir_);
-        std::filesystem::create_directory(dir_);
-        auto a = make(blocks(n));
-        checker_->table_path.clear();  // its snapshot of the table per choice is not timed here
-        for (std::uint32_t i = 0; i < n; i++)
-            EXPECT_TRUE(a->allocate("r" + std::to_string(i), 65536, 0));
+        auto a = filled(n, "r", Policy{.pools = blocks(n)});
         std::vector<std::uint32_t> order(n);
         for (std::uint32_t i = 0; i < n; i++)
             order[i] = (i * 7919U) % n;  // a permutation: 7919 is prime and divides neither
@@ -866,12 +864,7 @@ TEST_F(AllocatorTest, AllocatesAsFastWithAFullTableAsWithAFewRanges) {
     // in the middle of the table's (as the bench's "bench-N" do), in thread CPU time; the best
     // batch of each, as a rate ratio.
     auto best_rate = [&](std::uint32_t n) {
-        std::filesystem::remove_all(dir_);
-        std::filesystem::create_directory(dir_);
-        auto a = make();
-        checker_->table_path.clear();  // its snapshot of the table per choice is not timed here
-        for (std::uint32_t i = 0; i < n; i++)
-            EXPECT_TRUE(a->allocate("bench-" + std::to_string(i), 65536, 0));
+        auto a = filled(n, "bench-");
         double best = 0;
         for (std::uint32_t batch = 0; batch < 5; batch++) {
             const auto t0 = testing::ThreadCpuClock::now();
@@ -902,15 +895,10 @@ TEST_F(AllocatorTest, AllocatesReleasedNamesAgainAsFastWithAFullTable) {
     // never-used blocks are gone, a released block. Timed as there: best of five batches of the
     // 200 allocations, thread CPU time, 2,000 live ranges against 20,000.
     auto best_rate = [&](std::uint32_t n, bool pool_used_up) {
-        std::filesystem::remove_all(dir_);
-        std::filesystem::create_directory(dir_);
         Policy policy;
         if (pool_used_up)  // room for the live ranges and no more: releases are reused
             policy.pools.container_last = policy.pools.container_first + (n + 0ULL) * 65536 - 1;
-        auto a = make(policy);
-        checker_->table_path.clear();
-        for (std::uint32_t i = 0; i < n; i++)
-            EXPECT_TRUE(a->allocate("bench-" + std::to_string(i), 65536, 0));
+        auto a = filled(n, "bench-", policy);
         std::mt19937 rng(1);
         double best = 0;
         for (std::uint32_t batch = 0; batch < 5; batch++) {
@@ -957,12 +945,7 @@ TEST_F(AllocatorTest, AllocatesSingleIdsAsFastWithAFullTableAsWithAFewRanges) {
         double allocate = 0, release = 0;
     };
     auto best_rates = [&](std::uint32_t n) {
-        std::filesystem::remove_all(dir_);
-        std::filesystem::create_directory(dir_);
-        auto a = make();
-        checker_->table_path.clear();  // its snapshot of the table per choice is not timed here
-        for (std::uint32_t i = 0; i < n; i++)
-            EXPECT_TRUE(a->allocate("bench-" + std::to_string(i), 65536, 0));
+        auto a = filled(n, "bench-");
         Rates best;
         for (std::uint32_t batch = 0; batch < 5; batch++) {
             std::vector<std::string> names;

@@ -45,6 +45,17 @@ protected:
         server_->start();
     }
 
+    // The most output the server held queued, sampled over half a second.
+    std::size_t peak_buffered_output() {
+        std::size_t peak = 0;
+        for (int i = 0; i < 20; i++) {
+            peak = std::max(peak,
+                            server_->run([this] { return server_->server().buffered_output(); }));
+            std::this_thread::sleep_for(25ms);
+        }
+        return peak;
+    }
+
     // A well-behaved client gets its answer, and quickly.
     void expect_served() {
         const auto begin = Clock::now();
@@ -456,12 +467,7 @@ TEST_F(VarlinkLimitsTest, BoundsTheUnreadOutputOfAllConnectionsOfOneUid) {
     HostileChild nobody(65534, path_, 8,
                         R"({"method":"io.test.Echo.Big","parameters":{"size":16384}})", 100);
     ASSERT_EQ(nobody.result(), "yyyyyyyy");
-    std::size_t peak = 0;
-    for (int i = 0; i < 20; i++) {
-        peak = std::max(peak,
-                        server_->run([this] { return server_->server().buffered_output(); }));
-        std::this_thread::sleep_for(25ms);
-    }
+    const std::size_t peak = peak_buffered_output();
     std::printf("unread output of one UID with 8 connections: %zu KiB\n", peak / 1024);
     EXPECT_LT(peak, 256U * 1024 + 8 * 17 * 1024) << "the budget plus one reply per connection";
     expect_served();
@@ -620,12 +626,7 @@ TEST_F(VarlinkLimitsTest, BoundsTheReservesInAllAndMakesRoomForAUidWithNothingQu
     limits.max_output_total = 256 * 1024;
     limits.output_reserve_total = 64 * 1024;
     ASSERT_TRUE(start_with_full_total(limits, 256 * 1024)) << "the total never filled up";
-    std::size_t peak = 0;
-    for (int i = 0; i < 20; i++) {
-        peak = std::max(peak,
-                        server_->run([this] { return server_->server().buffered_output(); }));
-        std::this_thread::sleep_for(25ms);
-    }
+    const std::size_t peak = peak_buffered_output();
     std::printf("unread output of 9 UIDs against 256 + 64 KiB: %zu KiB\n", peak / 1024);
     EXPECT_LT(peak, (256U + 64 + 17) * 1024) << "the total, the reserves and one reply";
     expect_served();  // root is exempt
